@@ -1,0 +1,145 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::mode::{Datapath, Mode};
+
+/// The network of one pod: same namespace and name as the pod, owned by it.
+///
+/// The operator writes the spec (the allocation) when the pod is bound to a node; the
+/// node agent wires the pod from it and writes the status.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "eni-operator.io",
+    version = "v1alpha1",
+    kind = "PodNetwork",
+    plural = "podnetworks",
+    shortname = "pn",
+    category = "eni",
+    namespaced,
+    status = "PodNetworkStatus",
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.allocation.address"}"#,
+    printcolumn = r#"{"name":"ENI","type":"string","jsonPath":".spec.allocation.eniID"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Pool","type":"string","jsonPath":".spec.pool","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode != 'Trunk' || has(self.allocation.vlanID)").message("a Trunk allocation needs allocation.vlanID"))]
+#[x_kube(validation = Rule::new("self.mode == 'SharedIP' || !has(self.allocation.datapath)").message("allocation.datapath only applies to mode SharedIP"))]
+pub struct PodNetworkSpec {
+    /// UID of the pod this network belongs to. Immutable: a new pod of the same name
+    /// gets a new PodNetwork.
+    #[serde(rename = "podUID")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("podUID is immutable"))]
+    #[schemars(length(min = 1, max = 64))]
+    pub pod_uid: String,
+    /// Node the pod is bound to; only that node's agent wires it.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: String,
+    /// ENIPool the allocation came from.
+    #[schemars(length(min = 1, max = 253))]
+    pub pool: String,
+    /// Mode of the pool at allocation time.
+    pub mode: Mode,
+    /// What the pod gets.
+    pub allocation: Allocation,
+}
+
+/// One pod's share of the VPC.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    /// The pod's IPv4 address.
+    #[x_kube(validation = Rule::new("isIP(self) && ip(self).family() == 4").message("address must be an IPv4 address"))]
+    #[schemars(length(max = 64))]
+    pub address: String,
+    /// Prefix length the pod's address is configured with (32 for SharedIP).
+    #[schemars(range(min = 1, max = 32))]
+    pub prefix_length: u8,
+    /// The subnet's gateway (the VPC router).
+    #[x_kube(validation = Rule::new("isIP(self)").message("gateway must be an IP address"))]
+    #[schemars(length(max = 64))]
+    pub gateway: String,
+    /// CIDR of the subnet the address is in.
+    #[serde(rename = "subnetCIDR")]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("subnetCIDR must be a CIDR such as 10.0.1.0/24"))]
+    #[schemars(length(max = 64))]
+    pub subnet_cidr: String,
+    /// Subnet id.
+    #[serde(rename = "subnetID")]
+    #[schemars(length(max = 32))]
+    pub subnet_id: String,
+    /// ENI that holds the address (the pod's own ENI in Exclusive, its member ENI in Trunk).
+    #[serde(rename = "eniID")]
+    #[x_kube(validation = Rule::new("self.matches('^eni-[0-9a-f]{1,17}$')").message("eniID must be an ENI id like eni-0123abcd"))]
+    #[schemars(length(max = 32))]
+    pub eni_id: String,
+    /// MAC address of that ENI; the agent finds the ENI's link by it.
+    #[serde(rename = "eniMAC")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9a-f]{2}:){5}[0-9a-f]{2}$')").message("eniMAC must be a lower-case MAC like 02:ab:cd:ef:01:23"))]
+    #[schemars(length(max = 64))]
+    pub eni_mac: String,
+    /// Device index of the ENI on the instance (0 is the primary ENI).
+    #[schemars(range(min = 0, max = 128))]
+    pub device_index: u32,
+    /// Route table the agent uses for traffic from the pod (SharedIP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub route_table: Option<u32>,
+    /// VLAN id of the member ENI on the trunk (Trunk).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "vlanID")]
+    #[schemars(range(min = 1, max = 4094))]
+    pub vlan_id: Option<u16>,
+    /// MAC of the trunk ENI a member ENI is relayed over (Trunk).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "trunkMAC")]
+    pub trunk_mac: Option<String>,
+    /// Security groups that guard this pod's traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5), inner(length(max = 32)))]
+    pub security_groups: Vec<String>,
+    /// SharedIP datapath.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<Datapath>,
+}
+
+/// Phase of a PodNetwork.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PodNetworkPhase {
+    /// Created, allocation not yet done.
+    Pending,
+    /// Allocation in spec, pod not wired yet.
+    Allocated,
+    /// The agent wired the pod.
+    Ready,
+    /// The pod is gone; the address is cooling down before it returns to the pool.
+    Releasing,
+    /// Wiring failed; see message.
+    Failed,
+}
+
+/// Observed state of the pod's network, written by the node agent.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodNetworkStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PodNetworkPhase>,
+    /// Container (sandbox) id the network is wired for.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "containerID")]
+    pub container_id: Option<String>,
+    /// Interface name inside the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_interface: Option<String>,
+    /// Interface name on the node (host veth, or the ENI link it came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_interface: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// A human-readable explanation of the phase, e.g. why wiring failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,484 @@
+//! A real control plane for tests: etcd + kube-apiserver on loopback.
+//!
+//! TLS with a throwaway CA, static token authentication (an admin and the operator's and
+//! agent's service-account identities) and RBAC authorization, so the chart's RBAC is
+//! what the tests exercise. Both processes die with the `ControlPlane` (on drop, also
+//! when a test panics) and with the test process (parent-death signal); the temp dir goes
+//! with it.
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, TcpListener},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{await_condition, conditions},
+};
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use tempfile::TempDir;
+
+use crate::{binaries, process::ChildGuard};
+
+/// Namespace the chart installs into; the service-account identities below live there.
+pub const SYSTEM_NAMESPACE: &str = "eni-system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    #[error("I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("generating certificates: {0}")]
+    Certs(#[from] rcgen::Error),
+    #[error(transparent)]
+    Binaries(#[from] binaries::BinaryError),
+    #[error("starting {what}: {source}")]
+    Spawn {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} exited before it was ready; last log lines:\n{log}")]
+    Exited { what: &'static str, log: String },
+    #[error("{what} not ready after {secs}s; last log lines:\n{log}")]
+    NotReady {
+        what: &'static str,
+        secs: u64,
+        log: String,
+    },
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("kube API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("CRD manifest {file}: {source}")]
+    Manifest {
+        file: String,
+        source: serde_yaml::Error,
+    },
+    #[error("waiting for CRD {0} to be Established")]
+    CrdTimeout(String),
+}
+
+/// Who a client authenticates as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// `system:masters`: the cluster admin.
+    Admin,
+    /// The operator's service account (`eni-system/eni-operator`).
+    Operator,
+    /// A node agent's service account (`eni-system/eni-agent`).
+    Agent,
+}
+
+impl Identity {
+    const ALL: [Identity; 3] = [Identity::Admin, Identity::Operator, Identity::Agent];
+
+    fn user(self) -> String {
+        match self {
+            Identity::Admin => "eni-admin".into(),
+            Identity::Operator => format!("system:serviceaccount:{SYSTEM_NAMESPACE}:eni-operator"),
+            Identity::Agent => format!("system:serviceaccount:{SYSTEM_NAMESPACE}:eni-agent"),
+        }
+    }
+
+    fn groups(self) -> String {
+        match self {
+            Identity::Admin => "system:masters".into(),
+            _ => format!("system:serviceaccounts,system:serviceaccounts:{SYSTEM_NAMESPACE}"),
+        }
+    }
+
+    fn context(self) -> &'static str {
+        match self {
+            Identity::Admin => "admin",
+            Identity::Operator => "operator",
+            Identity::Agent => "agent",
+        }
+    }
+}
+
+/// Where the API server listens and which names its certificate carries.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Address the API server binds to (127.0.0.1 unless node namespaces must reach it).
+    pub bind_address: IpAddr,
+    /// Extra addresses for the serving certificate (e.g. a management-link address).
+    pub extra_sans: Vec<IpAddr>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            extra_sans: Vec::new(),
+        }
+    }
+}
+
+pub struct ControlPlane {
+    // Field order is drop order: the API server goes before etcd, the dir last.
+    apiserver: ChildGuard,
+    etcd: ChildGuard,
+    dir: TempDir,
+    server: String,
+    ca_pem: String,
+    tokens: Vec<(Identity, String)>,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver on loopback.
+    pub async fn start() -> Result<Self, ControlPlaneError> {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Result<Self, ControlPlaneError> {
+        let bins = binaries::kubernetes()?;
+        let dir = tempfile::Builder::new()
+            .prefix("eni-cp-")
+            .tempdir()
+            .map_err(|source| io_err(Path::new("/tmp"), source))?;
+        let root = dir.path().to_path_buf();
+
+        let (etcd, etcd_url) = start_etcd(&root).await?;
+
+        let pki = write_pki(&root, &opts)?;
+        let tokens: Vec<(Identity, String)> = Identity::ALL
+            .iter()
+            .map(|id| (*id, random_token()))
+            .collect();
+        let token_file = root.join("tokens.csv");
+        let csv: String = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, (id, tok))| format!("{tok},{},uid-{i},\"{}\"\n", id.user(), id.groups()))
+            .collect();
+        write(&token_file, csv)?;
+
+        let port = free_port()?;
+        let bind = opts.bind_address;
+        let advertise = if bind.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            bind
+        };
+        let mut cmd = std::process::Command::new(&bins.kube_apiserver);
+        cmd.args([
+            format!("--etcd-servers={etcd_url}"),
+            format!("--secure-port={port}"),
+            format!("--bind-address={bind}"),
+            format!("--advertise-address={advertise}"),
+            format!("--tls-cert-file={}", pki.cert.display()),
+            format!("--tls-private-key-file={}", pki.key.display()),
+            format!("--token-auth-file={}", token_file.display()),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", pki.sa_pub.display()),
+            format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--authorization-mode=RBAC".into(),
+            "--allow-privileged=true".into(),
+            // No controller-manager runs here, so nothing would create the `default`
+            // service account pods are admitted with.
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--profiling=false".into(),
+            format!("--cert-dir={}", root.join("apiserver-certs").display()),
+        ]);
+        let apiserver = ChildGuard::spawn("kube-apiserver", cmd, &root.join("kube-apiserver.log"))
+            .map_err(|source| ControlPlaneError::Spawn {
+                what: "kube-apiserver",
+                source,
+            })?;
+
+        let cp = ControlPlane {
+            apiserver,
+            etcd,
+            dir,
+            server: format!("https://{advertise}:{port}"),
+            ca_pem: pki.ca_pem,
+            tokens,
+        };
+        cp.write_kubeconfig(&cp.kubeconfig_path(), Identity::Admin)?;
+        cp.wait_ready().await?;
+        Ok(cp)
+    }
+
+    /// `https://host:port` of the API server.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The admin kubeconfig (written at start; for kubectl and humans).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// Directory that lives as long as the control plane (logs, kubeconfigs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A client authenticated as the cluster admin.
+    pub async fn client(&self) -> Result<Client, ControlPlaneError> {
+        self.client_as(Identity::Admin).await
+    }
+
+    /// A client authenticated as `who`; subject to RBAC.
+    pub async fn client_as(&self, who: Identity) -> Result<Client, ControlPlaneError> {
+        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig_yaml(who))
+            .map_err(|e| ControlPlaneError::Kubeconfig(e.to_string()))?;
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| ControlPlaneError::Kubeconfig(e.to_string()))?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Writes a kubeconfig for `who` to `path`.
+    pub fn write_kubeconfig(&self, path: &Path, who: Identity) -> Result<(), ControlPlaneError> {
+        write(path, self.kubeconfig_yaml(who))
+    }
+
+    fn kubeconfig_yaml(&self, who: Identity) -> String {
+        let token = self
+            .tokens
+            .iter()
+            .find(|(id, _)| *id == who)
+            .map(|(_, t)| t.as_str())
+            .unwrap_or_default();
+        let ca = BASE64.encode(self.ca_pem.as_bytes());
+        let ctx = who.context();
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: eni-test\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {ctx}\n  user:\n    token: {token}\ncontexts:\n- name: {ctx}\n  context:\n    cluster: eni-test\n    user: {ctx}\ncurrent-context: {ctx}\n",
+            server = self.server
+        )
+    }
+
+    async fn wait_ready(&self) -> Result<(), ControlPlaneError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let client = self.client().await?;
+        loop {
+            let req = http::Request::get("/readyz").body(Vec::new());
+            if let Ok(req) = req
+                && let Ok(body) = client.request_text(req).await
+                && body.trim() == "ok"
+            {
+                return Ok(());
+            }
+            if self.apiserver.has_exited() {
+                return Err(ControlPlaneError::Exited {
+                    what: "kube-apiserver",
+                    log: self.apiserver.log_tail(40),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(ControlPlaneError::NotReady {
+                    what: "kube-apiserver",
+                    secs: START_TIMEOUT.as_secs(),
+                    log: self.apiserver.log_tail(40),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Installs the chart's CRDs (server-side apply) and waits until they are Established.
+    pub async fn install_crds(&self) -> Result<(), ControlPlaneError> {
+        let client = self.client().await?;
+        let api: Api<CustomResourceDefinition> = Api::all(client);
+        // The files users `kubectl apply`, not a fresh rendering: this tests what ships.
+        let dir = crate::repo_root().join("charts/eni-operator/crds");
+        let mut names = Vec::new();
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .map_err(|source| io_err(&dir, source))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        for path in files {
+            let yaml = fs::read_to_string(&path).map_err(|source| io_err(&path, source))?;
+            let file = path.display().to_string();
+            let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml)
+                .map_err(|source| ControlPlaneError::Manifest { file, source })?;
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            api.patch(&name, &PatchParams::apply("eni-e2e").force(), &Patch::Apply(&crd))
+                .await?;
+            names.push(name);
+        }
+        for name in names {
+            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .map_err(|_| ControlPlaneError::CrdTimeout(name.clone()))?
+                .map_err(|e| ControlPlaneError::Kubeconfig(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Process ids of etcd and kube-apiserver.
+    pub fn pids(&self) -> Vec<u32> {
+        vec![self.etcd.pid(), self.apiserver.pid()]
+    }
+
+    /// Log file of kube-apiserver (for failure reports).
+    pub fn apiserver_log(&self) -> String {
+        self.apiserver.log_tail(60)
+    }
+
+    /// Log file of etcd.
+    pub fn etcd_log(&self) -> String {
+        self.etcd.log_tail(60)
+    }
+}
+
+async fn start_etcd(root: &Path) -> Result<(ChildGuard, String), ControlPlaneError> {
+    let bin = etcd_bin_vendored::etcd_bin_path().map_err(|e| ControlPlaneError::Spawn {
+        what: "etcd",
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let client_port = free_port()?;
+    let peer_port = free_port()?;
+    let url = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
+        "--name=eni-test".to_string(),
+        format!("--data-dir={}", root.join("etcd").display()),
+        format!("--listen-client-urls={url}"),
+        format!("--advertise-client-urls={url}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=eni-test={peer}"),
+        // Test data: durability across power loss buys nothing and costs seconds.
+        "--unsafe-no-fsync".into(),
+        "--log-level=warn".into(),
+    ]);
+    let etcd = ChildGuard::spawn("etcd", cmd, &root.join("etcd.log")).map_err(|source| {
+        ControlPlaneError::Spawn {
+            what: "etcd",
+            source,
+        }
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok() {
+            return Ok((etcd, url));
+        }
+        if etcd.has_exited() {
+            return Err(ControlPlaneError::Exited {
+                what: "etcd",
+                log: etcd.log_tail(40),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(ControlPlaneError::NotReady {
+                what: "etcd",
+                secs: 30,
+                log: etcd.log_tail(40),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Pki {
+    ca_pem: String,
+    cert: PathBuf,
+    key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+}
+
+fn write_pki(root: &Path, opts: &Options) -> Result<Pki, ControlPlaneError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "eni-operator test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let mut params = CertificateParams::new(vec![
+        "localhost".to_string(),
+        "kubernetes".to_string(),
+        "kubernetes.default.svc".to_string(),
+    ])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "kube-apiserver");
+    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1))];
+    ips.extend(opts.extra_sans.iter().copied());
+    if !opts.bind_address.is_unspecified() {
+        ips.push(opts.bind_address);
+    }
+    params
+        .subject_alt_names
+        .extend(ips.into_iter().map(SanType::IpAddress));
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &ca)?;
+
+    let pki = Pki {
+        ca_pem: ca.pem(),
+        cert: root.join("apiserver.crt"),
+        key: root.join("apiserver.key"),
+        sa_key: root.join("sa.key"),
+        sa_pub: root.join("sa.pub"),
+    };
+    // The serving chain includes the CA so clients that only pin the CA verify it.
+    write(&pki.cert, format!("{}{}", cert.pem(), pki.ca_pem))?;
+    write(&pki.key, key.serialize_pem())?;
+    let sa = KeyPair::generate()?;
+    write(&pki.sa_key, sa.serialize_pem())?;
+    write(&pki.sa_pub, sa.public_key_pem())?;
+    Ok(pki)
+}
+
+fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), ControlPlaneError> {
+    fs::write(path, contents).map_err(|source| io_err(path, source))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> ControlPlaneError {
+    ControlPlaneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A port that was free a moment ago. Two control planes starting at once may race for
+/// it; the loser fails to bind and the test reports it, which has not happened with the
+/// kernel's randomised ephemeral ports.
+fn free_port() -> Result<u16, ControlPlaneError> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| io_err(Path::new("127.0.0.1:0"), source))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| io_err(Path::new("127.0.0.1:0"), source))
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_identities_are_service_accounts() {
+        assert_eq!(
+            Identity::Operator.user(),
+            "system:serviceaccount:eni-system:eni-operator"
+        );
+        assert!(Identity::Agent.groups().contains("system:serviceaccounts:eni-system"));
+        assert_eq!(Identity::Admin.groups(), "system:masters");
+    }
+}

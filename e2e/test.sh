@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every test of the project: formatting, lints, unit tests, and the tests against the
+# real control plane, vpc-sim, moto and network namespaces. Needs root (namespaces).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash e2e/setup.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eni-operator/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+start=$(date +%s)
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+echo "test.sh: all tests passed in $(( $(date +%s) - start ))s"
