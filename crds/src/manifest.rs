@@ -51,10 +51,18 @@ mod tests {
     #[test]
     fn cel_rules_reach_the_schema() {
         let yaml = crd_manifests().expect("render");
-        let enipool = &yaml.iter().find(|(f, _)| f.starts_with("enipools")).expect("enipools").1;
+        let enipool = &yaml
+            .iter()
+            .find(|(f, _)| f.starts_with("enipools"))
+            .expect("enipools")
+            .1;
         assert!(enipool.contains("minIPs must not exceed maxIPs"));
         assert!(enipool.contains("mode is immutable"));
-        let pn = &yaml.iter().find(|(f, _)| f.starts_with("podnetworks")).expect("podnetworks").1;
+        let pn = &yaml
+            .iter()
+            .find(|(f, _)| f.starts_with("podnetworks"))
+            .expect("podnetworks")
+            .1;
         assert!(pn.contains("podUID is immutable"));
     }
 }

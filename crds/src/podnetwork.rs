@@ -129,7 +129,11 @@ pub struct PodNetworkStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PodNetworkPhase>,
     /// Container (sandbox) id the network is wired for.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "containerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "containerID"
+    )]
     pub container_id: Option<String>,
     /// Interface name inside the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -41,7 +41,11 @@ pub struct TrunkENISpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrunkENIStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "trunkENIID")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "trunkENIID"
+    )]
     pub trunk_eni_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "trunkMAC")]
     pub trunk_mac: Option<String>,

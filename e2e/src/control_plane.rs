@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Config,
@@ -20,7 +21,6 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{await_condition, conditions},
 };
-use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use tempfile::TempDir;
 
@@ -181,7 +181,10 @@ impl ControlPlane {
             format!("--token-auth-file={}", token_file.display()),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", pki.sa_pub.display()),
-            format!("--service-account-signing-key-file={}", pki.sa_key.display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--authorization-mode=RBAC".into(),
             "--allow-privileged=true".into(),
@@ -308,8 +311,12 @@ impl ControlPlane {
             let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml)
                 .map_err(|source| ControlPlaneError::Manifest { file, source })?;
             let name = crd.metadata.name.clone().unwrap_or_default();
-            api.patch(&name, &PatchParams::apply("eni-e2e").force(), &Patch::Apply(&crd))
-                .await?;
+            api.patch(
+                &name,
+                &PatchParams::apply("eni-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
             names.push(name);
         }
         for name in names {
@@ -412,7 +419,10 @@ fn write_pki(root: &Path, opts: &Options) -> Result<Pki, ControlPlaneError> {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "kube-apiserver");
-    let mut ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1))];
+    let mut ips = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+    ];
     ips.extend(opts.extra_sans.iter().copied());
     if !opts.bind_address.is_unspecified() {
         ips.push(opts.bind_address);
@@ -454,7 +464,8 @@ fn io_err(path: &Path, source: std::io::Error) -> ControlPlaneError {
 /// it; the loser fails to bind and the test reports it, which has not happened with the
 /// kernel's randomised ephemeral ports.
 fn free_port() -> Result<u16, ControlPlaneError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|source| io_err(Path::new("127.0.0.1:0"), source))?;
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|source| io_err(Path::new("127.0.0.1:0"), source))?;
     l.local_addr()
         .map(|a| a.port())
         .map_err(|source| io_err(Path::new("127.0.0.1:0"), source))
@@ -478,7 +489,11 @@ mod tests {
             Identity::Operator.user(),
             "system:serviceaccount:eni-system:eni-operator"
         );
-        assert!(Identity::Agent.groups().contains("system:serviceaccounts:eni-system"));
+        assert!(
+            Identity::Agent
+                .groups()
+                .contains("system:serviceaccounts:eni-system")
+        );
         assert_eq!(Identity::Admin.groups(), "system:masters");
     }
 }

@@ -41,8 +41,16 @@ fn main() -> std::process::ExitCode {
     let fx: Fixture = Arc::new((cp, rt));
 
     let mut trials = vec![
-        trial(&fx, "crds_are_established_and_examples_accepted", examples_accepted),
-        trial(&fx, "kubectl_server_side_apply_twice_changes_nothing", apply_twice),
+        trial(
+            &fx,
+            "crds_are_established_and_examples_accepted",
+            examples_accepted,
+        ),
+        trial(
+            &fx,
+            "kubectl_server_side_apply_twice_changes_nothing",
+            apply_twice,
+        ),
         trial(&fx, "kubectl_explain_shows_field_docs", explain),
         trial(&fx, "kubectl_get_shows_printer_columns", printer_columns),
         trial(&fx, "immutable_mode", immutable_mode),
@@ -144,11 +152,20 @@ async fn examples_accepted(fx: Fixture) -> Result<(), Failed> {
     for (file, mut obj) in examples {
         // Server-side dry run under another name: the examples themselves are applied by
         // the kubectl test running beside this one.
-        let name = format!("dry-run-{}", obj["metadata"]["name"].as_str().unwrap_or_default());
+        let name = format!(
+            "dry-run-{}",
+            obj["metadata"]["name"].as_str().unwrap_or_default()
+        );
         obj["metadata"]["name"] = json!(name);
         let dynobj: DynamicObject = serde_json::from_value(obj.clone())?;
         api_for(client.clone(), &obj)
-            .create(&PostParams { dry_run: true, ..Default::default() }, &dynobj)
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &dynobj,
+            )
             .await
             .map_err(|e| format!("{file} refused: {e}"))?;
     }
@@ -158,15 +175,38 @@ async fn examples_accepted(fx: Fixture) -> Result<(), Failed> {
 async fn apply_twice(fx: Fixture) -> Result<(), Failed> {
     let dir = eni_e2e::repo_root().join("examples");
     let dir = dir.to_string_lossy();
-    kubectl(&fx, &["apply", "--server-side", "--field-manager=gitops", "-f", &dir])?;
+    kubectl(
+        &fx,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-f",
+            &dir,
+        ],
+    )?;
     let versions = || {
         kubectl(
             &fx,
-            &["get", "enipools", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}"],
+            &[
+                "get",
+                "enipools",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+            ],
         )
     };
     let before = versions()?;
-    let second = kubectl(&fx, &["apply", "--server-side", "--field-manager=gitops", "-f", &dir])?;
+    let second = kubectl(
+        &fx,
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=gitops",
+            "-f",
+            &dir,
+        ],
+    )?;
     let after = versions()?;
     if before != after {
         return Err(format!("second apply changed objects: {before} -> {after}").into());
@@ -206,7 +246,9 @@ async fn printer_columns(fx: Fixture) -> Result<(), Failed> {
     let out = kubectl(&fx, &["get", "enipools", "columns"])?;
     let header = out.lines().next().unwrap_or_default();
     let cols: Vec<&str> = header.split_whitespace().collect();
-    let want = ["NAME", "MODE", "NODES", "ENIS", "USED", "WARM", "READY", "AGE"];
+    let want = [
+        "NAME", "MODE", "NODES", "ENIS", "USED", "WARM", "READY", "AGE",
+    ];
     if cols != want {
         return Err(format!("columns {cols:?}, want {want:?}").into());
     }
@@ -249,7 +291,8 @@ struct Case {
 }
 
 fn shared(extra: Value) -> Value {
-    let mut spec = json!({"mode": "SharedIP", "nodeSelector": {}, "subnets": {"ids": ["subnet-0a1"]}});
+    let mut spec =
+        json!({"mode": "SharedIP", "nodeSelector": {}, "subnets": {"ids": ["subnet-0a1"]}});
     merge(&mut spec, extra);
     spec
 }
@@ -264,34 +307,146 @@ fn merge(into: &mut Value, from: Value) {
 
 fn invalid_cases() -> Vec<Case> {
     let pn = |name, mode: &str, alloc: Value| {
-        podnetwork(name, json!({"podUID": "u-1", "nodeName": "n1", "pool": "p", "mode": mode, "allocation": alloc}))
+        podnetwork(
+            name,
+            json!({"podUID": "u-1", "nodeName": "n1", "pool": "p", "mode": mode, "allocation": alloc}),
+        )
     };
     let mut bad_addr = allocation();
     merge(&mut bad_addr, json!({"address": "10.0.1.300"}));
     let mut bad_mac = allocation();
     merge(&mut bad_mac, json!({"eniMAC": "02-00-00-00-00-01"}));
     vec![
-        Case { name: "min_ips_above_max_ips", obj: pool("c1", shared(json!({"warm": {"minIPs": 20, "maxIPs": 10}}))), message: "minIPs must not exceed maxIPs" },
-        Case { name: "warm_ips_above_max_ips", obj: pool("c2", shared(json!({"warm": {"warmIPs": 20, "maxIPs": 10}}))), message: "warmIPs must not exceed maxIPs" },
-        Case { name: "warm_enis_above_max_enis", obj: pool("c3", shared(json!({"warm": {"warmENIs": 4, "maxENIs": 2}}))), message: "warmENIs must not exceed maxENIs" },
-        Case { name: "datapath_outside_shared_ip", obj: pool("c4", shared(json!({"mode": "Exclusive", "datapath": "IPVlan"}))), message: "datapath only applies to mode SharedIP" },
-        Case { name: "prefix_delegation_outside_shared_ip", obj: pool("c5", shared(json!({"mode": "Trunk", "securityGroups": ["sg-01"], "prefixDelegation": true}))), message: "prefixDelegation only applies to mode SharedIP" },
-        Case { name: "address_targets_in_exclusive", obj: pool("c6", shared(json!({"mode": "Exclusive", "warm": {"warmIPs": 3}}))), message: "only apply to mode SharedIP" },
-        Case { name: "sticky_ips_outside_shared_ip", obj: pool("c7", shared(json!({"mode": "Exclusive", "stickyIPForStatefulSets": {"releaseAfter": "5m"}}))), message: "stickyIPForStatefulSets only applies to mode SharedIP" },
-        Case { name: "trunk_without_security_groups", obj: pool("c8", shared(json!({"mode": "Trunk"}))), message: "mode Trunk needs at least one security group" },
-        Case { name: "no_subnets", obj: pool("c9", shared(json!({"subnets": {"policy": "Ordered"}}))), message: "at least one subnet is required" },
-        Case { name: "malformed_subnet_id", obj: pool("c10", shared(json!({"subnets": {"ids": ["my-subnet"]}}))), message: "subnets.ids must be ids like subnet-" },
-        Case { name: "malformed_security_group", obj: pool("c11", shared(json!({"securityGroups": ["default"]}))), message: "securityGroups must be ids like sg-" },
-        Case { name: "malformed_cooldown", obj: pool("c12", shared(json!({"ipCooldown": "soon"}))), message: "ipCooldown must be a duration" },
-        Case { name: "unknown_mode", obj: pool("c13", shared(json!({"mode": "Overlay"}))), message: "Unsupported value: \"Overlay\"" },
-        Case { name: "priority_out_of_range", obj: pool("c14", shared(json!({"priority": 5000}))), message: "should be less than or equal to 1000" },
-        Case { name: "reserved_tag_prefix", obj: pool("c15", shared(json!({"tags": {"eni-operator.io/cluster": "x"}}))), message: "reserved prefix eni-operator.io/" },
-        Case { name: "ipvlan_with_prefix_delegation", obj: pool("c16", shared(json!({"datapath": "IPVlan", "prefixDelegation": true}))), message: "prefixDelegation is not supported with datapath IPVlan" },
-        Case { name: "missing_node_selector", obj: pool("c17", json!({"mode": "SharedIP", "subnets": {"ids": ["subnet-0a1"]}})), message: "spec.nodeSelector: Required value" },
-        Case { name: "trunk_podnetwork_without_vlan", obj: pn("c18", "Trunk", allocation()), message: "a Trunk allocation needs allocation.vlanID" },
-        Case { name: "podnetwork_bad_address", obj: pn("c19", "SharedIP", bad_addr), message: "address must be an IPv4 address" },
-        Case { name: "podnetwork_bad_mac", obj: pn("c20", "SharedIP", bad_mac), message: "eniMAC must be a lower-case MAC" },
-        Case { name: "trunkeni_bad_instance", obj: json!({"apiVersion": "eni-operator.io/v1alpha1", "kind": "TrunkENI", "metadata": {"name": "n1"}, "spec": {"nodeName": "n1", "instanceID": "vm-1", "pool": "p"}}), message: "instanceID must be an instance id" },
+        Case {
+            name: "min_ips_above_max_ips",
+            obj: pool("c1", shared(json!({"warm": {"minIPs": 20, "maxIPs": 10}}))),
+            message: "minIPs must not exceed maxIPs",
+        },
+        Case {
+            name: "warm_ips_above_max_ips",
+            obj: pool("c2", shared(json!({"warm": {"warmIPs": 20, "maxIPs": 10}}))),
+            message: "warmIPs must not exceed maxIPs",
+        },
+        Case {
+            name: "warm_enis_above_max_enis",
+            obj: pool("c3", shared(json!({"warm": {"warmENIs": 4, "maxENIs": 2}}))),
+            message: "warmENIs must not exceed maxENIs",
+        },
+        Case {
+            name: "datapath_outside_shared_ip",
+            obj: pool(
+                "c4",
+                shared(json!({"mode": "Exclusive", "datapath": "IPVlan"})),
+            ),
+            message: "datapath only applies to mode SharedIP",
+        },
+        Case {
+            name: "prefix_delegation_outside_shared_ip",
+            obj: pool(
+                "c5",
+                shared(
+                    json!({"mode": "Trunk", "securityGroups": ["sg-01"], "prefixDelegation": true}),
+                ),
+            ),
+            message: "prefixDelegation only applies to mode SharedIP",
+        },
+        Case {
+            name: "address_targets_in_exclusive",
+            obj: pool(
+                "c6",
+                shared(json!({"mode": "Exclusive", "warm": {"warmIPs": 3}})),
+            ),
+            message: "only apply to mode SharedIP",
+        },
+        Case {
+            name: "sticky_ips_outside_shared_ip",
+            obj: pool(
+                "c7",
+                shared(
+                    json!({"mode": "Exclusive", "stickyIPForStatefulSets": {"releaseAfter": "5m"}}),
+                ),
+            ),
+            message: "stickyIPForStatefulSets only applies to mode SharedIP",
+        },
+        Case {
+            name: "trunk_without_security_groups",
+            obj: pool("c8", shared(json!({"mode": "Trunk"}))),
+            message: "mode Trunk needs at least one security group",
+        },
+        Case {
+            name: "no_subnets",
+            obj: pool("c9", shared(json!({"subnets": {"policy": "Ordered"}}))),
+            message: "at least one subnet is required",
+        },
+        Case {
+            name: "malformed_subnet_id",
+            obj: pool("c10", shared(json!({"subnets": {"ids": ["my-subnet"]}}))),
+            message: "subnets.ids must be ids like subnet-",
+        },
+        Case {
+            name: "malformed_security_group",
+            obj: pool("c11", shared(json!({"securityGroups": ["default"]}))),
+            message: "securityGroups must be ids like sg-",
+        },
+        Case {
+            name: "malformed_cooldown",
+            obj: pool("c12", shared(json!({"ipCooldown": "soon"}))),
+            message: "ipCooldown must be a duration",
+        },
+        Case {
+            name: "unknown_mode",
+            obj: pool("c13", shared(json!({"mode": "Overlay"}))),
+            message: "Unsupported value: \"Overlay\"",
+        },
+        Case {
+            name: "priority_out_of_range",
+            obj: pool("c14", shared(json!({"priority": 5000}))),
+            message: "should be less than or equal to 1000",
+        },
+        Case {
+            name: "reserved_tag_prefix",
+            obj: pool(
+                "c15",
+                shared(json!({"tags": {"eni-operator.io/cluster": "x"}})),
+            ),
+            message: "reserved prefix eni-operator.io/",
+        },
+        Case {
+            name: "ipvlan_with_prefix_delegation",
+            obj: pool(
+                "c16",
+                shared(json!({"datapath": "IPVlan", "prefixDelegation": true})),
+            ),
+            message: "prefixDelegation is not supported with datapath IPVlan",
+        },
+        Case {
+            name: "missing_node_selector",
+            obj: pool(
+                "c17",
+                json!({"mode": "SharedIP", "subnets": {"ids": ["subnet-0a1"]}}),
+            ),
+            message: "spec.nodeSelector: Required value",
+        },
+        Case {
+            name: "trunk_podnetwork_without_vlan",
+            obj: pn("c18", "Trunk", allocation()),
+            message: "a Trunk allocation needs allocation.vlanID",
+        },
+        Case {
+            name: "podnetwork_bad_address",
+            obj: pn("c19", "SharedIP", bad_addr),
+            message: "address must be an IPv4 address",
+        },
+        Case {
+            name: "podnetwork_bad_mac",
+            obj: pn("c20", "SharedIP", bad_mac),
+            message: "eniMAC must be a lower-case MAC",
+        },
+        Case {
+            name: "trunkeni_bad_instance",
+            obj: json!({"apiVersion": "eni-operator.io/v1alpha1", "kind": "TrunkENI", "metadata": {"name": "n1"}, "spec": {"nodeName": "n1", "instanceID": "vm-1", "pool": "p"}}),
+            message: "instanceID must be an instance id",
+        },
     ]
 }
 
@@ -355,5 +510,11 @@ async fn immutable_pod_uid(fx: Fixture) -> Result<(), Failed> {
         "immutable-uid",
         json!({"podUID": "u-1", "nodeName": "n1", "pool": "p", "mode": "SharedIP", "allocation": allocation()}),
     );
-    update_refused(client, obj, |v| v["spec"]["podUID"] = json!("u-2"), "podUID is immutable").await
+    update_refused(
+        client,
+        obj,
+        |v| v["spec"]["podUID"] = json!("u-2"),
+        "podUID is immutable",
+    )
+    .await
 }

@@ -10,21 +10,27 @@ use kube::{Api, api::PostParams};
 fn alive(pid: u32) -> bool {
     // A zombie is gone for our purposes; /proc/<pid>/stat says 'Z'.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
         .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_control_planes_in_parallel_then_nothing_left() {
     let (a, b) = tokio::join!(ControlPlane::start(), ControlPlane::start());
-    let (a, b) = (a.expect("first control plane"), b.expect("second control plane"));
+    let (a, b) = (
+        a.expect("first control plane"),
+        b.expect("second control plane"),
+    );
     assert_ne!(a.server(), b.server());
 
     for (cp, ns) in [(&a, "only-in-a"), (&b, "only-in-b")] {
         let ns_api: Api<Namespace> = Api::all(cp.client().await.expect("client"));
         let obj: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))
             .expect("namespace");
-        ns_api.create(&PostParams::default(), &obj).await.expect("create namespace");
+        ns_api
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create namespace");
     }
     // Separate etcds: each sees only its own namespace.
     let a_ns: Api<Namespace> = Api::all(a.client().await.expect("client"));

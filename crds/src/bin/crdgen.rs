@@ -4,9 +4,12 @@
 use std::{path::PathBuf, process::ExitCode};
 
 fn main() -> ExitCode {
-    let dir = std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/eni-operator/crds")
-    });
+    let dir = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/eni-operator/crds")
+        });
     let manifests = match eni_crds::crd_manifests() {
         Ok(m) => m,
         Err(e) => {

@@ -24,7 +24,11 @@ async fn run(once: bool) -> Result<(), Box<dyn std::error::Error>> {
         binaries::KUBERNETES_VERSION.trim()
     );
     let cp = ControlPlane::start().await?;
-    println!("    API server at {} ({:.1}s)", cp.server(), t0.elapsed().as_secs_f64());
+    println!(
+        "    API server at {} ({:.1}s)",
+        cp.server(),
+        t0.elapsed().as_secs_f64()
+    );
     println!("==> installing CRDs from charts/eni-operator/crds");
     cp.install_crds().await?;
     let bins = binaries::kubernetes()?;
@@ -40,9 +44,15 @@ async fn run(once: bool) -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("==> applying examples/ (one ENIPool per mode)");
     let examples = eni_e2e::repo_root().join("examples");
-    print!("{}", kubectl(&["apply", "--server-side", "-f", &examples.to_string_lossy()])?);
+    print!(
+        "{}",
+        kubectl(&["apply", "--server-side", "-f", &examples.to_string_lossy()])?
+    );
     println!("==> kubectl get enipools,trunkenis,podnetworks -A");
-    print!("{}", kubectl(&["get", "enipools,trunkenis,podnetworks", "-A"])?);
+    print!(
+        "{}",
+        kubectl(&["get", "enipools,trunkenis,podnetworks", "-A"])?
+    );
     println!("==> kubectl explain enipool.spec.warm (excerpt)");
     for line in kubectl(&["explain", "enipool.spec.warm"])?.lines().take(12) {
         println!("    {line}");
@@ -51,7 +61,10 @@ async fn run(once: bool) -> Result<(), Box<dyn std::error::Error>> {
     if once {
         return Ok(());
     }
-    println!("point kubectl at it with:\n\n    export KUBECONFIG={}\n", cp.kubeconfig_path().display());
+    println!(
+        "point kubectl at it with:\n\n    export KUBECONFIG={}\n",
+        cp.kubeconfig_path().display()
+    );
     println!("Ctrl-C stops the cluster and removes everything.");
     tokio::signal::ctrl_c().await?;
     println!("stopping");
