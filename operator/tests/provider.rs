@@ -1,0 +1,237 @@
+//! Provider tests against EC2 emulations: moto (third-party) and vpc-sim (ours). The
+//! same suite runs against both; vpc-sim alone also covers trunks, limits, subnet
+//! exhaustion, throttling and faults, which moto does not model.
+
+mod support;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eni_operator::cloud::{
+    AddressAssignment, Backoff, CloudError, CloudProvider, EniQuery, EniStatus, RateLimit,
+};
+use support::moto::MotoServer;
+use support::vpc_sim::VpcSim;
+use support::{generous_rate, quick_backoff, strict, suite, token};
+use tokio::task::JoinSet;
+use vpc_sim::behaviour::SimConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_round_trip_and_latency() {
+    let server = MotoServer::start();
+    let fx = server.fixture().await;
+    let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
+    let provider: Arc<dyn CloudProvider> = provider;
+    suite::round_trip(provider.as_ref(), &fx).await;
+    suite::latency(provider.as_ref(), &fx, 20).await;
+}
+
+/// The shared suite under vpc-sim's default, EC2-like behaviour (latency, attach and
+/// detach taking time, rate limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_round_trip() {
+    let sim = VpcSim::start(SimConfig::default()).await;
+    let fx = sim.fixture("m5.large", "pods-a").await;
+    let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
+    let provider: Arc<dyn CloudProvider> = provider;
+    suite::round_trip(provider.as_ref(), &fx).await;
+}
+
+/// Per-call latency with vpc-sim's latency model off: the cost of SDK, provider and
+/// simulator themselves, comparable with moto's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_latency() {
+    let sim = VpcSim::start(SimConfig::instant()).await;
+    let fx = sim.fixture("m5.large", "pods-a").await;
+    let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
+    suite::latency(provider.as_ref(), &fx, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_trunks() {
+    let sim = VpcSim::start(SimConfig::instant()).await;
+    let fx = sim.fixture("m5.large", "pods-a").await;
+    let t3 = sim.fixture("t3.medium", "pods-a").await;
+    let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
+    strict::trunk(provider.as_ref(), &fx, &t3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_limits() {
+    let sim = VpcSim::start(SimConfig::instant()).await;
+    let fx = sim.fixture("m5.large", "pods-a").await;
+    let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
+    strict::limits(provider.as_ref(), &fx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_subnet_exhaustion() {
+    let sim = VpcSim::start(SimConfig::instant()).await;
+    let fx = sim.fixture("m5.large", "tiny-a").await;
+    let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
+    strict::subnet_exhaustion(provider.as_ref(), &fx).await;
+}
+
+/// 200 concurrent calls (140 describes, 60 creates) against vpc-sim's default buckets
+/// (describe 100 + 20/s, mutate 50 + 5/s) from a client whose own bucket is far larger:
+/// the cloud throttles, backoff absorbs it, every call succeeds, and client tokens keep
+/// the retried creates from making duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_throttling_is_absorbed() {
+    let sim = VpcSim::start(SimConfig::default()).await;
+    let fx = sim.fixture("m5.large", "pods-a").await;
+    let rate = RateLimit {
+        qps: NonZeroU32::new(1000).expect("non-zero"),
+        burst: NonZeroU32::new(1000).expect("non-zero"),
+    };
+    let backoff = Backoff {
+        min_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(2),
+        max_retries: 60,
+        max_total_delay: Duration::from_secs(120),
+    };
+    let (provider, _registry) = support::provider(&fx, rate, backoff).await;
+    let pool = format!("burst-{}", token("p"));
+    let (describes, creates) = (140, 60);
+    let started = Instant::now();
+    let mut calls = JoinSet::new();
+    for i in 0..describes + creates {
+        let provider = provider.clone();
+        let request = suite::eni_request(&fx, &pool, None);
+        let pool = pool.clone();
+        calls.spawn(async move {
+            if i < describes {
+                let query = EniQuery::Owned {
+                    pool: Some(pool),
+                    node: None,
+                    instance_id: None,
+                };
+                provider.list_enis(&query).await.map(|_| ())
+            } else {
+                provider.create_eni(&request).await.map(|_| ())
+            }
+        });
+    }
+    let mut ok = 0;
+    while let Some(joined) = calls.join_next().await {
+        joined.expect("call task").expect("every call succeeds");
+        ok += 1;
+    }
+    let took = started.elapsed();
+    assert_eq!(ok, describes + creates);
+
+    let sim_describe = sim.counters("DescribeNetworkInterfaces");
+    let sim_create = sim.counters("CreateNetworkInterface");
+    assert!(sim_describe.throttled > 0, "{sim_describe:?}");
+    assert!(sim_create.throttled > 0, "{sim_create:?}");
+    // The client saw exactly the throttled answers the cloud gave.
+    let metrics = provider.metrics();
+    assert_eq!(
+        metrics.count("DescribeNetworkInterfaces", "throttled"),
+        sim_describe.throttled
+    );
+    assert_eq!(
+        metrics.count("CreateNetworkInterface", "throttled"),
+        sim_create.throttled
+    );
+    assert_eq!(
+        metrics.count("DescribeNetworkInterfaces", "ok"),
+        describes as u64
+    );
+    assert_eq!(
+        metrics.count("CreateNetworkInterface", "ok"),
+        creates as u64
+    );
+
+    let owned = provider
+        .list_enis(&EniQuery::Owned {
+            pool: Some(pool),
+            node: None,
+            instance_id: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(owned.len(), creates, "retried creates must not duplicate");
+    println!(
+        "{}",
+        serde_json::json!({
+            "throttling": "vpc-sim",
+            "calls": describes + creates,
+            "elapsed_s": (took.as_secs_f64() * 100.0).round() / 100.0,
+            "describe": {"attempts": sim_describe.calls, "throttled": sim_describe.throttled},
+            "create": {"attempts": sim_create.calls, "throttled": sim_create.throttled},
+        })
+    );
+}
+
+/// Injected server errors and timeouts (where the call took effect but the answer was
+/// lost): creates are retried with their client token and never duplicate; count-based
+/// assigns are not retried after a timeout, so they never assign twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_faults_keep_mutations_idempotent() {
+    let sim = VpcSim::start(SimConfig::instant()).await;
+    let fx = sim.fixture("m5.large", "pods-a").await;
+    let (provider, _registry) = support::provider_with_timeout(
+        &fx,
+        generous_rate(),
+        quick_backoff(),
+        Duration::from_millis(500),
+    )
+    .await;
+    sim.sim()
+        .update_config(&serde_json::json!({"faults": {
+            "error_probability": 0.3,
+            "timeout_probability": 0.2,
+            "timeout_hang_ms": 1500,
+            "actions": ["CreateNetworkInterface"],
+        }}))
+        .expect("set faults");
+    let pool = format!("faults-{}", token("p"));
+    let wanted = 20;
+    for _ in 0..wanted {
+        provider
+            .create_eni(&suite::eni_request(&fx, &pool, None))
+            .await
+            .expect("create despite faults");
+    }
+    let created = sim.counters("CreateNetworkInterface");
+    assert!(created.faulted > 0, "{created:?}");
+    assert!(
+        created.calls > wanted as u64,
+        "some creates were retried: {created:?}"
+    );
+    let owned = provider
+        .list_enis(&EniQuery::Owned {
+            pool: Some(pool.clone()),
+            node: None,
+            instance_id: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(owned.len(), wanted, "no duplicate interfaces");
+
+    // A count-based assign whose answer is lost: one attempt, a Transient error, and
+    // the addresses are there (the caller reconciles by reading).
+    sim.sim()
+        .update_config(&serde_json::json!({"faults": {
+            "error_probability": 0.0,
+            "timeout_probability": 1.0,
+            "actions": ["AssignPrivateIpAddresses"],
+        }}))
+        .expect("set faults");
+    let eni = &owned[0];
+    let result = provider
+        .assign_addresses(&eni.id, &AddressAssignment::IpCount(2))
+        .await;
+    assert!(
+        matches!(result, Err(CloudError::Transient { .. })),
+        "{result:?}"
+    );
+    assert_eq!(sim.counters("AssignPrivateIpAddresses").calls, 1);
+    let now = support::wait_for_eni(provider.as_ref(), &eni.id, "2 secondaries", |e| {
+        e.status == EniStatus::Available && e.secondary_ips.len() == 2
+    })
+    .await;
+    assert_eq!(now.secondary_ips.len(), 2);
+}
