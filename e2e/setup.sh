@@ -33,3 +33,22 @@ if [ ! -x "$venv/bin/moto_server" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q 'moto[server]==5.*'
 fi
+
+# helm for the chart tests (e2e/tests/chart.rs looks for it here), with the ldflags of
+# helm's own release build: without them `helm version` is vague and `helm template`
+# assumes Kubernetes 1.20, below the chart's kubeVersion. The stamp file makes a changed
+# pin rebuild it.
+HELM_VERSION=v3.22.0
+if [ ! -x "$CACHE/bin/helm" ] || [ "$(cat "$CACHE/bin/.helm-version" 2>/dev/null)" != "$HELM_VERSION" ]; then
+  echo "setup: helm $HELM_VERSION into $CACHE/bin (built once per machine)" >&2
+  mkdir -p "$CACHE/bin"
+  helm_mod="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+  k8s_minor="$(sed -n 's/^\s*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$helm_mod")"
+  [ -n "$k8s_minor" ] || { echo "setup: no k8s.io/client-go version in $helm_mod" >&2; exit 1; }
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  for pkg in pkg/chartutil pkg/lint/rules; do
+    ldflags="$ldflags -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$k8s_minor"
+  done
+  GOBIN="$CACHE/bin" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  echo "$HELM_VERSION" > "$CACHE/bin/.helm-version"
+fi

@@ -141,6 +141,7 @@ impl ControlPlane {
     }
 
     pub async fn start_with(opts: Options) -> Result<Self, ControlPlaneError> {
+        crate::init_crypto();
         let bins = binaries::kubernetes()?;
         let dir = tempfile::Builder::new()
             .prefix("eni-cp-")

@@ -2,8 +2,10 @@
 //! network namespaces, and the product's binaries as child processes.
 
 pub mod binaries;
+pub mod cluster;
 pub mod control_plane;
 pub mod process;
+pub mod sim;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};
 
@@ -15,4 +17,10 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default()
+}
+
+/// Picks rustls' process-wide crypto provider. Both ring (kube) and aws-lc-rs (the AWS
+/// SDK) are linked, so rustls cannot choose on its own; a second call is a no-op.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

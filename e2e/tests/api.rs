@@ -185,16 +185,19 @@ async fn apply_twice(fx: Fixture) -> Result<(), Failed> {
             &dir,
         ],
     )?;
+    // Only the examples' pools: other tests create pools in the same cluster.
+    let names: Vec<String> = examples()
+        .iter()
+        .filter_map(|(_, v)| v["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
     let versions = || {
-        kubectl(
-            &fx,
-            &[
-                "get",
-                "enipools",
-                "-o",
-                "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
-            ],
-        )
+        let mut args = vec!["get", "enipools"];
+        args.extend(names.iter().map(String::as_str));
+        args.extend([
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+        ]);
+        kubectl(&fx, &args)
     };
     let before = versions()?;
     let second = kubectl(

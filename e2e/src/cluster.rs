@@ -1,0 +1,287 @@
+//! A cluster for controller tests: the real control plane with the CRDs, vpc-sim as the
+//! cloud, Node objects for registered instances, and the operator (in-process, or as
+//! child processes of the built binary so that killing one is real).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use eni_crds::PodNetwork;
+use eni_operator::{
+    cloud::{CloudProvider, RateLimit},
+    metrics::Metrics,
+    operator::{self, Config},
+};
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, PostParams},
+};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::{sync::oneshot, task::JoinHandle};
+use vpc_sim::behaviour::SimConfig;
+
+use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard, sim::SimCloud};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    ControlPlane(#[from] ControlPlaneError),
+    #[error(transparent)]
+    Sim(#[from] crate::sim::SimError),
+    #[error("kube: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("building {0}: {1}")]
+    Build(&'static str, String),
+    #[error("starting {0}: {1}")]
+    Spawn(&'static str, std::io::Error),
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(Duration, String),
+}
+
+pub struct Cluster {
+    // Drop order: operators before the cloud and the control plane.
+    operators: Vec<InProcess>,
+    pub sim: SimCloud,
+    pub cp: ControlPlane,
+    pub client: Client,
+    /// Value of the ownership tag; unique per cluster.
+    pub name: String,
+}
+
+struct InProcess {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// vpc-sim behaving like EC2 but fast: no latency, short attach, generous limits.
+pub fn fast_cloud() -> SimConfig {
+    let mut c = SimConfig::instant();
+    c.attach_delay_ms = 50;
+    c.detach_delay_ms = 50;
+    c
+}
+
+impl Cluster {
+    pub async fn start(behaviour: SimConfig) -> Result<Self, ClusterError> {
+        let cp = ControlPlane::start().await?;
+        cp.install_crds().await?;
+        let client = cp.client().await?;
+        let ns: Api<Namespace> = Api::all(client.clone());
+        let obj: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": crate::control_plane::SYSTEM_NAMESPACE}}),
+        )
+        .map_err(kube::Error::SerdeError)?;
+        ns.create(&PostParams::default(), &obj).await?;
+        let sim = SimCloud::start(behaviour).await?;
+        let name = format!("test-{}", std::process::id());
+        Ok(Cluster {
+            operators: Vec::new(),
+            sim,
+            cp,
+            client,
+            name,
+        })
+    }
+
+    /// Registers an instance in vpc-sim and creates its Node object (providerID, labels).
+    pub async fn add_node(
+        &self,
+        name: &str,
+        instance_type: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<String, ClusterError> {
+        let inst = self.sim.register(name, instance_type)?;
+        let labels: BTreeMap<_, _> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"providerID": inst.provider_id},
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        Api::<Node>::all(self.client.clone())
+            .create(&PostParams::default(), &node)
+            .await?;
+        Ok(inst.instance_id)
+    }
+
+    /// Applies a manifest (any kind the admin may create) from YAML.
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<(), ClusterError> {
+        let obj: kube::api::DynamicObject = serde_yaml::from_str(yaml)
+            .map_err(|e| ClusterError::Build("manifest", e.to_string()))?;
+        let tm = obj
+            .types
+            .clone()
+            .ok_or_else(|| ClusterError::Build("manifest", "no apiVersion/kind".into()))?;
+        let (group, version) = tm
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", tm.api_version.as_str()));
+        let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            group, version, &tm.kind,
+        ));
+        let api: Api<kube::api::DynamicObject> = match obj.metadata.namespace.as_deref() {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        };
+        api.patch(
+            &obj.name_any(),
+            &kube::api::PatchParams::apply("eni-e2e").force(),
+            &kube::api::Patch::Apply(&obj),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Starts the operator in this process (no leader election: the only replica).
+    pub async fn start_operator(
+        &mut self,
+        config: Config,
+        rate: RateLimit,
+    ) -> Result<Arc<dyn CloudProvider>, ClusterError> {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let provider: Arc<dyn CloudProvider> =
+            Arc::new(self.sim.provider(&self.name, rate, &mut registry).await);
+        let client = self.cp.client_as(Identity::Admin).await?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(operator::run(
+            client,
+            provider.clone(),
+            Config {
+                cluster: self.name.clone(),
+                ..config
+            },
+            metrics,
+            stopped.map(|_| ()).boxed(),
+        ));
+        self.operators.push(InProcess {
+            stop: Some(stop),
+            task,
+        });
+        Ok(provider)
+    }
+
+    /// Starts a replica of the `eni-operator` binary (leader-elected) as a child process.
+    pub fn spawn_operator(
+        &self,
+        identity: &str,
+        extra: &[&str],
+    ) -> Result<ChildGuard, ClusterError> {
+        let bin = workspace_bin("eni-operator")?;
+        let kubeconfig = self.cp.dir().join(format!("kubeconfig-{identity}"));
+        self.cp.write_kubeconfig(&kubeconfig, Identity::Admin)?;
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--cluster-name",
+            &self.name,
+            "--identity",
+            identity,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--lease-namespace",
+            crate::control_plane::SYSTEM_NAMESPACE,
+        ])
+        .args(extra)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info");
+        for (k, v) in self.sim.env() {
+            cmd.env(k, v);
+        }
+        let log = self.cp.dir().join(format!("{identity}.log"));
+        ChildGuard::spawn("eni-operator", cmd, &log)
+            .map_err(|e| ClusterError::Spawn("eni-operator", e))
+    }
+
+    /// Creates `n` pods bound to `node` (spec.nodeName set, as the scheduler would).
+    pub async fn create_pods(
+        &self,
+        ns: &str,
+        prefix: &str,
+        n: usize,
+        node: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<(), ClusterError> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let labels: BTreeMap<_, _> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for i in 0..n {
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": format!("{prefix}-{i}"), "labels": labels},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
+            }))
+            .map_err(kube::Error::SerdeError)?;
+            api.create(&PostParams::default(), &pod).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn podnetworks(&self) -> Result<Vec<PodNetwork>, ClusterError> {
+        Ok(Api::<PodNetwork>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items)
+    }
+
+    /// Polls `check` until it returns Some or `timeout` passes.
+    pub async fn wait_for<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<T, ClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, ClusterError>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await? {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout(timeout, what.to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Path of a binary of this workspace, building it first (a no-op when it is current).
+pub fn workspace_bin(name: &'static str) -> Result<PathBuf, ClusterError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--quiet", "--bin", name])
+        .current_dir(crate::repo_root())
+        .output()
+        .map_err(|e| ClusterError::Build(name, e.to_string()))?;
+    if !out.status.success() {
+        return Err(ClusterError::Build(
+            name,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crate::repo_root().join("target"));
+    Ok(target.join("debug").join(name))
+}

@@ -1,0 +1,345 @@
+//! Allocation: a pod bound to a node gets a unit of its pool from the node's warm
+//! inventory and a PodNetwork that records it. A cloud call happens on this path only on
+//! a miss (the node's maintenance grows the pool while the pod waits).
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use eni_crds::{FINALIZER, PodNetwork, PodNetworkSpec};
+use futures::{Stream, StreamExt};
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    runtime::{
+        events::{Event, EventType},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::{
+    inventory::PodKey,
+    operator::{Ctx, MANAGER},
+    selector::{self, Candidate},
+    settings::PoolSettings,
+};
+
+/// Label on every PodNetwork naming its node: agents watch only their own.
+pub const NODE_LABEL: &str = "eni-operator.io/node";
+pub const POOL_LABEL: &str = "eni-operator.io/pool";
+
+type InFlight = Arc<Mutex<HashSet<String>>>;
+
+pub async fn run(op: Ctx, events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>) {
+    let in_flight: InFlight = Arc::default();
+    let mut events = std::pin::pin!(events);
+    let mut tick = tokio::time::interval(op.config.resync);
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => on_pod(&op, &in_flight, p),
+                Some(Ok(watcher::Event::Delete(p))) => on_pod_deleted(&op, &p),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => warn!(error = %e, "pod watch"),
+                None => return,
+            },
+            _ = tick.tick() => sweep(&op, &in_flight),
+        }
+    }
+}
+
+fn bound_node(pod: &Pod) -> Option<&str> {
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) || pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    if matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    ) {
+        return None;
+    }
+    spec.node_name.as_deref()
+}
+
+fn has_network(op: &Ctx, pod: &Pod) -> bool {
+    let key =
+        ObjectRef::<PodNetwork>::new(&pod.name_any()).within(&pod.namespace().unwrap_or_default());
+    op.podnetworks
+        .get(&key)
+        .is_some_and(|pn| Some(pn.spec.pod_uid.as_str()) == pod.metadata.uid.as_deref())
+}
+
+fn on_pod(op: &Ctx, in_flight: &InFlight, pod: Pod) {
+    if bound_node(&pod).is_none() || has_network(op, &pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            on_pod_deleted(op, &pod);
+        }
+        return;
+    }
+    let uid = pod.uid().unwrap_or_default();
+    if let Ok(mut f) = in_flight.lock()
+        && !f.insert(uid.clone())
+    {
+        return;
+    }
+    let (op, in_flight) = (op.clone(), in_flight.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let result = allocate(&op, &pod).await;
+        let label = match &result {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "skipped",
+            Err(e) => e.label(),
+        };
+        op.metrics.allocated(label, started.elapsed());
+        if let Err(e) = result {
+            warn!(pod = %pod.name_any(), error = %e, "allocation");
+        }
+        if let Ok(mut f) = in_flight.lock() {
+            f.remove(&uid);
+        }
+    });
+}
+
+/// The PodNetwork of a deleted pod goes too (there is no garbage collector to rely on);
+/// its finalizer then cools the address down.
+fn on_pod_deleted(op: &Ctx, pod: &Pod) {
+    let (op, name, ns, uid) = (
+        op.clone(),
+        pod.name_any(),
+        pod.namespace().unwrap_or_default(),
+        pod.uid(),
+    );
+    tokio::spawn(async move {
+        let key = ObjectRef::<PodNetwork>::new(&name).within(&ns);
+        let Some(pn) = op.podnetworks.get(&key) else {
+            return;
+        };
+        if Some(&pn.spec.pod_uid) != uid.as_ref() || pn.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        delete_podnetwork(&op, &pn).await;
+    });
+}
+
+async fn delete_podnetwork(op: &Ctx, pn: &PodNetwork) {
+    let api: Api<PodNetwork> =
+        Api::namespaced(op.client.clone(), &pn.namespace().unwrap_or_default());
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pn.uid(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(&pn.name_any(), &dp).await {
+        Ok(_) => debug!(pod = %pn.name_any(), "PodNetwork of a deleted pod deleted"),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => warn!(pod = %pn.name_any(), error = %e, "deleting PodNetwork"),
+    }
+}
+
+/// Catches what events missed: bound pods without a network, networks without a pod.
+fn sweep(op: &Ctx, in_flight: &InFlight) {
+    if op.pods.state().is_empty() && op.podnetworks.state().is_empty() {
+        return;
+    }
+    for pod in op.pods.state() {
+        on_pod(op, in_flight, (*pod).clone());
+    }
+    for pn in op.podnetworks.state() {
+        if pn.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let key = ObjectRef::<Pod>::new(&pn.name_any()).within(&pn.namespace().unwrap_or_default());
+        let alive = op
+            .pods
+            .get(&key)
+            .is_some_and(|p| p.uid().as_deref() == Some(&pn.spec.pod_uid));
+        if !alive {
+            let (op, pn) = (op.clone(), pn.clone());
+            tokio::spawn(async move { delete_podnetwork(&op, &pn).await });
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocateError {
+    #[error("node {0} is not managed yet (no inventory)")]
+    NodeNotReady(String),
+    #[error("no unit of pool {pool} became free on {node} within {secs}s")]
+    Timeout {
+        pool: String,
+        node: String,
+        secs: u64,
+    },
+    #[error("pool {0} gave a unit the inventory cannot describe")]
+    Inconsistent(String),
+    #[error("kube: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl AllocateError {
+    fn label(&self) -> &'static str {
+        match self {
+            AllocateError::NodeNotReady(_) => "node_not_ready",
+            AllocateError::Timeout { .. } => "timeout",
+            AllocateError::Inconsistent(_) => "inconsistent",
+            AllocateError::Kube(_) => "kube",
+        }
+    }
+}
+
+/// The pool for a pod on a node, or None (with an event on the pod) when none matches.
+async fn pool_for(op: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
+    let settings = op.pool_settings();
+    let pools = op.pools.state();
+    let candidates: Vec<Candidate> = pools
+        .iter()
+        .filter_map(|p| {
+            Some(Candidate {
+                settings: settings.get(&p.name_any())?,
+                node_selector: &p.spec.node_selector,
+                pod_selector: p.spec.pod_selector.as_ref(),
+                namespace_selector: p.spec.namespace_selector.as_ref(),
+            })
+        })
+        .collect();
+    let node_labels = op
+        .k8s_nodes
+        .get(&ObjectRef::new(node))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    let ns_labels = op
+        .namespaces
+        .get(&ObjectRef::new(&pod.namespace().unwrap_or_default()))
+        .map(|n| n.labels().clone())
+        .unwrap_or_default();
+    let chosen = selector::choose(&candidates, &node_labels, pod.labels(), &ns_labels).cloned();
+    if chosen.is_none() {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "NoENIPool".into(),
+            note: Some(format!(
+                "no ENIPool selects this pod on node {node}: check the pools' nodeSelector, podSelector and namespaceSelector"
+            )),
+            action: "Allocate".into(),
+            secondary: None,
+        };
+        if let Err(e) = op.recorder.publish(&event, &pod.object_ref(&())).await {
+            warn!(error = %e, "publishing event");
+        }
+    }
+    chosen
+}
+
+async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateError> {
+    let Some(node_name) = bound_node(pod) else {
+        return Ok(None);
+    };
+    let Some(settings) = pool_for(op, pod, node_name).await else {
+        return Ok(None);
+    };
+    let node = op
+        .node(node_name)
+        .ok_or_else(|| AllocateError::NodeNotReady(node_name.to_owned()))?;
+    let key = PodKey {
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+    };
+    let deadline = Instant::now() + op.config.allocation_timeout;
+    let taken = loop {
+        // Register interest before looking, so a unit added in between is not missed.
+        let added = node.capacity_added.notified();
+        if let Some(t) = node.take(&settings.name, &key) {
+            break t;
+        }
+        node.kick.notify_one();
+        if Instant::now() > deadline {
+            node.forget_pending(&settings.name, &key.uid);
+            return Err(AllocateError::Timeout {
+                pool: settings.name.clone(),
+                node: node_name.to_owned(),
+                secs: op.config.allocation_timeout.as_secs(),
+            });
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), added).await;
+        let alive = op
+            .pods
+            .get(&ObjectRef::from_obj(pod))
+            .is_some_and(|p| p.uid() == pod.uid());
+        if !alive {
+            node.forget_pending(&settings.name, &key.uid);
+            return Ok(None);
+        }
+    };
+    let Some(allocation) = node.allocation(&taken, &settings) else {
+        node.free(&key.uid);
+        return Err(AllocateError::Inconsistent(settings.name.clone()));
+    };
+    let mut pn = PodNetwork::new(
+        &key.name,
+        PodNetworkSpec {
+            pod_uid: key.uid.clone(),
+            node_name: node_name.to_owned(),
+            pool: settings.name.clone(),
+            mode: settings.mode,
+            allocation,
+        },
+    );
+    pn.metadata.namespace = Some(key.namespace.clone());
+    pn.metadata.labels = Some(
+        [
+            (NODE_LABEL.to_owned(), node_name.to_owned()),
+            (POOL_LABEL.to_owned(), settings.name.clone()),
+        ]
+        .into(),
+    );
+    pn.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    pn.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: key.name.clone(),
+        uid: key.uid.clone(),
+        controller: Some(false),
+        block_owner_deletion: Some(false),
+    }]);
+    let api: Api<PodNetwork> = Api::namespaced(op.client.clone(), &key.namespace);
+    // The PodNetwork of a previous pod with the same name may still be cooling down; the
+    // new pod waits for it (the next sweep retries) and the unit goes back.
+    if let Some(old) = api.get_opt(&key.name).await?
+        && old.spec.pod_uid != key.uid
+    {
+        node.free(&key.uid);
+        debug!(pod = %key.name, "previous PodNetwork of this name still present");
+        return Ok(None);
+    }
+    let body = serde_json::to_value(&pn).map_err(kube::Error::SerdeError)?;
+    let body = json!({"apiVersion": "eni-operator.io/v1alpha1", "kind": "PodNetwork", "metadata": body["metadata"], "spec": body["spec"]});
+    match api
+        .patch(
+            &key.name,
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(pn) => {
+            info!(pod = %key.name, ns = %key.namespace, node = node_name, pool = %settings.name, address = %taken.address, "allocated");
+            node.kick.notify_one();
+            Ok(Some(pn))
+        }
+        Err(e) => {
+            node.free(&key.uid);
+            Err(e.into())
+        }
+    }
+}

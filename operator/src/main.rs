@@ -1,0 +1,179 @@
+//! eni-operator: the cluster controller. Only the leader (a Lease) reconciles; a standby
+//! waits and takes over when the leader's lease expires.
+
+use std::{
+    net::SocketAddr,
+    num::NonZeroU32,
+    process::ExitCode,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use clap::Parser;
+use eni_operator::{
+    cloud::{
+        RateLimit,
+        aws::{AwsProvider, AwsSettings, load_sdk_config},
+    },
+    metrics::{Metrics, serve},
+    operator::{Config, run},
+};
+use futures::FutureExt;
+use kube_lease_manager::LeaseManagerBuilder;
+use prometheus_client::registry::Registry;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "eni-operator: pods with real VPC addresses from cloud ENIs"
+)]
+struct Args {
+    /// Value of the `eni-operator.io/cluster` ownership tag on every cloud resource.
+    #[arg(long, env = "ENI_CLUSTER_NAME", default_value = "eni-operator")]
+    cluster_name: String,
+    /// EC2 endpoint override (vpc-sim, a VPC endpoint); the region's endpoint otherwise.
+    #[arg(long, env = "ENI_EC2_ENDPOINT")]
+    ec2_endpoint: Option<String>,
+    /// Region; the AWS configuration chain's otherwise.
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+    /// Cloud requests per second (token bucket refill) and burst.
+    #[arg(long, env = "ENI_CLOUD_QPS", default_value_t = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))]
+    qps: NonZeroU32,
+    #[arg(long, env = "ENI_CLOUD_BURST", default_value_t = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))]
+    burst: NonZeroU32,
+    #[arg(long, env = "ENI_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "eni-system")]
+    lease_namespace: String,
+    #[arg(long, default_value = "eni-operator")]
+    lease_name: String,
+    /// Seconds a lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    resync_seconds: u64,
+    #[arg(long, default_value_t = 60)]
+    gc_interval_seconds: u64,
+    #[arg(long, default_value_t = 120)]
+    gc_grace_seconds: u64,
+    #[arg(long, default_value_t = 60)]
+    attach_timeout_seconds: u64,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("lost leadership")]
+    LostLeadership,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    // kube links rustls with ring and the AWS SDK with aws-lc-rs: say which one to use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    match main_inner(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "eni-operator exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_inner(args: Args) -> Result<(), MainError> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let sdk = load_sdk_config(args.region.clone()).await;
+    let mut settings = AwsSettings::new(args.cluster_name.clone());
+    settings.endpoint_url = args.ec2_endpoint.clone();
+    settings.rate = RateLimit {
+        qps: args.qps,
+        burst: args.burst,
+    };
+    let provider = Arc::new(AwsProvider::new(&sdk, settings, &mut registry));
+    let client = kube::Client::try_default().await?;
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = args.metrics_addr;
+    let http_ready = ready.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(addr, registry, http_ready).await {
+            error!(error = %e, %addr, "metrics server");
+        }
+    });
+
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("eni-operator-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration)
+        .with_grace((args.lease_duration / 3).max(1))
+        .build()
+        .await?;
+    let (mut leader, _lease_task) = manager.watch().await;
+    info!(%identity, lease = %args.lease_name, "waiting for leadership");
+    while !*leader.borrow_and_update() {
+        if leader.changed().await.is_err() {
+            return Err(MainError::LostLeadership);
+        }
+    }
+    info!(%identity, "leading");
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let config = Config {
+        cluster: args.cluster_name,
+        resync: Duration::from_secs(args.resync_seconds),
+        gc_interval: Duration::from_secs(args.gc_interval_seconds),
+        gc_grace: Duration::from_secs(args.gc_grace_seconds),
+        attach_timeout: Duration::from_secs(args.attach_timeout_seconds),
+        ..Config::default()
+    };
+    let lost = async move {
+        loop {
+            if leader.changed().await.is_err() || !*leader.borrow() {
+                return;
+            }
+        }
+    };
+    let mut lost = std::pin::pin!(lost.shared());
+    let shutdown = {
+        let lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = lost => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        .boxed()
+    };
+    run(client, provider, config, metrics, shutdown).await;
+    // Leadership gone means another replica may be acting: stop at once, never act on.
+    if (&mut lost).now_or_never().is_some() {
+        return Err(MainError::LostLeadership);
+    }
+    Ok(())
+}
