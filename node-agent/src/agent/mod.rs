@@ -1,0 +1,21 @@
+//! `eni-agent`: the node daemon that wires pods for `eni-cni`.
+//!
+//! - [`cache`]: this node's PodNetworks in memory (kube reflector store);
+//! - [`kube`]: the watch that fills the cache and the status writes (all API traffic);
+//! - [`handler`]: what each CNI command does;
+//! - [`server`]: the unix socket the plugin talks to;
+//! - [`state`]: the per-container records that outlive PodNetworks and restarts;
+//! - [`wiring`]: the seam to the dataplane, implemented by [`crate::dataplane::Dataplane`];
+//! - [`http`], [`metrics`]: health endpoints and Prometheus metrics.
+
+pub mod cache;
+mod dataplane_wiring;
+pub mod handler;
+pub mod http;
+pub mod kube;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod wiring;
+
+pub use handler::{Agent, AgentConfig};

@@ -1,0 +1,190 @@
+//! The agent's state dir: one file per container with the wiring it got, so DEL and GC
+//! can undo a pod's wiring after its PodNetwork is gone and across agent restarts.
+//!
+//! Files are replaced atomically (write, fsync, rename), so a crash leaves either the old
+//! or the new record, never a torn one. Container ids are validated by the plugin
+//! (alphanumerics, `_`, `.`, `-`, not starting with `.`), which makes them safe file names;
+//! the agent checks again because the socket is an input too.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::cni::install::{InstallError, write_atomically};
+
+use super::wiring::PodWiring;
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("state dir {path}: {source}", path = path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("writing state: {0}")]
+    Write(#[from] InstallError),
+    #[error("state file {path} is corrupt: {source}", path = path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("container id {0:?} cannot name a state file")]
+    BadContainerId(String),
+}
+
+/// The directory of container records.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    /// Opens (and creates) `<root>/containers`.
+    pub fn open(root: &Path) -> Result<StateDir, StateError> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir).map_err(|source| StateError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(StateDir { dir })
+    }
+
+    fn path(&self, container_id: &str) -> Result<PathBuf, StateError> {
+        let safe = container_id
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && container_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && container_id.len() <= 256;
+        if !safe {
+            return Err(StateError::BadContainerId(container_id.to_string()));
+        }
+        Ok(self.dir.join(format!("{container_id}.json")))
+    }
+
+    pub fn save(&self, wiring: &PodWiring) -> Result<(), StateError> {
+        let path = self.path(&wiring.container_id)?;
+        let bytes = serde_json::to_vec(wiring)
+            .unwrap_or_else(|e| unreachable!("PodWiring always serialises: {e}"));
+        write_atomically(&path, &bytes, 0o600)?;
+        Ok(())
+    }
+
+    pub fn load(&self, container_id: &str) -> Result<Option<PodWiring>, StateError> {
+        let path = self.path(container_id)?;
+        read_record(&path)
+    }
+
+    /// Removes a record; a missing one is fine (DEL is idempotent).
+    pub fn remove(&self, container_id: &str) -> Result<(), StateError> {
+        let path = self.path(container_id)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StateError::Io { path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// All records. Corrupt files are reported, not skipped silently.
+    pub fn list(&self) -> Result<Vec<Result<PodWiring, StateError>>, StateError> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| StateError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StateError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            // Skip temporary files of an interrupted write.
+            if path.extension().is_some_and(|e| e == "json")
+                && !entry.file_name().to_string_lossy().starts_with('.')
+            {
+                match read_record(&path) {
+                    Ok(Some(record)) => records.push(Ok(record)),
+                    Ok(None) => {}
+                    Err(e) => records.push(Err(e)),
+                }
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn read_record(path: &Path) -> Result<Option<PodWiring>, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PodRef;
+    use eni_crds::{Allocation, Mode};
+
+    fn wiring(id: &str) -> PodWiring {
+        PodWiring {
+            container_id: id.into(),
+            network: "eni".into(),
+            pod: PodRef {
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: Some("u".into()),
+            },
+            netns: "/var/run/netns/x".into(),
+            ifname: "eth0".into(),
+            mode: Mode::SharedIp,
+            allocation: Allocation {
+                address: "10.0.0.5".into(),
+                prefix_length: 32,
+                ..Allocation::default()
+            },
+        }
+    }
+
+    #[test]
+    fn save_load_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.save(&wiring("c1")).unwrap();
+        state.save(&wiring("c2")).unwrap();
+        assert_eq!(state.load("c1").unwrap(), Some(wiring("c1")));
+        assert_eq!(state.load("nope").unwrap(), None);
+        assert_eq!(state.list().unwrap().len(), 2);
+        state.remove("c1").unwrap();
+        state.remove("c1").unwrap();
+        assert_eq!(state.load("c1").unwrap(), None);
+        // A restarted agent sees what the previous one wrote.
+        let reopened = StateDir::open(dir.path()).unwrap();
+        assert_eq!(reopened.load("c2").unwrap(), Some(wiring("c2")));
+    }
+
+    #[test]
+    fn hostile_ids_and_corrupt_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        for id in ["../x", "", ".hidden", "a/b"] {
+            assert!(matches!(state.load(id), Err(StateError::BadContainerId(_))));
+        }
+        fs::write(dir.path().join("containers/bad.json"), b"{").unwrap();
+        assert!(matches!(state.load("bad"), Err(StateError::Corrupt { .. })));
+        assert!(state.list().unwrap()[0].is_err());
+    }
+}

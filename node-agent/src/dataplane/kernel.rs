@@ -1,0 +1,340 @@
+//! A netlink connection in one namespace and the few operations the dataplane needs,
+//! each idempotent: adding what exists or deleting what is gone is not an error.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
+};
+use netlink_packet_route::route::RouteProtocol;
+use rtnetlink::{Handle, IpVersion};
+use tokio::task::JoinHandle;
+
+use super::error::{DataplaneError, errno};
+use super::requests::{self, Route, Rule};
+
+const EEXIST: i32 = nix::libc::EEXIST;
+const ENOENT: i32 = nix::libc::ENOENT;
+const ENODEV: i32 = nix::libc::ENODEV;
+const ESRCH: i32 = nix::libc::ESRCH;
+const EADDRNOTAVAIL: i32 = nix::libc::EADDRNOTAVAIL;
+
+/// A link as read from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub alias: Option<String>,
+    pub up: bool,
+}
+
+impl Link {
+    fn from_message(message: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: message.header.index,
+            name: String::new(),
+            mac: None,
+            alias: None,
+            up: message.header.flags.contains(LinkFlags::Up),
+        };
+        for attribute in &message.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::Address(bytes) => {
+                    link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok()
+                }
+                LinkAttribute::IfAlias(alias) if !alias.is_empty() => {
+                    link.alias = Some(alias.clone())
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// A proxy-ARP entry as read from the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxyEntry {
+    pub ifindex: u32,
+    pub address: Ipv4Addr,
+    pub protocol: RouteProtocol,
+}
+
+/// A netlink connection bound to one namespace. Dropping it closes the socket (and
+/// so releases the namespace).
+pub struct Netlink {
+    handle: Handle,
+    task: JoinHandle<()>,
+    label: String,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        // The connection task would otherwise run (and hold the socket) forever.
+        self.task.abort();
+    }
+}
+
+impl Netlink {
+    pub(crate) fn new(handle: Handle, task: JoinHandle<()>, label: String) -> Self {
+        Netlink {
+            handle,
+            task,
+            label,
+        }
+    }
+
+    fn error(&self, what: impl std::fmt::Display, source: rtnetlink::Error) -> DataplaneError {
+        DataplaneError::netlink(format!("{what} in {}", self.label), source)
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>, DataplaneError> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing links", e))?;
+        Ok(messages.iter().map(Link::from_message).collect())
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, DataplaneError> {
+        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+    }
+
+    pub async fn link_by_mac(&self, mac: [u8; 6]) -> Result<Option<Link>, DataplaneError> {
+        Ok(self.links().await?.into_iter().find(|l| l.mac == Some(mac)))
+    }
+
+    pub async fn add_link(&self, message: LinkMessage, what: &str) -> Result<(), DataplaneError> {
+        self.handle
+            .link()
+            .add(message)
+            .execute()
+            .await
+            .map_err(|e| self.error(what, e))
+    }
+
+    pub async fn set_link(&self, message: LinkMessage, what: &str) -> Result<(), DataplaneError> {
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(|e| self.error(what, e))
+    }
+
+    /// Deletes link `index`; a link already gone is fine.
+    pub async fn delete_link(&self, index: u32) -> Result<(), DataplaneError> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if errno(&e) == Some(ENODEV) => Ok(()),
+            other => other.map_err(|e| self.error(format!("deleting link {index}"), e)),
+        }
+    }
+
+    pub async fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, DataplaneError> {
+        let messages: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing addresses", e))?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => {
+                        Ipv4Net::new(*ip, m.header.prefix_len).ok()
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// Adds `address` to link `index`; present already is fine.
+    pub async fn add_address(&self, index: u32, address: Ipv4Net) -> Result<(), DataplaneError> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+            .execute()
+            .await
+        {
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            other => other.map_err(|e| self.error(format!("adding address {address}"), e)),
+        }
+    }
+
+    /// Every IPv4 unicast route of every table, with its protocol.
+    pub async fn routes(&self) -> Result<Vec<(Route, RouteProtocol)>, DataplaneError> {
+        let mut request = self.handle.route().get(Default::default());
+        request.message_mut().header.address_family = AddressFamily::Inet;
+        let messages: Vec<_> = request
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing routes", e))?;
+        Ok(messages.iter().filter_map(Route::from_message).collect())
+    }
+
+    pub async fn replace_route(&self, route: &Route) -> Result<(), DataplaneError> {
+        self.handle
+            .route()
+            .add(route.to_message())
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| self.error(format!("setting route {route:?}"), e))
+    }
+
+    /// Deletes `route`; gone already is fine.
+    pub async fn delete_route(&self, route: &Route) -> Result<(), DataplaneError> {
+        match self.handle.route().del(route.to_message()).execute().await {
+            Err(e) if matches!(errno(&e), Some(ESRCH | ENOENT | ENODEV)) => Ok(()),
+            other => other.map_err(|e| self.error(format!("deleting route {route:?}"), e)),
+        }
+    }
+
+    /// Every IPv4 rule of the agent's shape, with its protocol.
+    pub async fn rules(&self) -> Result<Vec<(Rule, RouteProtocol)>, DataplaneError> {
+        let messages: Vec<_> = self
+            .handle
+            .rule()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing rules", e))?;
+        Ok(messages.iter().filter_map(Rule::from_message).collect())
+    }
+
+    /// Adds `rule`; present already is fine.
+    pub async fn add_rule(&self, rule: &Rule) -> Result<(), DataplaneError> {
+        let mut request = self.handle.rule().add();
+        *request.message_mut() = rule.to_message();
+        match request.execute().await {
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            other => other.map_err(|e| self.error(format!("adding rule {rule:?}"), e)),
+        }
+    }
+
+    /// Deletes `rule`; gone already is fine.
+    pub async fn delete_rule(&self, rule: &Rule) -> Result<(), DataplaneError> {
+        match self.handle.rule().del(rule.to_message()).execute().await {
+            Err(e) if errno(&e) == Some(ENOENT) => Ok(()),
+            other => other.map_err(|e| self.error(format!("deleting rule {rule:?}"), e)),
+        }
+    }
+
+    /// Sets a permanent neighbour entry (replacing one for the same address).
+    pub async fn set_neighbour(&self, message: NeighbourMessage) -> Result<(), DataplaneError> {
+        let mut request = self
+            .handle
+            .neighbours()
+            .add(message.header.ifindex, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        *request.message_mut() = message;
+        request
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| self.error("setting neighbour entry", e))
+    }
+
+    /// Link-layer address of the neighbour `ip` on `ifindex`, if there is an entry.
+    pub async fn neighbour(
+        &self,
+        ifindex: u32,
+        ip: Ipv4Addr,
+    ) -> Result<Option<Vec<u8>>, DataplaneError> {
+        let messages: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing neighbours", e))?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.ifindex == ifindex && destination(m) == Some(ip))
+            .find_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    NeighbourAttribute::LinkLayerAddress(mac) => Some(mac.clone()),
+                    _ => None,
+                })
+            }))
+    }
+
+    pub async fn proxies(&self) -> Result<Vec<ProxyEntry>, DataplaneError> {
+        let messages: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .proxies()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| self.error("listing proxy entries", e))?;
+        Ok(messages
+            .iter()
+            .filter(|m| m.header.flags.contains(NeighbourFlags::Proxy))
+            .filter_map(|m| {
+                let protocol = m
+                    .attributes
+                    .iter()
+                    .find_map(|a| match a {
+                        NeighbourAttribute::Protocol(p) => Some(*p),
+                        _ => None,
+                    })
+                    .unwrap_or(RouteProtocol::Unspec);
+                Some(ProxyEntry {
+                    ifindex: m.header.ifindex,
+                    address: destination(m)?,
+                    protocol,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn add_proxy(&self, ifindex: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        self.set_neighbour(requests::proxy_neighbour(ifindex, ip))
+            .await
+    }
+
+    /// Deletes the proxy entry for `ip` on `ifindex`; gone already is fine.
+    pub async fn delete_proxy(&self, ifindex: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        match self
+            .handle
+            .neighbours()
+            .del(requests::proxy_neighbour(ifindex, ip))
+            .execute()
+            .await
+        {
+            Err(e) if matches!(errno(&e), Some(ENOENT | ENODEV | EADDRNOTAVAIL)) => Ok(()),
+            other => other.map_err(|e| self.error(format!("deleting proxy entry {ip}"), e)),
+        }
+    }
+}
+
+fn destination(message: &NeighbourMessage) -> Option<Ipv4Addr> {
+    message.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    })
+}

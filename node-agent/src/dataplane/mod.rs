@@ -1,0 +1,420 @@
+//! The node dataplane: wires pods' network namespaces for each mode with rtnetlink.
+//!
+//! [`Dataplane`] works on a host namespace (the agent's own, or one named in the
+//! config) and on each pod's namespace through netlink sockets opened inside them. It
+//! keeps no state of its own: what is wired is read back from the kernel (link names
+//! and ifaliases, rule and route protocol 225), so a restarted agent finds everything
+//! ([`Dataplane::recover`]), and every call is idempotent. Calls that change the host
+//! are serialised. See docs/datapaths.md for the exact links, routes and rules.
+
+pub mod error;
+mod inventory;
+mod ipvlan;
+mod kernel;
+pub mod naming;
+mod netns;
+mod passthrough;
+mod probe;
+pub mod requests;
+mod veth;
+mod wiring;
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use eni_crds::{Allocation, Datapath, Mode};
+use ipnet::Ipv4Net;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+pub use error::{DataplaneError, KernelFeature};
+pub use inventory::RecoveredPod;
+pub use naming::WiringKind;
+pub use probe::{KernelFeatures, probe};
+
+use kernel::{Link, Netlink};
+use naming::{PodMarker, validate_container_id, validate_ifname};
+use requests::{ENI_TABLE_BASE, parse_mac};
+
+/// Where and for what the dataplane works.
+#[derive(Clone, Debug)]
+pub struct DataplaneConfig {
+    /// The node's network namespace; `None` is the agent's own.
+    pub host_netns: Option<PathBuf>,
+    /// The node's address: Exclusive, Trunk and ipvlan pods reach the node through it.
+    pub node_ip: Ipv4Addr,
+    /// Service CIDRs that Exclusive and Trunk pods reach through their host veth.
+    pub service_cidrs: Vec<Ipv4Net>,
+}
+
+/// One CNI ADD or CHECK: which container, where, and what it gets.
+#[derive(Clone, Debug)]
+pub struct PodRequest {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_NETNS.
+    pub netns_path: PathBuf,
+    /// CNI_IFNAME.
+    pub ifname: String,
+    /// `namespace/name` of the pod, for logs.
+    pub pod_key: String,
+    pub mode: Mode,
+    pub allocation: Allocation,
+}
+
+/// One CNI DEL: everything needed is read from the kernel, so no allocation.
+#[derive(Clone, Debug)]
+pub struct UnwireRequest {
+    pub container_id: String,
+    pub ifname: String,
+    /// CNI_NETNS when the runtime still has it.
+    pub netns_path: Option<PathBuf>,
+    /// The pod's address, when known: lets an ipvlan pod whose namespace is already
+    /// gone be cleaned from the host too.
+    pub address: Option<Ipv4Addr>,
+}
+
+/// A route in the pod's main table, for the CNI result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodRoute {
+    pub destination: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// What a wired pod looks like, for the CNI result and the PodNetwork status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WiredPod {
+    pub kind: WiringKind,
+    /// Host-side link: the veth end, or the shared ipvlan slave.
+    pub host_ifname: String,
+    pub host_mac: String,
+    pub pod_ifname: String,
+    pub pod_mac: String,
+    /// The pod's address as configured on its interface.
+    pub address: Ipv4Net,
+    /// The pod's default next hop.
+    pub gateway: Ipv4Addr,
+    pub routes: Vec<PodRoute>,
+}
+
+/// An allocation checked and parsed once, before anything is touched.
+#[derive(Clone, Debug)]
+struct Parsed {
+    address: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+    subnet: Ipv4Net,
+    eni_mac: [u8; 6],
+    trunk_mac: Option<[u8; 6]>,
+    table: u32,
+}
+
+impl Parsed {
+    fn from_request(request: &PodRequest) -> Result<Self, DataplaneError> {
+        validate_container_id(&request.container_id)?;
+        validate_ifname(&request.ifname)?;
+        if !request.netns_path.is_absolute() {
+            return Err(DataplaneError::InvalidRequest(format!(
+                "netns path {} is not absolute",
+                request.netns_path.display()
+            )));
+        }
+        // The identity marker must fit an ifalias; find out before making links.
+        PodMarker {
+            kind: WiringKind::SharedVeth,
+            ifname: request.ifname.clone(),
+            container_id: request.container_id.clone(),
+            netns: request.netns_path.clone(),
+        }
+        .encode()?;
+        let allocation = &request.allocation;
+        let invalid = |what: &str, value: &str| {
+            DataplaneError::InvalidRequest(format!("allocation {what} {value:?} is invalid"))
+        };
+        let address: Ipv4Addr = allocation
+            .address
+            .parse()
+            .map_err(|_| invalid("address", &allocation.address))?;
+        let gateway: Ipv4Addr = allocation
+            .gateway
+            .parse()
+            .map_err(|_| invalid("gateway", &allocation.gateway))?;
+        let subnet: Ipv4Net = allocation
+            .subnet_cidr
+            .parse()
+            .map_err(|_| invalid("subnetCIDR", &allocation.subnet_cidr))?;
+        let subnet = subnet.trunc();
+        if !(1..=32).contains(&allocation.prefix_length) {
+            return Err(invalid(
+                "prefixLength",
+                &allocation.prefix_length.to_string(),
+            ));
+        }
+        if !subnet.contains(&address) {
+            return Err(DataplaneError::InvalidRequest(format!(
+                "address {address} is outside subnet {subnet}"
+            )));
+        }
+        let table = match allocation.route_table {
+            Some(table) => table,
+            None => ENI_TABLE_BASE + allocation.device_index,
+        };
+        // 0 and 253..=255 are the kernel's unspec, default, main and local tables.
+        if table == 0 || (253..=255).contains(&table) {
+            return Err(invalid("routeTable", &table.to_string()));
+        }
+        Ok(Parsed {
+            address,
+            prefix_len: allocation.prefix_length,
+            gateway,
+            subnet,
+            eni_mac: parse_mac(&allocation.eni_mac)?,
+            trunk_mac: allocation.trunk_mac.as_deref().map(parse_mac).transpose()?,
+            table,
+        })
+    }
+
+    /// The address with the allocation's prefix length (Exclusive, Trunk, ipvlan).
+    fn pod_net(&self) -> Ipv4Net {
+        Ipv4Net::new(self.address, self.prefix_len).unwrap_or_else(|_| Ipv4Net::from(self.address))
+    }
+}
+
+/// Which datapath a request takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    SharedVeth,
+    SharedIpvlan,
+    Passthrough,
+}
+
+fn path_of(request: &PodRequest) -> Path {
+    match (
+        request.mode,
+        request.allocation.datapath.unwrap_or_default(),
+    ) {
+        (Mode::SharedIp, Datapath::VethPolicyRouting) => Path::SharedVeth,
+        (Mode::SharedIp, Datapath::IpVlan) => Path::SharedIpvlan,
+        (Mode::Exclusive | Mode::Trunk, _) => Path::Passthrough,
+    }
+}
+
+/// The node dataplane.
+pub struct Dataplane {
+    config: DataplaneConfig,
+    host: Netlink,
+    /// Path of the host namespace, to enter it for sysctls.
+    host_path: PathBuf,
+    /// The host namespace, kept open so that links go back to the very same one.
+    host_file: File,
+    features: KernelFeatures,
+    /// Serialises changes to the host (shared ENI tables, sweeps).
+    lock: Mutex<()>,
+}
+
+impl Dataplane {
+    /// Connects to the host namespace and probes the kernel's optional features.
+    pub async fn new(config: DataplaneConfig) -> Result<Self, DataplaneError> {
+        let host_path = netns::path_or_self(config.host_netns.as_deref());
+        let host_file = netns::open(&host_path)?;
+        let host = netns::netlink(&host_path).await?;
+        let features = probe().await?;
+        info!(host = %host_path.display(), ?features, "dataplane ready");
+        Ok(Dataplane {
+            config,
+            host,
+            host_path,
+            host_file,
+            features,
+            lock: Mutex::new(()),
+        })
+    }
+
+    pub fn features(&self) -> KernelFeatures {
+        self.features
+    }
+
+    /// Wires the pod (CNI ADD). Wiring a wired pod again converges to the same state.
+    /// A request the node cannot serve (bad input, missing kernel feature, ENI not
+    /// attached) fails before anything changes; a failure half-way is rolled back.
+    pub async fn wire(&self, request: &PodRequest) -> Result<WiredPod, DataplaneError> {
+        let parsed = Parsed::from_request(request)?;
+        let _guard = self.lock.lock().await;
+        let result = match path_of(request) {
+            Path::SharedVeth => self.wire_shared_veth(request, &parsed).await,
+            Path::SharedIpvlan => self.wire_ipvlan(request, &parsed).await,
+            Path::Passthrough => self.wire_passthrough(request, &parsed).await,
+        };
+        match &result {
+            Ok(wired) => {
+                info!(pod = %request.pod_key, container = %request.container_id, kind = ?wired.kind, address = %wired.address, "pod wired")
+            }
+            Err(
+                DataplaneError::InvalidRequest(_)
+                | DataplaneError::FeatureMissing { .. }
+                | DataplaneError::EniNotFound { .. }
+                | DataplaneError::Conflict { .. },
+            ) => {}
+            Err(error) => {
+                warn!(pod = %request.pod_key, %error, "wiring failed; rolling back");
+                if let Err(rollback) = self
+                    .unwire_locked(
+                        &request.container_id,
+                        &request.ifname,
+                        Some(&request.netns_path),
+                        Some(parsed.address),
+                    )
+                    .await
+                {
+                    warn!(pod = %request.pod_key, error = %rollback, "rollback failed");
+                }
+            }
+        }
+        result
+    }
+
+    /// Unwires the pod (CNI DEL); succeeds when there is nothing (left) to remove.
+    pub async fn unwire(&self, request: &UnwireRequest) -> Result<(), DataplaneError> {
+        validate_container_id(&request.container_id)?;
+        validate_ifname(&request.ifname)?;
+        let _guard = self.lock.lock().await;
+        self.unwire_locked(
+            &request.container_id,
+            &request.ifname,
+            request.netns_path.as_deref(),
+            request.address,
+        )
+        .await?;
+        info!(container = %request.container_id, ifname = %request.ifname, "pod unwired");
+        Ok(())
+    }
+
+    /// Compares the pod's wiring with what [`Dataplane::wire`] makes (CNI CHECK);
+    /// returns one line per difference, none when all is as wired.
+    pub async fn check(&self, request: &PodRequest) -> Result<Vec<String>, DataplaneError> {
+        let parsed = Parsed::from_request(request)?;
+        if !request.netns_path.exists() {
+            return Ok(vec![format!(
+                "pod: namespace {} is gone",
+                request.netns_path.display()
+            )]);
+        }
+        match path_of(request) {
+            Path::SharedVeth => self.check_shared_veth(request, &parsed).await,
+            Path::SharedIpvlan => self.check_ipvlan(request, &parsed).await,
+            Path::Passthrough => self.check_passthrough(request, &parsed).await,
+        }
+    }
+
+    async fn eni_link(&self, mac: [u8; 6], text: &str) -> Result<Link, DataplaneError> {
+        self.host
+            .link_by_mac(mac)
+            .await?
+            .ok_or_else(|| DataplaneError::EniNotFound {
+                mac: text.to_string(),
+            })
+    }
+
+    /// Host sysctls the datapaths rely on: forwarding on, and proxy-ARP answers on the
+    /// ENI link without the kernel's random delay of up to 0.8 s.
+    async fn prepare_host(&self, eni: Option<&Link>) -> Result<(), DataplaneError> {
+        let mut settings = vec![("ipv4/ip_forward".to_string(), "1")];
+        if let Some(eni) = eni {
+            settings.push((format!("ipv4/neigh/{}/proxy_delay", eni.name), "0"));
+        }
+        netns::run_in(&self.host_path, move || {
+            for (key, value) in &settings {
+                // Rewriting ip_forward resets per-device settings: only write changes.
+                if netns::read_sysctl(key)? != *value {
+                    netns::write_sysctl(key, value)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> PodRequest {
+        PodRequest {
+            container_id: "abc".into(),
+            netns_path: PathBuf::from("/run/netns/pod"),
+            ifname: "eth0".into(),
+            pod_key: "default/pod".into(),
+            mode: Mode::SharedIp,
+            allocation: Allocation {
+                address: "10.0.1.20".into(),
+                prefix_length: 32,
+                gateway: "10.0.1.1".into(),
+                subnet_cidr: "10.0.1.0/24".into(),
+                subnet_id: "subnet-1".into(),
+                eni_id: "eni-1".into(),
+                eni_mac: "02:00:00:00:00:05".into(),
+                device_index: 2,
+                ..Allocation::default()
+            },
+        }
+    }
+
+    #[test]
+    fn table_is_1000_plus_device_index_unless_named() {
+        assert_eq!(Parsed::from_request(&request()).unwrap().table, 1002);
+        let mut named = request();
+        named.allocation.route_table = Some(77);
+        assert_eq!(Parsed::from_request(&named).unwrap().table, 77);
+    }
+
+    #[test]
+    fn reserved_tables_and_bad_allocations_are_refused() {
+        type Change = Box<dyn Fn(&mut PodRequest)>;
+        let cases: Vec<Change> = vec![
+            Box::new(|r| r.allocation.route_table = Some(254)),
+            Box::new(|r| r.allocation.route_table = Some(255)),
+            Box::new(|r| r.allocation.address = "10.0.2.5".into()),
+            Box::new(|r| r.allocation.address = "nope".into()),
+            Box::new(|r| r.allocation.gateway = "fe80::1".into()),
+            Box::new(|r| r.allocation.prefix_length = 0),
+            Box::new(|r| r.allocation.eni_mac = "02:00".into()),
+            Box::new(|r| r.allocation.trunk_mac = Some("zz".into())),
+            Box::new(|r| r.container_id = "a b".into()),
+            Box::new(|r| r.ifname = "much-too-long-name".into()),
+            Box::new(|r| r.netns_path = PathBuf::from("relative")),
+        ];
+        for (i, change) in cases.iter().enumerate() {
+            let mut bad = request();
+            change(&mut bad);
+            assert!(
+                matches!(
+                    Parsed::from_request(&bad),
+                    Err(DataplaneError::InvalidRequest(_))
+                ),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn pod_net_keeps_the_allocation_prefix() {
+        let mut exclusive = request();
+        exclusive.allocation.prefix_length = 24;
+        let parsed = Parsed::from_request(&exclusive).unwrap();
+        assert_eq!(parsed.pod_net().to_string(), "10.0.1.20/24");
+    }
+
+    #[test]
+    fn datapath_follows_mode_and_allocation() {
+        let mut r = request();
+        assert_eq!(path_of(&r), Path::SharedVeth);
+        r.allocation.datapath = Some(Datapath::IpVlan);
+        assert_eq!(path_of(&r), Path::SharedIpvlan);
+        r.mode = Mode::Exclusive;
+        assert_eq!(path_of(&r), Path::Passthrough);
+        r.mode = Mode::Trunk;
+        assert_eq!(path_of(&r), Path::Passthrough);
+    }
+}

@@ -1,0 +1,130 @@
+//! SharedIP over a veth pair and source policy routing (brief §6).
+//!
+//! Pod: `<ifname>` holds `<ip>/32`, `default via 169.254.1.1 dev <ifname> onlink`, and a
+//! permanent neighbour entry 169.254.1.1 → host veth MAC. Host: `<ip>/32 dev <veth>`
+//! in main, rule 512 `to <ip> lookup main`, rule 2048 `from <ip> lookup <ENI table>`,
+//! the ENI table with `default via <gateway> dev <ENI> onlink` and `<subnet> dev <ENI>`,
+//! and a proxy-ARP entry for `<ip>` on the ENI link.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+use ipnet::Ipv4Net;
+
+use super::error::DataplaneError;
+use super::kernel::Link;
+use super::naming::{PodMarker, WiringKind, host_ifname};
+use super::requests::{LINK_LOCAL_GATEWAY, MAIN_TABLE, Route, Rule, format_mac};
+use super::wiring::{Expect, VethPair, ensure_veth, mac_of};
+use super::{Dataplane, Parsed, PodRequest, PodRoute, WiredPod, netns};
+
+const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
+
+impl Dataplane {
+    pub(super) async fn wire_shared_veth(
+        &self,
+        request: &PodRequest,
+        parsed: &Parsed,
+    ) -> Result<WiredPod, DataplaneError> {
+        let eni = self
+            .eni_link(parsed.eni_mac, &request.allocation.eni_mac)
+            .await?;
+        let pod_file = netns::open(&request.netns_path)?;
+        let pod = netns::netlink(&request.netns_path).await?;
+        let host_name = host_ifname(&request.container_id, &request.ifname);
+        let marker = PodMarker {
+            kind: WiringKind::SharedVeth,
+            ifname: request.ifname.clone(),
+            container_id: request.container_id.clone(),
+            netns: request.netns_path.clone(),
+        };
+        let pair = ensure_veth(
+            &self.host,
+            &pod,
+            pod_file.as_fd(),
+            &host_name,
+            &request.ifname,
+            &marker,
+        )
+        .await?;
+        self.prepare_host(Some(&eni)).await?;
+        let (host_side, pod_side) = expectations(parsed, &eni, &pair)?;
+        pod_side.apply(&pod).await?;
+        host_side.apply(&self.host).await?;
+        Ok(WiredPod {
+            kind: WiringKind::SharedVeth,
+            host_ifname: pair.host.name.clone(),
+            host_mac: format_mac(&mac_of(&pair.host)?),
+            pod_ifname: pair.pod.name.clone(),
+            pod_mac: format_mac(&mac_of(&pair.pod)?),
+            address: Ipv4Net::from(parsed.address),
+            gateway: LINK_LOCAL_GATEWAY,
+            routes: vec![PodRoute {
+                destination: DEFAULT,
+                gateway: Some(LINK_LOCAL_GATEWAY),
+            }],
+        })
+    }
+
+    pub(super) async fn check_shared_veth(
+        &self,
+        request: &PodRequest,
+        parsed: &Parsed,
+    ) -> Result<Vec<String>, DataplaneError> {
+        let Some(eni) = self.host.link_by_mac(parsed.eni_mac).await? else {
+            return Ok(vec![format!(
+                "host: no ENI link with MAC {}",
+                request.allocation.eni_mac
+            )]);
+        };
+        let host_name = host_ifname(&request.container_id, &request.ifname);
+        let Some(host_link) = self.host.link_by_name(&host_name).await? else {
+            return Ok(vec![format!("host: veth {host_name} is gone")]);
+        };
+        let pod = netns::netlink(&request.netns_path).await?;
+        let Some(pod_link) = pod.link_by_name(&request.ifname).await? else {
+            return Ok(vec![format!("pod: link {} is gone", request.ifname)]);
+        };
+        let pair = VethPair {
+            host: host_link,
+            pod: pod_link,
+        };
+        let (host_side, pod_side) = expectations(parsed, &eni, &pair)?;
+        let mut differences = host_side.differences(&self.host, "host").await?;
+        differences.extend(pod_side.differences(&pod, "pod").await?);
+        Ok(differences)
+    }
+}
+
+/// Host-side and pod-side state of a SharedIP veth pod.
+fn expectations(
+    parsed: &Parsed,
+    eni: &Link,
+    pair: &VethPair,
+) -> Result<(Expect, Expect), DataplaneError> {
+    let address = parsed.address;
+    let host = Expect {
+        up: vec![eni.clone(), pair.host.clone()],
+        routes: vec![
+            Route::via_onlink(parsed.table, DEFAULT, parsed.gateway, eni.index),
+            Route::direct(parsed.table, parsed.subnet, eni.index),
+            Route::direct(MAIN_TABLE, Ipv4Net::from(address), pair.host.index),
+        ],
+        rules: vec![Rule::to_pod(address), Rule::from_pod(address, parsed.table)],
+        proxies: vec![(eni.clone(), address)],
+        ..Expect::default()
+    };
+    let pod = Expect {
+        up: vec![pair.pod.clone()],
+        addresses: vec![(pair.pod.clone(), Ipv4Net::from(address))],
+        neighbours: vec![(pair.pod.clone(), LINK_LOCAL_GATEWAY, mac_of(&pair.host)?)],
+        routes: vec![Route::via_onlink(
+            MAIN_TABLE,
+            DEFAULT,
+            LINK_LOCAL_GATEWAY,
+            pair.pod.index,
+        )],
+        ..Expect::default()
+    };
+    Ok((host, pod))
+}

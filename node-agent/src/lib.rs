@@ -1,0 +1,4 @@
+pub mod agent;
+pub mod cni;
+pub mod dataplane;
+pub mod protocol;

@@ -1,0 +1,524 @@
+//! Shared by the CNI and agent tests: an in-process agent on a real unix socket, fed by
+//! a fixture PodNetwork store (no API server), a recording status writer, a test
+//! dataplane, and a runner for the real `eni-cni` binary.
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use eni_crds::{Allocation, Datapath, Mode, PodNetwork, PodNetworkSpec, PodNetworkStatus};
+use eni_node_agent::agent::cache::{self, CacheWriter};
+use eni_node_agent::agent::kube::StatusWriter;
+use eni_node_agent::agent::metrics::Metrics;
+use eni_node_agent::agent::server;
+use eni_node_agent::agent::state::StateDir;
+use eni_node_agent::agent::wiring::{Feature, Link, PodWiring, Unwire, Wired, Wiring, WiringError};
+use eni_node_agent::agent::{Agent, AgentConfig};
+use eni_node_agent::dataplane::{Dataplane, DataplaneConfig};
+use eni_node_agent::protocol::Route;
+use kube::runtime::watcher::Event;
+use serde_json::Value;
+
+pub const NODE: &str = "node-a";
+
+/// A PodNetwork as the operator would write it.
+pub fn podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodNetwork {
+    let mut pn = PodNetwork::new(
+        name,
+        PodNetworkSpec {
+            pod_uid: uid.into(),
+            node_name: NODE.into(),
+            pool: "default".into(),
+            mode: Mode::SharedIp,
+            allocation: Allocation {
+                address: address.into(),
+                prefix_length: 32,
+                gateway: "10.0.1.1".into(),
+                subnet_cidr: "10.0.1.0/24".into(),
+                subnet_id: "subnet-1".into(),
+                eni_id: "eni-0a1b".into(),
+                eni_mac: "02:00:00:00:01:01".into(),
+                device_index: 1,
+                route_table: Some(1001),
+                ..Allocation::default()
+            },
+        },
+    );
+    pn.metadata.namespace = Some(namespace.into());
+    pn
+}
+
+pub fn ipvlan_podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodNetwork {
+    let mut pn = podnetwork(namespace, name, uid, address);
+    pn.spec.allocation.datapath = Some(Datapath::IpVlan);
+    pn
+}
+
+/// Status writes, recorded.
+#[derive(Clone, Default)]
+pub struct RecordingStatus {
+    pub writes: Arc<Mutex<Vec<(String, String, PodNetworkStatus)>>>,
+}
+
+impl RecordingStatus {
+    pub fn last(&self, namespace: &str, name: &str) -> Option<PodNetworkStatus> {
+        self.writes
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(ns, n, _)| ns == namespace && n == name)
+            .map(|(_, _, s)| s.clone())
+    }
+}
+
+impl StatusWriter for RecordingStatus {
+    async fn write_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PodNetworkStatus,
+    ) -> Result<(), kube::Error> {
+        self.writes
+            .lock()
+            .unwrap()
+            .push((namespace.into(), name.into(), status.clone()));
+        Ok(())
+    }
+}
+
+/// A dataplane that keeps its "kernel" in memory and, like a kernel, lacks ipvlan.
+/// It behaves as the real one is specified to: idempotent wire, unwire of anything
+/// gone succeeds, check fails when the wiring vanished.
+#[derive(Clone, Default)]
+pub struct MemoryWiring {
+    pub wired: Arc<Mutex<HashMap<String, PodWiring>>>,
+    pub wire_calls: Arc<Mutex<usize>>,
+}
+
+impl Wiring for MemoryWiring {
+    fn features(&self) -> Vec<Feature> {
+        vec![Feature {
+            name: "ipvlan".into(),
+            available: false,
+        }]
+    }
+
+    fn unsupported(&self, _mode: Mode, allocation: &Allocation) -> Option<String> {
+        (allocation.datapath == Some(Datapath::IpVlan))
+            .then(|| "the kernel lacks ipvlan, which datapath IPVlan needs".to_string())
+    }
+
+    async fn wire(&self, wiring: &PodWiring) -> Result<Wired, WiringError> {
+        if !Path::new(&wiring.netns).exists() {
+            return Err(WiringError {
+                message: format!("network namespace {} does not exist", wiring.netns),
+                unsupported: false,
+            });
+        }
+        *self.wire_calls.lock().unwrap() += 1;
+        self.wired
+            .lock()
+            .unwrap()
+            .insert(wiring.container_id.clone(), wiring.clone());
+        Ok(Wired {
+            pod_interface: Link {
+                name: wiring.ifname.clone(),
+                mac: Some("02:00:00:00:aa:01".into()),
+            },
+            host_interface: Some(Link {
+                name: format!(
+                    "eni{}",
+                    &wiring.container_id[..wiring.container_id.len().min(8)]
+                ),
+                mac: Some("02:00:00:00:bb:01".into()),
+            }),
+            address: format!(
+                "{}/{}",
+                wiring.allocation.address, wiring.allocation.prefix_length
+            ),
+            gateway: "169.254.1.1".into(),
+            routes: vec![Route {
+                dst: "0.0.0.0/0".into(),
+                gw: Some("169.254.1.1".into()),
+            }],
+        })
+    }
+
+    async fn unwire(&self, unwire: &Unwire) -> Result<(), WiringError> {
+        self.wired.lock().unwrap().remove(&unwire.container_id);
+        Ok(())
+    }
+
+    async fn check(&self, wiring: &PodWiring) -> Result<(), WiringError> {
+        match self.wired.lock().unwrap().get(&wiring.container_id) {
+            Some(w) if w == wiring => Ok(()),
+            _ => Err(WiringError {
+                message: "the pod's veth is gone".into(),
+                unsupported: false,
+            }),
+        }
+    }
+
+    async fn gc(&self, keep: &HashSet<String>) -> Result<Vec<String>, WiringError> {
+        let mut wired = self.wired.lock().unwrap();
+        let doomed: Vec<String> = wired
+            .keys()
+            .filter(|id| !keep.contains(*id))
+            .cloned()
+            .collect();
+        for id in &doomed {
+            wired.remove(id);
+        }
+        Ok(doomed)
+    }
+}
+
+/// An agent serving on a unix socket in a temp dir, on its own runtime thread.
+pub struct TestAgent<W: Wiring + Clone> {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub wiring: W,
+    pub status: RecordingStatus,
+    pub metrics: Arc<Metrics>,
+    writer: Arc<Mutex<CacheWriter>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl<W: Wiring + Clone> TestAgent<W> {
+    /// Starts with `fixtures` listed (the cache is synced when `synced`).
+    pub fn start(wiring: W, fixtures: Vec<PodNetwork>, synced: bool, timeout_ms: u64) -> Self {
+        Self::start_with(|| async move { wiring }, fixtures, synced, timeout_ms)
+    }
+
+    /// Like `start`, building the dataplane on the agent's runtime (netlink sockets
+    /// belong to the runtime that opened them).
+    pub fn start_with<F, Fut>(
+        make: F,
+        fixtures: Vec<PodNetwork>,
+        synced: bool,
+        timeout_ms: u64,
+    ) -> Self
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = W>,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let wiring = runtime.block_on(make());
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let state_dir = dir.path().join("state");
+        let (cache, mut writer) = cache::cache();
+        writer.apply(&Event::Init);
+        for pn in fixtures {
+            writer.apply(&Event::InitApply(pn));
+        }
+        if synced {
+            writer.apply(&Event::InitDone);
+        }
+        let status = RecordingStatus::default();
+        let metrics = Arc::new(Metrics::new());
+        let agent = Agent::new(
+            AgentConfig {
+                node_name: NODE.into(),
+                allocation_timeout: std::time::Duration::from_millis(timeout_ms),
+            },
+            cache,
+            wiring.clone(),
+            status.clone(),
+            StateDir::open(&state_dir).unwrap(),
+            metrics.clone(),
+        );
+        let listener = runtime.block_on(async { server::bind(&socket).unwrap() });
+        runtime.spawn(server::serve(listener, Arc::new(agent)));
+        Self {
+            dir,
+            socket,
+            state_dir,
+            wiring,
+            status,
+            metrics,
+            writer: Arc::new(Mutex::new(writer)),
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Simulates the operator creating or updating a PodNetwork (a watch event).
+    pub fn apply(&self, pn: PodNetwork) {
+        self.writer.lock().unwrap().apply(&Event::Apply(pn));
+    }
+
+    pub fn writer(&self) -> Arc<Mutex<CacheWriter>> {
+        self.writer.clone()
+    }
+
+    pub fn state_files(&self) -> usize {
+        std::fs::read_dir(self.state_dir.join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// The network config pointing at this agent.
+    pub fn conf(&self, version: &str) -> String {
+        format!(
+            r#"{{"cniVersion":"{version}","name":"eni","type":"eni-cni","socketPath":"{}","dns":{{"nameservers":["10.96.0.10"],"search":["default.svc.cluster.local"]}}}}"#,
+            self.socket.display()
+        )
+    }
+}
+
+impl<W: Wiring + Clone> Drop for TestAgent<W> {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Output of one run of the real binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+
+    /// Asserts a spec error object with `code` and returns its message.
+    pub fn error(&self, code: u64) -> String {
+        assert_ne!(self.code, 0, "expected failure, got {:?}", self.stdout);
+        let v = self.json();
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["cniVersion"].is_string(), "{v}");
+        v["msg"].as_str().unwrap().to_string()
+    }
+
+    pub fn ok_empty(&self) {
+        assert_eq!(
+            (self.code, self.stdout.as_str()),
+            (0, ""),
+            "expected silent success"
+        );
+    }
+}
+
+pub fn eni_cni() -> &'static str {
+    env!("CARGO_BIN_EXE_eni-cni")
+}
+
+/// Runs a CNI plugin binary with exactly `env` and `stdin`.
+pub fn run_plugin(binary: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
+    let mut child = Command::new(binary)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+    }
+}
+
+/// Runs eni-cni for `command` on a container of pod `namespace/name` (uid `uid`).
+pub fn cni(
+    command: &str,
+    container: &str,
+    netns: Option<&str>,
+    pod: (&str, &str, &str),
+    stdin: &str,
+) -> Run {
+    let args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={container};K8S_POD_UID={}",
+        pod.0, pod.1, pod.2
+    );
+    let mut env = vec![
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", container),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", args.as_str()),
+        ("CNI_PATH", "/opt/cni/bin:/usr/lib/cni"),
+    ];
+    if let Some(netns) = netns {
+        env.push(("CNI_NETNS", netns));
+    }
+    run_plugin(Path::new(eni_cni()), &env, stdin)
+}
+
+/// Adds `prevResult` to a network config.
+pub fn with_prev_result(conf: &str, prev: &Value) -> String {
+    let mut v: Value = serde_json::from_str(conf).unwrap();
+    v["prevResult"] = prev.clone();
+    v.to_string()
+}
+
+/// A file that stands in for a netns path for the memory dataplane.
+pub fn fake_netns(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, b"").unwrap();
+    path.display().to_string()
+}
+
+/// Runs a command, panicking with its stderr when it fails.
+pub fn must(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A node for the real dataplane: a "host" netns standing for the node, a "vpc" netns
+/// routing the subnet, one shared ENI (a veth whose host end has the ENI's MAC), and pod
+/// namespaces. Everything is deleted on drop, also when the test panics. Needs root.
+pub struct NodeBed {
+    pub host: String,
+    pub vpc: String,
+    pub pods: Vec<String>,
+}
+
+pub const ENI_MAC: &str = "02:00:00:00:01:01";
+
+impl NodeBed {
+    pub fn new(tag: &str) -> Self {
+        let id = format!("cni{}{tag}", std::process::id());
+        let bed = NodeBed {
+            host: format!("{id}-h"),
+            vpc: format!("{id}-v"),
+            pods: Vec::new(),
+        };
+        for ns in [&bed.host, &bed.vpc] {
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &bed.vpc,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        // Primary ENI (node address) and the shared ENI of subnet 10.0.1.0/24.
+        for (port, eni, mac, gateway) in [
+            ("r-ens4", "ens4", "02:00:00:00:00:04", "10.0.0.1/24"),
+            ("r-ens5", "ens5", ENI_MAC, "10.0.1.1/24"),
+        ] {
+            must(&[
+                "ip", "-n", &bed.vpc, "link", "add", port, "type", "veth", "peer", "name", eni,
+                "address", mac, "netns", &bed.host,
+            ]);
+            must(&["ip", "-n", &bed.vpc, "addr", "add", gateway, "dev", port]);
+            must(&["ip", "-n", &bed.vpc, "link", "set", port, "up"]);
+        }
+        must(&[
+            "ip",
+            "-n",
+            &bed.host,
+            "addr",
+            "add",
+            "10.0.0.10/24",
+            "dev",
+            "ens4",
+        ]);
+        must(&["ip", "-n", &bed.host, "link", "set", "ens4", "up"]);
+        must(&[
+            "ip", "-n", &bed.host, "route", "add", "default", "via", "10.0.0.1",
+        ]);
+        bed
+    }
+
+    pub fn host_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.host))
+    }
+
+    /// A new pod namespace; returns its path.
+    pub fn pod(&mut self) -> String {
+        let name = format!("{}-p{}", self.host.trim_end_matches("-h"), self.pods.len());
+        must(&["ip", "netns", "add", &name]);
+        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        self.pods.push(name.clone());
+        format!("/run/netns/{name}")
+    }
+
+    pub async fn dataplane(&self) -> Dataplane {
+        Dataplane::new(DataplaneConfig {
+            host_netns: Some(self.host_path()),
+            node_ip: "10.0.0.10".parse().unwrap(),
+            service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+        })
+        .await
+        .expect("dataplane")
+    }
+
+    /// Runs a CNI plugin inside the node namespace, as a runtime on the node would.
+    pub fn run_plugin(&self, plugin: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.host])
+            .arg(plugin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+        }
+    }
+}
+
+impl Drop for NodeBed {
+    fn drop(&mut self) {
+        for ns in self.pods.iter().chain([&self.host, &self.vpc]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Agent over the real dataplane in `bed`'s node namespace.
+pub fn real_agent(bed: &NodeBed, fixtures: Vec<PodNetwork>) -> TestAgent<Arc<Dataplane>> {
+    TestAgent::start_with(
+        || async { Arc::new(bed.dataplane().await) },
+        fixtures,
+        true,
+        5000,
+    )
+}
