@@ -1,0 +1,923 @@
+//! The Helm chart: it lints, renders with default and custom values, its values schema
+//! refuses bad values, and against a real kube-apiserver it installs, its RBAC grants
+//! exactly what each component needs, the node-scope admission policy denies agents
+//! writing other nodes' PodNetworks, and uninstalling leaves no cluster-wide RBAC behind.
+//!
+//! helm comes from `e2e/setup.sh` (go-installed into the cache's bin directory).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use eni_e2e::{ControlPlane, Identity};
+use k8s_openapi::{
+    api::{
+        authentication::v1::TokenRequest,
+        coordination::v1::Lease,
+        core::v1::{Node, Pod, Secret, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchParams},
+    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
+    core::{ApiResource, GroupVersionKind},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const NAMESPACE: &str = "eni-system";
+const RELEASE: &str = "eni-operator";
+const POLICY_MESSAGE: &str = "eni-agent may only write PodNetworks of its own node";
+const NODE_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// The chart of the checkout this test was compiled from. (Not `eni_e2e::repo_root()`:
+/// the library may come from another checkout that shares the target directory.)
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/eni-operator")
+}
+
+fn helm_bin() -> Result<PathBuf, String> {
+    let cache = std::env::var_os("ENI_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/eni-operator")))
+        .ok_or("neither ENI_OPERATOR_CACHE nor HOME is set")?;
+    let bin = cache.join("bin/helm");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: run e2e/setup.sh to install helm",
+            bin.display()
+        ))
+    }
+}
+
+/// Runs helm with its config, cache and data in `home`, so that tests share no state
+/// with each other or with the user's helm.
+fn helm(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> Result<Output, String> {
+    let mut cmd = Command::new(helm_bin()?);
+    cmd.args(args)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG");
+    if let Some(k) = kubeconfig {
+        cmd.env("KUBECONFIG", k);
+    }
+    cmd.output().map_err(|e| format!("running helm: {e}"))
+}
+
+/// helm that must succeed; returns its stdout.
+fn helm_ok(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> Result<String, String> {
+    let out = helm(home, kubeconfig, args)?;
+    if !out.status.success() {
+        return Err(format!(
+            "helm {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `helm template` of the chart, as (kind, name) -> object.
+fn render(home: &Path, extra: &[&str]) -> Result<BTreeMap<(String, String), Value>, String> {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let mut args = vec!["template", RELEASE, &chart, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    let text = helm_ok(home, None, &args)?;
+    let mut objects = BTreeMap::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = Value::deserialize(doc).map_err(|e| format!("rendered YAML: {e}"))?;
+        if v.is_null() {
+            continue;
+        }
+        let kind = v["kind"].as_str().unwrap_or_default().to_owned();
+        let name = v["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if objects.insert((kind.clone(), name.clone()), v).is_some() {
+            return Err(format!("{kind} {name} rendered twice"));
+        }
+    }
+    Ok(objects)
+}
+
+fn get<'a>(
+    objects: &'a BTreeMap<(String, String), Value>,
+    kind: &str,
+    name: &str,
+) -> Result<&'a Value, String> {
+    objects
+        .get(&(kind.to_owned(), name.to_owned()))
+        .ok_or_else(|| format!("no {kind} {name} rendered; have {:?}", objects.keys()))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_of(container: &Value) -> BTreeMap<String, Value> {
+    container["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn helm_lint_passes() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let chart = chart_dir();
+    let out = helm_ok(
+        home.path(),
+        None,
+        &["lint", "--strict", &chart.to_string_lossy()],
+    )?;
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn renders_with_default_values() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let objs = render(home.path(), &[])?;
+
+    let kinds: Vec<&str> = objs.keys().map(|(k, _)| k.as_str()).collect();
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "Deployment",
+        "DaemonSet",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    get(&objs, "ServiceAccount", "eni-operator")?;
+    get(&objs, "ServiceAccount", "eni-agent")?;
+    for ((kind, name), obj) in &objs {
+        let cluster_scoped = kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmission");
+        let ns = obj["metadata"]["namespace"].as_str();
+        if cluster_scoped {
+            assert_eq!(ns, None, "{kind} {name}");
+        } else {
+            assert_eq!(
+                ns,
+                Some(NAMESPACE),
+                "{kind} {name} not in the release namespace"
+            );
+        }
+        assert_eq!(
+            obj["metadata"]["labels"]["app.kubernetes.io/instance"], RELEASE,
+            "{kind} {name} lacks the release label"
+        );
+    }
+
+    let deploy = get(&objs, "Deployment", "eni-operator-operator")?;
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "eni-operator");
+    let op = &pod["containers"][0];
+    let args = strings(&op["args"]);
+    for want in [
+        "--cluster-name=eni-operator",
+        "--qps=10",
+        "--burst=20",
+        "--metrics-addr=0.0.0.0:9960",
+        "--lease-namespace=eni-system",
+        "--lease-name=eni-operator",
+        "--lease-duration=15",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    // No endpoint override and no static credentials unless asked for.
+    assert!(
+        !args.iter().any(|a| a.starts_with("--ec2-endpoint")),
+        "{args:?}"
+    );
+    assert!(op.get("envFrom").is_none(), "{op}");
+    assert_eq!(op["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // /readyz means "leading"; standbys must count as ready (see the template).
+    assert_eq!(op["readinessProbe"]["httpGet"]["path"], "/healthz");
+
+    let ds = get(&objs, "DaemonSet", "eni-operator-agent")?;
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["serviceAccountName"], "eni-agent");
+    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+    let init = &pod["initContainers"][0];
+    let cmd = strings(&init["command"]).join(" ");
+    assert!(
+        cmd.starts_with(
+            "eni-cni install --bin-dir /host/opt/cni/bin --conf-dir /host/etc/cni/net.d"
+        ),
+        "{cmd}"
+    );
+    assert!(
+        cmd.contains("--socket-path /run/eni-operator/agent.sock"),
+        "{cmd}"
+    );
+    let agent = &pod["containers"][0];
+    assert_eq!(agent["securityContext"]["privileged"], true);
+    let caps = strings(&agent["securityContext"]["capabilities"]["add"]);
+    assert!(caps.contains(&"NET_ADMIN".into()) && caps.contains(&"SYS_ADMIN".into()));
+    let env = env_of(agent);
+    assert_eq!(
+        env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        env["ENI_AGENT_SOCKET"]["value"],
+        "/run/eni-operator/agent.sock"
+    );
+    assert_eq!(env["ENI_AGENT_METRICS_ADDR"]["value"], "0.0.0.0:9961");
+    let mounts: Vec<&str> = agent["volumeMounts"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["mountPath"].as_str()).collect())
+        .unwrap_or_default();
+    for want in ["/var/run/netns", "/run/eni-operator"] {
+        assert!(mounts.contains(&want), "{want} not mounted: {mounts:?}");
+    }
+
+    let policy = get(
+        &objs,
+        "ValidatingAdmissionPolicy",
+        "eni-operator-agent-node-scope",
+    )?;
+    let matcher = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        matcher.contains("'system:serviceaccount:eni-system:eni-agent'"),
+        "{matcher}"
+    );
+    Ok(())
+}
+
+#[test]
+fn renders_with_custom_values() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let values = home.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        r#"
+clusterName: prod-eu-1
+images:
+  operator: {repository: registry.example.com/eni/operator, tag: "1.2.3"}
+  agent: {repository: registry.example.com/eni/agent, tag: "1.2.3", pullPolicy: Always}
+logLevel: debug
+logFormat: json
+cloud:
+  region: eu-west-1
+  endpoint: https://ec2.eu-west-1.amazonaws.com
+  credentialsSecret: eni-cloud-credentials
+  qps: 25
+  burst: 50
+serviceAccounts:
+  operator:
+    name: eni-operator
+    annotations: {eks.amazonaws.com/role-arn: "arn:aws:iam::123456789012:role/eni"}
+operator:
+  replicas: 3
+  leaderElection: {leaseName: eni-leader, leaseDurationSeconds: 30}
+  hostNetwork: false
+  metricsPort: 8080
+  nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}]
+  podDisruptionBudget: {enabled: false}
+agent:
+  socketPath: /var/run/eni/agent.sock
+  cni: {binDir: /usr/libexec/cni, confDir: /etc/cni/conf.d, portmap: true, agentTimeoutSeconds: 45}
+  allocationTimeoutSeconds: 20
+  serviceCIDRs: [10.100.0.0/16, 172.20.0.0/16]
+  metricsPort: 19961
+nodeScopePolicy: {enabled: false}
+"#,
+    )?;
+    let objs = render(home.path(), &["-f", &values.to_string_lossy()])?;
+
+    let deploy = get(&objs, "Deployment", "eni-operator-operator")?;
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], false);
+    assert_eq!(
+        pod["nodeSelector"]["node-role.kubernetes.io/control-plane"],
+        ""
+    );
+    let op = &pod["containers"][0];
+    assert_eq!(op["image"], "registry.example.com/eni/operator:1.2.3");
+    let args = strings(&op["args"]);
+    for want in [
+        "--cluster-name=prod-eu-1",
+        "--region=eu-west-1",
+        "--ec2-endpoint=https://ec2.eu-west-1.amazonaws.com",
+        "--qps=25",
+        "--burst=50",
+        "--metrics-addr=0.0.0.0:8080",
+        "--lease-name=eni-leader",
+        "--lease-duration=30",
+        "--log-json",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    assert_eq!(
+        op["envFrom"][0]["secretRef"]["name"],
+        "eni-cloud-credentials"
+    );
+    assert_eq!(env_of(op)["RUST_LOG"]["value"], "debug");
+    assert_eq!(
+        get(&objs, "ServiceAccount", "eni-operator")?["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/eni"
+    );
+    // The Role follows the lease name: the operator may touch its own lease only.
+    let role = get(&objs, "Role", "eni-operator-operator-leader-election")?;
+    assert!(
+        role["rules"].to_string().contains("\"eni-leader\""),
+        "{role}"
+    );
+
+    let ds = get(&objs, "DaemonSet", "eni-operator-agent")?;
+    let pod = &ds["spec"]["template"]["spec"];
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["image"], "registry.example.com/eni/agent:1.2.3");
+    assert_eq!(init["imagePullPolicy"], "Always");
+    let cmd = strings(&init["command"]).join(" ");
+    for want in [
+        "--bin-dir /host/usr/libexec/cni",
+        "--conf-dir /host/etc/cni/conf.d",
+        "--socket-path /var/run/eni/agent.sock",
+        "--agent-timeout-seconds 45",
+        "--portmap",
+    ] {
+        assert!(cmd.contains(want), "{want} not in {cmd}");
+    }
+    assert!(!cmd.contains("--bandwidth"), "{cmd}");
+    let env = env_of(&pod["containers"][0]);
+    assert_eq!(env["SERVICE_CIDRS"]["value"], "10.100.0.0/16,172.20.0.0/16");
+    assert_eq!(env["ENI_AGENT_ALLOCATION_TIMEOUT"]["value"], "20");
+    assert_eq!(env["ENI_AGENT_LOG_JSON"]["value"], "true");
+    let volumes = pod["volumes"].to_string();
+    assert!(volumes.contains("\"/var/run/eni\""), "{volumes}");
+    assert!(volumes.contains("\"/usr/libexec/cni\""), "{volumes}");
+
+    for kind in [
+        "PodDisruptionBudget",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(
+            !objs.keys().any(|(k, _)| k == kind),
+            "{kind} rendered though disabled"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn refuses_bad_values() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let cases: [(&[&str], &[&str]); 8] = [
+        (
+            &["--kube-version", "1.29.0"],
+            &["requires kubeVersion: >=1.30.0-0"],
+        ),
+        (
+            &["--set", "cloud.qps=-5"],
+            &["/cloud/qps", "minimum: got -5, want 1"],
+        ),
+        (&["--set", "cloud.burst=0"], &["/cloud/burst", "minimum"]),
+        (&["--set", "cloud.qpss=3"], &["'qpss' not allowed"]),
+        (&["--set", "logLevel=verbose"], &["/logLevel"]),
+        (
+            &["--set", "agent.socketPath=run/agent.sock"],
+            &["/agent/socketPath"],
+        ),
+        (
+            &["--set", "operator.leaderElection.leaseDurationSeconds=1"],
+            &["/operator/leaderElection/leaseDurationSeconds", "minimum"],
+        ),
+        (
+            &["--set", "agent.cni.agentTimeoutSeconds=5"],
+            &["agent.cni.agentTimeoutSeconds (5) must exceed agent.allocationTimeoutSeconds (10)"],
+        ),
+    ];
+    for (set, wants) in cases {
+        let mut args = vec!["template", RELEASE, &chart];
+        args.extend_from_slice(set);
+        let out = helm(home.path(), None, &args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set:?} was accepted");
+        for want in wants {
+            assert!(stderr.contains(want), "{set:?}: {want:?} not in:\n{stderr}");
+        }
+    }
+    Ok(())
+}
+
+fn podnetwork_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "eni-operator.io",
+        "v1alpha1",
+        "PodNetwork",
+    ))
+}
+
+fn podnetworks(client: Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client, ns, &podnetwork_resource())
+}
+
+/// The API server loads admission policies from an informer, so a fresh install takes
+/// effect a moment later; dry-run agent patches (admission runs for them too, nothing is
+/// written) tell when.
+async fn wait_for_policy(agent_pns: &Api<DynamicObject>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = agent_pns
+            .patch_status(
+                "pn-a",
+                &PatchParams::default().dry_run(),
+                &status_patch("Ready"),
+            )
+            .await;
+        match r {
+            Err(kube::Error::Api(s)) if s.message.contains(POLICY_MESSAGE) => return Ok(()),
+            _ if Instant::now() > deadline => {
+                return Err(format!(
+                    "the node-scope policy is not in force after 30s: {r:?}"
+                ));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn podnetworks_all(client: Client) -> Api<DynamicObject> {
+    Api::all_with(client, &podnetwork_resource())
+}
+
+fn podnetwork(name: &str, node: &str) -> Result<DynamicObject, serde_json::Error> {
+    serde_json::from_value(json!({
+        "apiVersion": "eni-operator.io/v1alpha1", "kind": "PodNetwork",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "podUID": format!("uid-{name}"), "nodeName": node, "pool": "shared", "mode": "SharedIP",
+            "allocation": {
+                "address": "10.0.1.20", "prefixLength": 32, "gateway": "10.0.1.1",
+                "subnetCIDR": "10.0.1.0/24", "subnetID": "subnet-0a1", "eniID": "eni-0abc",
+                "eniMAC": "02:00:00:00:00:01", "deviceIndex": 1
+            }
+        }
+    }))
+}
+
+fn status_patch(phase: &str) -> Patch<Value> {
+    Patch::Merge(json!({"status": {"phase": phase}}))
+}
+
+/// The API error of a call that must fail.
+fn api_error<T: std::fmt::Debug>(
+    r: Result<T, kube::Error>,
+    what: &str,
+) -> Result<(u16, String), String> {
+    match r {
+        Ok(v) => Err(format!("{what}: expected a refusal, got {v:?}")),
+        Err(kube::Error::Api(s)) => Ok((s.code, s.message)),
+        Err(e) => Err(format!("{what}: expected an API error, got {e}")),
+    }
+}
+
+/// An RBAC refusal (403 naming the verb), not some other failure.
+fn forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>, what: &str, verb: &str) -> TestResult {
+    let (code, message) = api_error(r, what)?;
+    assert_eq!(code, 403, "{what}: {message}");
+    assert!(
+        message.contains(&format!("cannot {verb} resource")),
+        "{what}: not an RBAC refusal: {message}"
+    );
+    Ok(())
+}
+
+/// Status patch as the agent's user with a node in its extra info, as a pod-bound token
+/// would carry it; done by the admin through impersonation (static tokens have no extra).
+async fn patch_status_as_agent_on(
+    admin: &Client,
+    node: &str,
+    name: &str,
+    phase: &str,
+) -> Result<String, kube::Error> {
+    let uri =
+        format!("/apis/eni-operator.io/v1alpha1/namespaces/default/podnetworks/{name}/status");
+    let body = serde_json::to_vec(&json!({"status": {"phase": phase}}))
+        .map_err(kube::Error::SerdeError)?;
+    let req = http::Request::patch(uri)
+        .header("Content-Type", "application/merge-patch+json")
+        .header(
+            "Impersonate-User",
+            format!("system:serviceaccount:{NAMESPACE}:eni-agent"),
+        )
+        .header("Impersonate-Group", "system:serviceaccounts")
+        .header(
+            format!("Impersonate-Extra-{}", NODE_EXTRA.replace('/', "%2F")),
+            node,
+        )
+        .body(body)
+        .map_err(kube::Error::HttpError)?;
+    admin.request_text(req).await
+}
+
+#[tokio::test]
+async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let cp = ControlPlane::start().await?;
+    let kubeconfig = cp.kubeconfig_path();
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+
+    helm_ok(
+        home.path(),
+        Some(&kubeconfig),
+        &[
+            "install",
+            RELEASE,
+            &chart,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .map_err(|e| format!("{e}\napiserver log:\n{}", cp.apiserver_log()))?;
+
+    let admin = cp.client().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for name in [
+        "enipools.eni-operator.io",
+        "trunkenis.eni-operator.io",
+        "podnetworks.eni-operator.io",
+    ] {
+        crds.get(name)
+            .await
+            .map_err(|e| format!("CRD {name}: {e}"))?;
+    }
+
+    // Fixtures, made by the admin: a node and a PodNetwork on it.
+    let nodes: Api<Node> = Api::all(admin.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "node-a"}}))?,
+        )
+        .await?;
+    podnetworks(admin.clone(), "default")
+        .create(&PostParams::default(), &podnetwork("pn-a", "node-a")?)
+        .await?;
+
+    // The operator.
+    let operator = cp.client_as(Identity::Operator).await?;
+    Api::<Pod>::all(operator.clone())
+        .list(&ListParams::default())
+        .await?;
+    let op_nodes: Api<Node> = Api::all(operator.clone());
+    op_nodes
+        .patch(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["eni-operator.io/cleanup"]}})),
+        )
+        .await?;
+    let node = op_nodes
+        .patch_status(
+            "node-a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"capacity": {"eni-operator.io/member-eni": "7"}}})),
+        )
+        .await?;
+    let capacity = node
+        .status
+        .and_then(|s| s.capacity)
+        .and_then(|c| c.get("eni-operator.io/member-eni").map(|q| q.0.clone()));
+    assert_eq!(capacity.as_deref(), Some("7"));
+    let op_pns = podnetworks(operator.clone(), "default");
+    op_pns
+        .create(&PostParams::default(), &podnetwork("pn-op", "node-a")?)
+        .await?;
+    op_pns.delete("pn-op", &DeleteParams::default()).await?;
+
+    let leases: Api<Lease> = Api::namespaced(operator.clone(), NAMESPACE);
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "eni-operator"},
+        "spec": {"holderIdentity": "operator-0", "leaseDurationSeconds": 15}
+    }))?;
+    let mut lease = leases.create(&PostParams::default(), &lease).await?;
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("operator-1".into());
+    }
+    let lease = leases
+        .replace("eni-operator", &PostParams::default(), &lease)
+        .await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("operator-1")
+    );
+    // Only its own lease: someone else's is out of reach.
+    let other: Lease = serde_json::from_value(json!({"metadata": {"name": "other"}}))?;
+    Api::<Lease>::namespaced(admin.clone(), NAMESPACE)
+        .create(&PostParams::default(), &other)
+        .await?;
+    forbidden(
+        leases
+            .patch(
+                "other",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"holderIdentity": "x"}})),
+            )
+            .await,
+        "operator patches another lease",
+        "patch",
+    )?;
+    forbidden(
+        Api::<Secret>::namespaced(operator.clone(), NAMESPACE)
+            .list(&ListParams::default())
+            .await,
+        "operator lists secrets",
+        "list",
+    )?;
+    forbidden(
+        Api::<Secret>::namespaced(operator.clone(), NAMESPACE)
+            .get("anything")
+            .await,
+        "operator reads a secret",
+        "get",
+    )?;
+
+    // The agent.
+    let agent = cp.client_as(Identity::Agent).await?;
+    let agent_pns = podnetworks(agent.clone(), "default");
+    let listed = podnetworks_all(agent.clone())
+        .list(&ListParams::default())
+        .await?;
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("pn-a"))
+    );
+    // A watch is refused with the response headers when RBAC says no; getting a stream
+    // means it was allowed.
+    let stream = podnetworks_all(agent.clone())
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await?;
+    drop(stream);
+    Api::<Node>::all(agent.clone()).get("node-a").await?;
+    forbidden(
+        agent_pns
+            .create(&PostParams::default(), &podnetwork("pn-agent", "node-a")?)
+            .await,
+        "agent creates a PodNetwork",
+        "create",
+    )?;
+    forbidden(
+        agent_pns.delete("pn-a", &DeleteParams::default()).await,
+        "agent deletes a PodNetwork",
+        "delete",
+    )?;
+    forbidden(
+        Api::<Pod>::namespaced(agent.clone(), "default")
+            .delete("some-pod", &DeleteParams::default())
+            .await,
+        "agent deletes a pod",
+        "delete",
+    )?;
+    forbidden(
+        Api::<Node>::all(agent.clone())
+            .patch(
+                "node-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+            )
+            .await,
+        "agent patches a node",
+        "patch",
+    )?;
+    forbidden(
+        Api::<Secret>::namespaced(agent.clone(), NAMESPACE)
+            .list(&ListParams::default())
+            .await,
+        "agent lists secrets",
+        "list",
+    )?;
+
+    // The node-scope policy. A static token carries no node: RBAC lets the status patch
+    // through (authorization runs before admission), the policy refuses it.
+    wait_for_policy(&agent_pns).await?;
+    let (code, message) = api_error(
+        agent_pns
+            .patch_status("pn-a", &PatchParams::default(), &status_patch("Ready"))
+            .await,
+        "agent status patch without a node",
+    )?;
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains(POLICY_MESSAGE), "{message}");
+    assert!(message.contains("the request carries no node"), "{message}");
+    assert!(
+        message.contains("eni-operator-agent-node-scope"),
+        "{message}"
+    );
+    // The agent of another node is refused, the agent of the PodNetwork's node is not.
+    let (code, message) = api_error(
+        patch_status_as_agent_on(&admin, "node-b", "pn-a", "Ready").await,
+        "agent of node-b patches node-a's PodNetwork",
+    )?;
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains(POLICY_MESSAGE), "{message}");
+    assert!(message.contains("comes from node node-b"), "{message}");
+    patch_status_as_agent_on(&admin, "node-a", "pn-a", "Ready").await?;
+    assert_eq!(phase_of(&admin, "pn-a").await?, "Ready");
+    // The same with a real token of an agent pod on node-a (the TokenRequest the kubelet
+    // makes): the API server puts the pod's node into the user's extra info itself.
+    let bound = pod_bound_agent_client(&cp, &admin, "node-a").await?;
+    let bound_pns = podnetworks(bound, "default");
+    bound_pns
+        .patch_status("pn-a", &PatchParams::default(), &status_patch("Allocated"))
+        .await?;
+    assert_eq!(phase_of(&admin, "pn-a").await?, "Allocated");
+    podnetworks(admin.clone(), "default")
+        .create(&PostParams::default(), &podnetwork("pn-b", "node-b")?)
+        .await?;
+    let (code, message) = api_error(
+        bound_pns
+            .patch_status("pn-b", &PatchParams::default(), &status_patch("Ready"))
+            .await,
+        "node-a's agent pod patches node-b's PodNetwork",
+    )?;
+    assert_eq!(code, 403, "{message}");
+    assert!(message.contains("comes from node node-a"), "{message}");
+    // Other users are not the policy's business.
+    podnetworks(admin.clone(), "default")
+        .patch_status("pn-a", &PatchParams::default(), &status_patch("Failed"))
+        .await?;
+    assert_eq!(phase_of(&admin, "pn-a").await?, "Failed");
+
+    // Upgrades re-render from values.
+    helm_ok(
+        home.path(),
+        Some(&kubeconfig),
+        &[
+            "upgrade",
+            RELEASE,
+            &chart,
+            "--namespace",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "cloud.qps=33",
+        ],
+    )?;
+    let deploy: k8s_openapi::api::apps::v1::Deployment = Api::namespaced(admin.clone(), NAMESPACE)
+        .get("eni-operator-operator")
+        .await?;
+    let args = deploy
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert!(args.contains(&"--qps=33".to_owned()), "{args:?}");
+
+    helm_ok(
+        home.path(),
+        Some(&kubeconfig),
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            NAMESPACE,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )?;
+    let release = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
+    let roles = Api::<ClusterRole>::all(admin.clone())
+        .list(&release)
+        .await?;
+    let bindings = Api::<ClusterRoleBinding>::all(admin.clone())
+        .list(&release)
+        .await?;
+    let ns_roles = Api::<Role>::namespaced(admin.clone(), NAMESPACE)
+        .list(&release)
+        .await?;
+    assert!(
+        roles.items.is_empty(),
+        "ClusterRoles left: {:?}",
+        names(&roles.items)
+    );
+    assert!(
+        bindings.items.is_empty(),
+        "ClusterRoleBindings left: {:?}",
+        names(&bindings.items)
+    );
+    assert!(
+        ns_roles.items.is_empty(),
+        "Roles left: {:?}",
+        names(&ns_roles.items)
+    );
+    for name in ["eni-operator-operator", "eni-operator-agent"] {
+        assert!(
+            Api::<ClusterRole>::all(admin.clone())
+                .get_opt(name)
+                .await?
+                .is_none(),
+            "{name} left"
+        );
+    }
+    // Helm never deletes crds/: the PodNetworks (and with them the users' data) stay.
+    crds.get("podnetworks.eni-operator.io").await?;
+    Ok(())
+}
+
+/// A client with the token the kubelet would get for an eni-agent pod on `node`: a
+/// TokenRequest bound to such a pod (which never runs: there is no kubelet here).
+async fn pod_bound_agent_client(
+    cp: &ControlPlane,
+    admin: &Client,
+    node: &str,
+) -> Result<Client, Box<dyn std::error::Error>> {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("eni-agent-{node}")},
+        "spec": {
+            "nodeName": node, "serviceAccountName": "eni-agent",
+            "containers": [{"name": "agent", "image": "localhost/eni-agent"}]
+        }
+    }))?;
+    let pod = Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
+        .create(&PostParams::default(), &pod)
+        .await?;
+    let request: TokenRequest = serde_json::from_value(json!({
+        "spec": {
+            "audiences": [], "expirationSeconds": 600,
+            "boundObjectRef": {
+                "apiVersion": "v1", "kind": "Pod",
+                "name": pod.metadata.name, "uid": pod.metadata.uid
+            }
+        }
+    }))?;
+    let issued: TokenRequest = Api::<ServiceAccount>::namespaced(admin.clone(), NAMESPACE)
+        .create_subresource("token", "eni-agent", &PostParams::default(), &request)
+        .await?;
+    let token = issued
+        .status
+        .and_then(|s| s.token)
+        .ok_or("TokenRequest without a token")?;
+    // The admin kubeconfig with the agent's token in place of the admin's.
+    let mut kubeconfig = Kubeconfig::read_from(cp.kubeconfig_path())?;
+    for named in &mut kubeconfig.auth_infos {
+        named.auth_info = Some(AuthInfo {
+            token: Some(token.clone().into()),
+            ..AuthInfo::default()
+        });
+    }
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn phase_of(client: &Client, name: &str) -> Result<String, kube::Error> {
+    let pn = podnetworks(client.clone(), "default").get(name).await?;
+    Ok(pn.data["status"]["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn names<K: kube::Resource>(items: &[K]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| i.meta().name.clone().unwrap_or_default())
+        .collect()
+}
