@@ -79,6 +79,14 @@ pub fn fast_cloud() -> SimConfig {
 
 impl Cluster {
     pub async fn start(behaviour: SimConfig) -> Result<Self, ClusterError> {
+        // In-process components log to the test's output (shown for failing tests).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("eni_operator=info")),
+            )
+            .with_test_writer()
+            .try_init();
         let cp = ControlPlane::start().await?;
         cp.install_crds().await?;
         let client = cp.client().await?;

@@ -338,3 +338,397 @@ async fn node_deletion_returns_its_enis_and_leaks_are_collected() {
     .await
     .expect("finalizer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exclusive_allocate_release_reuse() {
+    // m5.24xlarge-like room is not needed: 3 nodes × 20 pods needs 20 ENIs per node, more
+    // than any type allows, so Exclusive uses c5.9xlarge (8 ENIs) and fewer pods per node.
+    exclusive_or_trunk(
+        "Exclusive",
+        "c5.9xlarge",
+        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
+        7,
+    )
+    .await
+    .expect("exclusive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trunk_allocate_release_reuse() {
+    exclusive_or_trunk(
+        "Trunk",
+        "m5.4xlarge",
+        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
+        20,
+    )
+    .await
+    .expect("trunk");
+}
+
+/// Exclusive and Trunk: every pod gets its own ENI (member ENI), unique across the
+/// cluster; deleting pods returns them after cooldown and new pods reuse them.
+async fn exclusive_or_trunk(
+    mode: &str,
+    instance_type: &str,
+    extra: &str,
+    per_node: usize,
+) -> Result<(), ClusterError> {
+    let mut c = Cluster::start(fast_cloud()).await?;
+    let sg = c.sim.group_id("default")?;
+    c.apply_yaml(&pool_yaml("p", mode, "a", &extra.replace("SG", &sg)))
+        .await?;
+    let nodes = ["n1", "n2", "n3"];
+    for n in nodes {
+        c.add_node(n, instance_type, &[("pool", "a")]).await?;
+    }
+    c.start_operator(config(), rate(100, 100)).await?;
+    let started = Instant::now();
+    for n in nodes {
+        c.create_pods("default", &format!("p-{n}"), per_node, n, &[])
+            .await?;
+    }
+    let mut all = Vec::new();
+    for n in nodes {
+        all.extend(
+            wait_networks(&c, &format!("p-{n}"), per_node, Duration::from_secs(60))
+                .await?
+                .into_values(),
+        );
+    }
+    let took = started.elapsed();
+    let mode_enum = all[0].spec.mode;
+    assert_unique(&all, mode_enum);
+    let total = 3 * per_node;
+    println!(
+        "{{\"mode\":\"{mode}\",\"pods\":{total},\"seconds_to_all_networks\":{:.2}}}",
+        took.as_secs_f64()
+    );
+    for pn in &all {
+        let a = &pn.spec.allocation;
+        assert_ne!(
+            a.prefix_length, 32,
+            "a whole ENI carries its subnet's prefix"
+        );
+        if mode_enum == Mode::Trunk {
+            assert!(a.vlan_id.is_some() && a.trunk_mac.is_some(), "{a:?}");
+            assert_eq!(a.security_groups, vec![sg.clone()]);
+        }
+    }
+    if mode_enum == Mode::Trunk {
+        let trunks: Api<eni_crds::TrunkENI> = Api::all(c.client.clone());
+        let t = c
+            .wait_for(
+                "TrunkENI status with members",
+                Duration::from_secs(20),
+                || async {
+                    Ok(trunks
+                        .get_opt("n1")
+                        .await?
+                        .and_then(|t| t.status)
+                        .filter(|s| {
+                            s.members.iter().filter(|m| m.pod.is_some()).count() == per_node
+                        }))
+                },
+            )
+            .await?;
+        assert!(t.trunk_eni_id.is_some());
+        let node = Api::<Node>::all(c.client.clone()).get("n1").await?;
+        let cap = node
+            .status
+            .and_then(|s| s.capacity)
+            .and_then(|c| c.get("eni-operator.io/member-eni").cloned());
+        assert!(cap.is_some(), "member-ENI capacity advertised");
+    }
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let half = per_node / 2;
+    let mut freed = BTreeSet::new();
+    for n in nodes {
+        for i in 0..half {
+            let name = format!("p-{n}-{i}");
+            freed.insert(
+                all.iter()
+                    .find(|p| p.name_any() == name)
+                    .map(|p| p.spec.allocation.eni_id.clone())
+                    .unwrap_or_default(),
+            );
+            pods.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
+    let remaining = total - 3 * half;
+    c.wait_for(
+        "released PodNetworks gone",
+        Duration::from_secs(30),
+        || async { Ok((c.podnetworks().await?.len() == remaining).then_some(())) },
+    )
+    .await?;
+    for n in nodes {
+        c.create_pods("default", &format!("q-{n}"), half, n, &[])
+            .await?;
+    }
+    let mut again = Vec::new();
+    for n in nodes {
+        again.extend(
+            wait_networks(&c, &format!("q-{n}"), half, Duration::from_secs(30))
+                .await?
+                .into_values(),
+        );
+    }
+    let live: Vec<PodNetwork> = c
+        .podnetworks()
+        .await?
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(live.len(), total);
+    assert_unique(&live, mode_enum);
+    let reused = again
+        .iter()
+        .filter(|p| freed.contains(&p.spec.allocation.eni_id))
+        .count();
+    assert!(reused > 0, "no released ENI was reused");
+    let st = c
+        .wait_for("status used", Duration::from_secs(20), || async {
+            Ok(pool_status(&c, "p")
+                .await
+                .filter(|s| s.addresses.used as usize == total))
+        })
+        .await?;
+    println!(
+        "{{\"mode\":\"{mode}\",\"reused_enis\":{reused},\"of\":{},\"status_enis\":{}}}",
+        3 * half,
+        st.enis
+    );
+    assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn throttled_cloud_still_converges() {
+    // The cloud admits 2 calls/s per class; the operator's own bucket is far above that,
+    // so it meets RequestLimitExceeded and must back off instead of failing pods.
+    let mut cloud = fast_cloud();
+    for b in [
+        &mut cloud.rate_limits.describe,
+        &mut cloud.rate_limits.mutate,
+    ] {
+        b.capacity = 2;
+        b.refill_per_sec = 2.0;
+    }
+    let mut c = Cluster::start(cloud).await.expect("cluster");
+    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", "  warm: {warmIPs: 2}\n"))
+        .await
+        .expect("pool");
+    for n in ["n1", "n2"] {
+        c.add_node(n, "m5.xlarge", &[("pool", "a")])
+            .await
+            .expect("node");
+    }
+    c.start_operator(config(), rate(50, 50))
+        .await
+        .expect("operator");
+    let started = Instant::now();
+    for n in ["n1", "n2"] {
+        c.create_pods("default", &format!("t-{n}"), 15, n, &[])
+            .await
+            .expect("pods");
+    }
+    let mut all = Vec::new();
+    for n in ["n1", "n2"] {
+        all.extend(
+            wait_networks(&c, &format!("t-{n}"), 15, Duration::from_secs(120))
+                .await
+                .expect("networks")
+                .into_values(),
+        );
+    }
+    assert_unique(&all, Mode::SharedIp);
+    let throttled: u64 = c.sim.calls().iter().map(|(_, _, t)| t).sum();
+    println!(
+        "{{\"throttled_answers\":{throttled},\"pods\":30,\"seconds\":{:.1}}}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        throttled > 0,
+        "the cloud never throttled: the test proves nothing"
+    );
+    assert!(c.sim.violations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
+    let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
+    let tiny = c.sim.subnet_id("tiny-a").expect("tiny subnet");
+    let pods_a = c.sim.subnet_id("pods-a").expect("pods subnet");
+    let pool = |ids: &str| {
+        format!(
+            "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: p}}\nspec:\n  mode: SharedIP\n  nodeSelector: {{}}\n  subnets: {{ids: [{ids}], policy: Ordered}}\n  ipCooldown: 2s\n  warm: {{warmIPs: 2}}\n"
+        )
+    };
+    c.apply_yaml(&pool(&tiny)).await.expect("pool");
+    c.add_node("n1", "m5.4xlarge", &[]).await.expect("node");
+    c.start_operator(config(), rate(100, 100))
+        .await
+        .expect("operator");
+    // 11 usable addresses in tiny-a: 30 pods cannot all fit.
+    c.create_pods("default", "x", 30, "n1", &[])
+        .await
+        .expect("pods");
+    let cond = |want: &'static str| {
+        let c = &c;
+        async move {
+            c.wait_for(
+                &format!("SubnetExhausted={want}"),
+                Duration::from_secs(40),
+                || async {
+                    let st = pool_status(c, "p").await;
+                    Ok(st.and_then(|s| {
+                        s.conditions
+                            .into_iter()
+                            .find(|x| x.type_ == "SubnetExhausted" && x.status == want)
+                    }))
+                },
+            )
+            .await
+        }
+    };
+    let on = cond("True").await.expect("condition set");
+    assert!(on.message.contains("add a subnet"), "{}", on.message);
+    let calls_before: u64 = c
+        .sim
+        .calls()
+        .iter()
+        .filter(|(a, ..)| a == "CreateNetworkInterface")
+        .map(|(_, n, _)| n)
+        .sum();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls_after: u64 = c
+        .sim
+        .calls()
+        .iter()
+        .filter(|(a, ..)| a == "CreateNetworkInterface")
+        .map(|(_, n, _)| n)
+        .sum();
+    assert!(
+        calls_after - calls_before <= 2,
+        "growth not paused: {} creates in 3s",
+        calls_after - calls_before
+    );
+
+    c.apply_yaml(&pool(&format!("{tiny}, {pods_a}")))
+        .await
+        .expect("second subnet");
+    wait_networks(&c, "x", 30, Duration::from_secs(60))
+        .await
+        .expect("all pods after the second subnet");
+    cond("False").await.expect("condition cleared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() {
+    let c = Cluster::start(fast_cloud()).await.expect("cluster");
+    c.apply_yaml(&pool_yaml(
+        "p",
+        "SharedIP",
+        "a",
+        "  warm: {warmIPs: 2, releaseDelay: 1h}\n",
+    ))
+    .await
+    .expect("pool");
+    let nodes = ["n1", "n2", "n3"];
+    for n in nodes {
+        c.add_node(n, "m5.xlarge", &[("pool", "a")])
+            .await
+            .expect("node");
+    }
+    let flags = [
+        "--lease-duration",
+        "3",
+        "--resync-seconds",
+        "2",
+        "--gc-interval-seconds",
+        "2",
+        "--gc-grace-seconds",
+        "4",
+    ];
+    let a = c.spawn_operator("op-a", &flags).expect("operator a");
+    let b = c.spawn_operator("op-b", &flags).expect("operator b");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client.clone(), "eni-system");
+    let leader = c
+        .wait_for("a leader", Duration::from_secs(60), || async {
+            Ok(leases
+                .get_opt("eni-operator")
+                .await?
+                .and_then(|l| l.spec?.holder_identity))
+        })
+        .await
+        .expect("leader elected");
+    for n in nodes {
+        c.create_pods("default", &format!("l-{n}"), 20, n, &[])
+            .await
+            .expect("pods");
+    }
+    // Mid-burst: some networks exist, not all.
+    c.wait_for("first PodNetworks", Duration::from_secs(60), || async {
+        Ok((!c.podnetworks().await?.is_empty()).then_some(()))
+    })
+    .await
+    .expect("burst started");
+    let (dead, standby) = if leader == "op-a" {
+        (&a, "op-b")
+    } else {
+        (&b, "op-a")
+    };
+    dead.kill();
+    let killed_at = Instant::now();
+    let mut all = Vec::new();
+    for n in nodes {
+        all.extend(
+            wait_networks(&c, &format!("l-{n}"), 20, Duration::from_secs(90))
+                .await
+                .expect("standby finished")
+                .into_values(),
+        );
+    }
+    println!(
+        "{{\"standby\":\"{standby}\",\"seconds_from_kill_to_all_60\":{:.1}}}",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        leases
+            .get("eni-operator")
+            .await
+            .expect("lease")
+            .spec
+            .and_then(|s| s.holder_identity)
+            .as_deref(),
+        Some(standby)
+    );
+    assert_unique(&all, Mode::SharedIp);
+    // No leaked address: once converged, every address the cluster's ENIs hold is either
+    // a pod's or counted warm in the pool status, and the cloud agrees with the status.
+    let st = c
+        .wait_for("status converged", Duration::from_secs(30), || async {
+            Ok(pool_status(&c, "p")
+                .await
+                .filter(|s| s.addresses.used == 60))
+        })
+        .await
+        .expect("status");
+    let held: usize = c
+        .sim
+        .owned_enis(&c.name)
+        .iter()
+        .map(|(_, _, n)| n - 1)
+        .sum();
+    assert_eq!(
+        held as u32, st.addresses.total,
+        "cloud holds addresses the inventory does not know"
+    );
+    assert_eq!(
+        st.addresses.total,
+        st.addresses.used + st.addresses.warm + st.addresses.cooling
+    );
+    assert!(st.addresses.warm <= 3 * 14, "warm {}", st.addresses.warm);
+    assert!(c.sim.violations().is_empty());
+}

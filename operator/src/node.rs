@@ -309,13 +309,26 @@ impl Node {
         let usage = {
             let st = self.state();
             let pending = st.pending.get(&s.name).map_or(0, |p| p.len() as u32);
-            st.inv.usage(
+            let mut usage = st.inv.usage(
                 &s.name,
                 limits.slots_per_eni,
                 pending,
                 s.release_delay,
                 Instant::now(),
-            )
+            );
+            // An ENI in an exhausted subnet cannot grow: the plan must add an ENI in a
+            // subnet with room instead of asking again for addresses that are not there.
+            for fill in &mut usage.enis {
+                let exhausted = st
+                    .inv
+                    .enis
+                    .get(&fill.eni_id)
+                    .is_some_and(|e| cloud.subnets.is_exhausted(&e.subnet_id));
+                if exhausted {
+                    fill.capacity = fill.held;
+                }
+            }
+            usage
         };
         let steps = pool::plan(targets, &usage, limits);
         if !steps.is_empty() {

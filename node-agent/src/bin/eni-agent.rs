@@ -99,6 +99,9 @@ enum StartError {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // The workspace links rustls with both ring and aws-lc-rs (feature unification with
+    // the operator's AWS SDK): name the provider rather than let rustls refuse to pick.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_json {
