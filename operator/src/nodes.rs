@@ -180,9 +180,11 @@ fn claim_podnetworks(op: &Ctx, node: &Node) {
 
 async fn maintain_forever(op: Ctx, node: Arc<Node>) {
     loop {
+        let mut failed = false;
         for s in op.pools_of_node(&node.name) {
             let started = Instant::now();
             let result = node.maintain(&s, &op.cloud()).await;
+            failed |= result.is_err();
             op.metrics.reconciled(
                 "pool",
                 result.as_ref().err().map(|e| e.label()),
@@ -198,6 +200,13 @@ async fn maintain_forever(op: Ctx, node: Arc<Node>) {
             }
         }
         op.metrics.observe_node(&node);
+        if failed {
+            // Exhausted subnets, throttling, an outage: waiting pods kick this loop every
+            // second, and answering each kick would hammer the cloud with the same failing
+            // calls. A failed pass waits a full resync period instead.
+            tokio::time::sleep(op.config.resync).await;
+            continue;
+        }
         tokio::select! {
             _ = node.kick.notified() => {}
             _ = tokio::time::sleep(op.config.resync) => {}
