@@ -339,11 +339,6 @@ impl ControlPlane {
     pub fn apiserver_log(&self) -> String {
         self.apiserver.log_tail(60)
     }
-
-    /// Log file of etcd.
-    pub fn etcd_log(&self) -> String {
-        self.etcd.log_tail(60)
-    }
 }
 
 async fn start_etcd(root: &Path) -> Result<(ChildGuard, String), ControlPlaneError> {

@@ -70,10 +70,6 @@ impl ChildGuard {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// Stops the process: SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&self, grace: Duration) {
         let Ok(mut child) = self.child.lock() else {

@@ -89,15 +89,29 @@ async fn pool_status(c: &Cluster, name: &str) -> Option<eni_crds::ENIPoolStatus>
         .status
 }
 
-/// 3 nodes, 60 pods, one mode: every pod gets a unique unit quickly; half are deleted,
-/// their units cool down and are reused; the pool status agrees with the cloud.
+/// 3 nodes, one mode: every pod gets a unique unit (address, ENI or member ENI) quickly;
+/// half are deleted, their units cool down and are reused; the pool status agrees with
+/// the cloud.
 async fn allocate_release_reuse(
-    mode: &str,
+    mode: Mode,
     instance_type: &str,
     extra: &str,
+    per_node: usize,
 ) -> Result<(), ClusterError> {
+    let mode_name = match mode {
+        Mode::SharedIp => "SharedIP",
+        Mode::Exclusive => "Exclusive",
+        Mode::Trunk => "Trunk",
+    };
+    // What a pod holds exclusively: its address (SharedIP) or its ENI.
+    let unit = |p: &PodNetwork| match mode {
+        Mode::SharedIp => p.spec.allocation.address.clone(),
+        _ => p.spec.allocation.eni_id.clone(),
+    };
     let mut c = Cluster::start(fast_cloud()).await?;
-    c.apply_yaml(&pool_yaml("p", mode, "a", extra)).await?;
+    let sg = c.sim.group_id("default")?;
+    c.apply_yaml(&pool_yaml("p", mode_name, "a", &extra.replace("SG", &sg)))
+        .await?;
     let nodes = ["n1", "n2", "n3"];
     for n in nodes {
         c.add_node(n, instance_type, &[("pool", "a")]).await?;
@@ -106,20 +120,20 @@ async fn allocate_release_reuse(
 
     let started = Instant::now();
     for n in nodes {
-        c.create_pods("default", &format!("p-{n}"), 20, n, &[])
+        c.create_pods("default", &format!("p-{n}"), per_node, n, &[])
             .await?;
     }
     let mut all = Vec::new();
     for n in nodes {
         all.extend(
-            wait_networks(&c, &format!("p-{n}"), 20, Duration::from_secs(60))
+            wait_networks(&c, &format!("p-{n}"), per_node, Duration::from_secs(60))
                 .await?
                 .into_values(),
         );
     }
     let took = started.elapsed();
-    let mode_enum = all[0].spec.mode;
-    assert_unique(&all, mode_enum);
+    let total = 3 * per_node;
+    assert_unique(&all, mode);
     for pn in &all {
         let node = pn
             .name_any()
@@ -127,62 +141,115 @@ async fn allocate_release_reuse(
             .nth(1)
             .unwrap_or_default()
             .to_owned();
+        assert_eq!(pn.spec.mode, mode);
         assert_eq!(pn.spec.node_name, node);
         assert_eq!(pn.labels().get("eni-operator.io/node"), Some(&node));
         assert!(pn.finalizers().iter().any(|f| f == eni_crds::FINALIZER));
+        let a = &pn.spec.allocation;
+        match mode {
+            Mode::SharedIp => assert_eq!(a.prefix_length, 32),
+            _ => assert_ne!(
+                a.prefix_length, 32,
+                "a whole ENI carries its subnet's prefix"
+            ),
+        }
+        if mode == Mode::Trunk {
+            assert!(a.vlan_id.is_some() && a.trunk_mac.is_some(), "{a:?}");
+            assert_eq!(a.security_groups, vec![sg.clone()]);
+        }
     }
     println!(
-        "{{\"mode\":\"{mode}\",\"pods\":60,\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
+        "{{\"mode\":\"{mode_name}\",\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
         took.as_secs_f64(),
-        60.0 / took.as_secs_f64()
+        total as f64 / took.as_secs_f64()
     );
 
-    // Status agrees with the cloud: every used unit is an address some owned ENI holds.
+    // Status agrees with the cloud: every pod counted, every pod's ENI exists.
     let st = c
-        .wait_for("pool status used=60", Duration::from_secs(20), || async {
-            Ok(pool_status(&c, "p")
-                .await
-                .filter(|s| s.addresses.used == 60))
-        })
+        .wait_for(
+            &format!("pool status used={total}"),
+            Duration::from_secs(20),
+            || async {
+                Ok(pool_status(&c, "p")
+                    .await
+                    .filter(|s| s.addresses.used as usize == total))
+            },
+        )
         .await?;
     assert_eq!(st.nodes, 3);
-    let owned = c.sim.owned_enis(&c.name);
-    assert!(owned.len() as u32 >= st.enis.min(owned.len() as u32));
+    let owned: BTreeSet<String> = c
+        .sim
+        .owned_enis(&c.name)
+        .into_iter()
+        .map(|(id, ..)| id)
+        .collect();
+    for pn in &all {
+        assert!(
+            owned.contains(&pn.spec.allocation.eni_id),
+            "{} holds an ENI the cloud lacks",
+            pn.name_any()
+        );
+    }
     assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
 
-    // Delete half (the first 10 pods of each node): addresses cool down, then return.
+    if mode == Mode::Trunk {
+        let trunks: Api<eni_crds::TrunkENI> = Api::all(c.client.clone());
+        let t = c
+            .wait_for(
+                "TrunkENI status with members",
+                Duration::from_secs(20),
+                || async {
+                    Ok(trunks
+                        .get_opt("n1")
+                        .await?
+                        .and_then(|t| t.status)
+                        .filter(|s| {
+                            s.members.iter().filter(|m| m.pod.is_some()).count() == per_node
+                        }))
+                },
+            )
+            .await?;
+        assert!(t.trunk_eni_id.is_some());
+        let node = Api::<Node>::all(c.client.clone()).get("n1").await?;
+        let cap = node
+            .status
+            .and_then(|s| s.capacity)
+            .and_then(|c| c.get("eni-operator.io/member-eni").cloned());
+        assert!(cap.is_some(), "member-ENI capacity advertised");
+    }
+
+    // Delete the first half of each node's pods: their units cool down, then return.
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let half = per_node / 2;
     let mut freed = BTreeSet::new();
     for n in nodes {
-        for i in 0..10 {
+        for i in 0..half {
             let name = format!("p-{n}-{i}");
             freed.insert(
                 all.iter()
                     .find(|p| p.name_any() == name)
-                    .map(|p| p.spec.allocation.address.clone())
+                    .map(unit)
                     .unwrap_or_default(),
             );
             pods.delete(&name, &DeleteParams::default()).await?;
         }
     }
+    let remaining = total - 3 * half;
     c.wait_for(
         "released PodNetworks gone after cooldown",
         Duration::from_secs(30),
-        || async {
-            let left = c.podnetworks().await?.len();
-            Ok((left == 30).then_some(()))
-        },
+        || async { Ok((c.podnetworks().await?.len() == remaining).then_some(())) },
     )
     .await?;
     // New pods reuse the released units.
     for n in nodes {
-        c.create_pods("default", &format!("q-{n}"), 10, n, &[])
+        c.create_pods("default", &format!("q-{n}"), half, n, &[])
             .await?;
     }
     let mut again = Vec::new();
     for n in nodes {
         again.extend(
-            wait_networks(&c, &format!("q-{n}"), 10, Duration::from_secs(30))
+            wait_networks(&c, &format!("q-{n}"), half, Duration::from_secs(30))
                 .await?
                 .into_values(),
         );
@@ -193,14 +260,21 @@ async fn allocate_release_reuse(
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .collect();
-    assert_eq!(live.len(), 60);
-    assert_unique(&live, mode_enum);
-    let reused = again
-        .iter()
-        .filter(|p| freed.contains(&p.spec.allocation.address))
-        .count();
-    assert!(reused > 0, "no released address was reused");
-    println!("{{\"mode\":\"{mode}\",\"reused_addresses\":{reused},\"of\":30}}");
+    assert_eq!(live.len(), total);
+    assert_unique(&live, mode);
+    let reused = again.iter().filter(|p| freed.contains(&unit(p))).count();
+    assert!(reused > 0, "no released unit was reused");
+    let st = c
+        .wait_for(
+            "status used after reuse",
+            Duration::from_secs(20),
+            || async {
+                Ok(pool_status(&c, "p")
+                    .await
+                    .filter(|s| s.addresses.used as usize == total))
+            },
+        )
+        .await?;
     let calls: u64 = c
         .sim
         .calls()
@@ -208,20 +282,52 @@ async fn allocate_release_reuse(
         .filter(|(a, ..)| !a.starts_with("Describe"))
         .map(|(_, n, _)| n)
         .sum();
-    println!("{{\"mode\":\"{mode}\",\"mutating_cloud_calls_for_90_pods\":{calls}}}");
-    assert!(c.sim.violations().is_empty());
+    println!(
+        "{{\"mode\":\"{mode_name}\",\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
+        3 * half,
+        st.enis,
+        total + 3 * half
+    );
+    assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_ip_allocate_release_reuse() {
     allocate_release_reuse(
-        "SharedIP",
+        Mode::SharedIp,
         "m5.xlarge",
         "  warm: {warmIPs: 4, releaseDelay: 1h}\n",
+        20,
     )
     .await
     .expect("shared ip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exclusive_allocate_release_reuse() {
+    // 60 exclusive pods on 3 nodes exceed every instance type's ENI limit; c5.9xlarge
+    // (8 ENIs, one the node's own) takes 7 per node.
+    allocate_release_reuse(
+        Mode::Exclusive,
+        "c5.9xlarge",
+        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
+        7,
+    )
+    .await
+    .expect("exclusive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trunk_allocate_release_reuse() {
+    allocate_release_reuse(
+        Mode::Trunk,
+        "m5.4xlarge",
+        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
+        20,
+    )
+    .await
+    .expect("trunk");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,169 +443,6 @@ async fn node_deletion_returns_its_enis_and_leaks_are_collected() {
     )
     .await
     .expect("finalizer");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exclusive_allocate_release_reuse() {
-    // m5.24xlarge-like room is not needed: 3 nodes × 20 pods needs 20 ENIs per node, more
-    // than any type allows, so Exclusive uses c5.9xlarge (8 ENIs) and fewer pods per node.
-    exclusive_or_trunk(
-        "Exclusive",
-        "c5.9xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
-        7,
-    )
-    .await
-    .expect("exclusive");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn trunk_allocate_release_reuse() {
-    exclusive_or_trunk(
-        "Trunk",
-        "m5.4xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
-        20,
-    )
-    .await
-    .expect("trunk");
-}
-
-/// Exclusive and Trunk: every pod gets its own ENI (member ENI), unique across the
-/// cluster; deleting pods returns them after cooldown and new pods reuse them.
-async fn exclusive_or_trunk(
-    mode: &str,
-    instance_type: &str,
-    extra: &str,
-    per_node: usize,
-) -> Result<(), ClusterError> {
-    let mut c = Cluster::start(fast_cloud()).await?;
-    let sg = c.sim.group_id("default")?;
-    c.apply_yaml(&pool_yaml("p", mode, "a", &extra.replace("SG", &sg)))
-        .await?;
-    let nodes = ["n1", "n2", "n3"];
-    for n in nodes {
-        c.add_node(n, instance_type, &[("pool", "a")]).await?;
-    }
-    c.start_operator(config(), rate(100, 100)).await?;
-    let started = Instant::now();
-    for n in nodes {
-        c.create_pods("default", &format!("p-{n}"), per_node, n, &[])
-            .await?;
-    }
-    let mut all = Vec::new();
-    for n in nodes {
-        all.extend(
-            wait_networks(&c, &format!("p-{n}"), per_node, Duration::from_secs(60))
-                .await?
-                .into_values(),
-        );
-    }
-    let took = started.elapsed();
-    let mode_enum = all[0].spec.mode;
-    assert_unique(&all, mode_enum);
-    let total = 3 * per_node;
-    println!(
-        "{{\"mode\":\"{mode}\",\"pods\":{total},\"seconds_to_all_networks\":{:.2}}}",
-        took.as_secs_f64()
-    );
-    for pn in &all {
-        let a = &pn.spec.allocation;
-        assert_ne!(
-            a.prefix_length, 32,
-            "a whole ENI carries its subnet's prefix"
-        );
-        if mode_enum == Mode::Trunk {
-            assert!(a.vlan_id.is_some() && a.trunk_mac.is_some(), "{a:?}");
-            assert_eq!(a.security_groups, vec![sg.clone()]);
-        }
-    }
-    if mode_enum == Mode::Trunk {
-        let trunks: Api<eni_crds::TrunkENI> = Api::all(c.client.clone());
-        let t = c
-            .wait_for(
-                "TrunkENI status with members",
-                Duration::from_secs(20),
-                || async {
-                    Ok(trunks
-                        .get_opt("n1")
-                        .await?
-                        .and_then(|t| t.status)
-                        .filter(|s| {
-                            s.members.iter().filter(|m| m.pod.is_some()).count() == per_node
-                        }))
-                },
-            )
-            .await?;
-        assert!(t.trunk_eni_id.is_some());
-        let node = Api::<Node>::all(c.client.clone()).get("n1").await?;
-        let cap = node
-            .status
-            .and_then(|s| s.capacity)
-            .and_then(|c| c.get("eni-operator.io/member-eni").cloned());
-        assert!(cap.is_some(), "member-ENI capacity advertised");
-    }
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
-    let half = per_node / 2;
-    let mut freed = BTreeSet::new();
-    for n in nodes {
-        for i in 0..half {
-            let name = format!("p-{n}-{i}");
-            freed.insert(
-                all.iter()
-                    .find(|p| p.name_any() == name)
-                    .map(|p| p.spec.allocation.eni_id.clone())
-                    .unwrap_or_default(),
-            );
-            pods.delete(&name, &DeleteParams::default()).await?;
-        }
-    }
-    let remaining = total - 3 * half;
-    c.wait_for(
-        "released PodNetworks gone",
-        Duration::from_secs(30),
-        || async { Ok((c.podnetworks().await?.len() == remaining).then_some(())) },
-    )
-    .await?;
-    for n in nodes {
-        c.create_pods("default", &format!("q-{n}"), half, n, &[])
-            .await?;
-    }
-    let mut again = Vec::new();
-    for n in nodes {
-        again.extend(
-            wait_networks(&c, &format!("q-{n}"), half, Duration::from_secs(30))
-                .await?
-                .into_values(),
-        );
-    }
-    let live: Vec<PodNetwork> = c
-        .podnetworks()
-        .await?
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
-    assert_eq!(live.len(), total);
-    assert_unique(&live, mode_enum);
-    let reused = again
-        .iter()
-        .filter(|p| freed.contains(&p.spec.allocation.eni_id))
-        .count();
-    assert!(reused > 0, "no released ENI was reused");
-    let st = c
-        .wait_for("status used", Duration::from_secs(20), || async {
-            Ok(pool_status(&c, "p")
-                .await
-                .filter(|s| s.addresses.used as usize == total))
-        })
-        .await?;
-    println!(
-        "{{\"mode\":\"{mode}\",\"reused_enis\":{reused},\"of\":{},\"status_enis\":{}}}",
-        3 * half,
-        st.enis
-    );
-    assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -112,7 +112,6 @@ pub struct Node {
 pub struct Cloud<'a> {
     pub provider: &'a dyn CloudProvider,
     pub subnets: &'a SubnetCache,
-    pub cluster: &'a str,
     /// How long to wait for an ENI to attach.
     pub attach_timeout: Duration,
 }
@@ -262,10 +261,6 @@ impl Node {
     pub fn free(&self, uid: &str) {
         self.state().inv.free(uid, Instant::now());
         self.capacity_added.notify_waiters();
-    }
-
-    pub fn held_by(&self, uid: &str) -> Option<Taken> {
-        self.state().inv.held_by(uid)
     }
 
     /// A copy of the inventory (status, collector, tests).

@@ -94,7 +94,6 @@ impl Operator {
         Cloud {
             provider: self.cloud.as_ref(),
             subnets: &self.subnets,
-            cluster: &self.config.cluster,
             attach_timeout: self.config.attach_timeout,
         }
     }
