@@ -132,30 +132,7 @@ impl Cluster {
 
     /// Applies a manifest (any kind the admin may create) from YAML.
     pub async fn apply_yaml(&self, yaml: &str) -> Result<(), ClusterError> {
-        let obj: kube::api::DynamicObject = serde_yaml::from_str(yaml)
-            .map_err(|e| ClusterError::Build("manifest", e.to_string()))?;
-        let tm = obj
-            .types
-            .clone()
-            .ok_or_else(|| ClusterError::Build("manifest", "no apiVersion/kind".into()))?;
-        let (group, version) = tm
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", tm.api_version.as_str()));
-        let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            group, version, &tm.kind,
-        ));
-        let api: Api<kube::api::DynamicObject> = match obj.metadata.namespace.as_deref() {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
-            None => Api::all_with(self.client.clone(), &ar),
-        };
-        api.patch(
-            &obj.name_any(),
-            &kube::api::PatchParams::apply("eni-e2e").force(),
-            &kube::api::Patch::Apply(&obj),
-        )
-        .await?;
-        Ok(())
+        apply_yaml(&self.client, yaml).await
     }
 
     /// Starts the operator in this process (no leader election: the only replica).
@@ -194,28 +171,7 @@ impl Cluster {
         extra: &[&str],
     ) -> Result<ChildGuard, ClusterError> {
         let bin = workspace_bin("eni-operator")?;
-        let kubeconfig = self.cp.dir().join(format!("kubeconfig-{identity}"));
-        self.cp.write_kubeconfig(&kubeconfig, Identity::Admin)?;
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "--cluster-name",
-            &self.name,
-            "--identity",
-            identity,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--lease-namespace",
-            crate::control_plane::SYSTEM_NAMESPACE,
-        ])
-        .args(extra)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info");
-        for (k, v) in self.sim.env() {
-            cmd.env(k, v);
-        }
-        let log = self.cp.dir().join(format!("{identity}.log"));
-        ChildGuard::spawn("eni-operator", cmd, &log)
-            .map_err(|e| ClusterError::Spawn("eni-operator", e))
+        spawn_operator_bin(&bin, &self.cp, &self.name, identity, extra, &self.sim.env())
     }
 
     /// Creates `n` pods bound to `node` (spec.nodeName set, as the scheduler would).
@@ -255,41 +211,134 @@ impl Cluster {
         &self,
         what: &str,
         timeout: Duration,
-        mut check: F,
+        check: F,
     ) -> Result<T, ClusterError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, ClusterError>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check().await? {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout(timeout, what.to_owned()));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for(what, timeout, check).await
     }
+}
+
+/// Applies a manifest (any kind the admin may create) from YAML.
+pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<(), ClusterError> {
+    let obj: kube::api::DynamicObject =
+        serde_yaml::from_str(yaml).map_err(|e| ClusterError::Build("manifest", e.to_string()))?;
+    let tm = obj
+        .types
+        .clone()
+        .ok_or_else(|| ClusterError::Build("manifest", "no apiVersion/kind".into()))?;
+    let (group, version) = tm
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", tm.api_version.as_str()));
+    let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        group, version, &tm.kind,
+    ));
+    let api: Api<kube::api::DynamicObject> = match obj.metadata.namespace.as_deref() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(
+        &obj.name_any(),
+        &kube::api::PatchParams::apply("eni-e2e").force(),
+        &kube::api::Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Polls `check` until it returns Some or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, ClusterError>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(ClusterError::Timeout(timeout, what.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts a replica of the `eni-operator` binary `bin` (leader-elected, lease in the
+/// system namespace) for cluster `cluster`, with the cloud's `env`; its log goes to
+/// `<control plane dir>/<identity>.log`.
+pub fn spawn_operator_bin(
+    bin: &std::path::Path,
+    cp: &ControlPlane,
+    cluster: &str,
+    identity: &str,
+    extra: &[&str],
+    env: &[(&'static str, String)],
+) -> Result<ChildGuard, ClusterError> {
+    let kubeconfig = cp.dir().join(format!("kubeconfig-{identity}"));
+    cp.write_kubeconfig(&kubeconfig, Identity::Admin)?;
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--cluster-name",
+        cluster,
+        "--identity",
+        identity,
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--lease-namespace",
+        crate::control_plane::SYSTEM_NAMESPACE,
+    ])
+    .args(extra)
+    .env("KUBECONFIG", &kubeconfig)
+    .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let log = cp.dir().join(format!("{identity}.log"));
+    ChildGuard::spawn("eni-operator", cmd, &log).map_err(|e| ClusterError::Spawn("eni-operator", e))
 }
 
 /// Path of a binary of this workspace, building it first (a no-op when it is current).
 pub fn workspace_bin(name: &'static str) -> Result<PathBuf, ClusterError> {
+    Ok(workspace_bins(&[name])?.remove(0))
+}
+
+/// Paths of binaries of this workspace, built in one cargo run.
+pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", name])
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet"]);
+    for name in names {
+        cmd.args(["--bin", name]);
+    }
+    let what = names.first().copied().unwrap_or("binaries");
+    let out = cmd
         .current_dir(crate::repo_root())
         .output()
-        .map_err(|e| ClusterError::Build(name, e.to_string()))?;
+        .map_err(|e| ClusterError::Build(what, e.to_string()))?;
     if !out.status.success() {
         return Err(ClusterError::Build(
-            name,
+            what,
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ));
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::repo_root().join("target"));
-    Ok(target.join("debug").join(name))
+    Ok(names.iter().map(|n| target.join("debug").join(n)).collect())
+}
+
+impl Cluster {
+    /// Stops the in-process operators, as a crash or a rollout would; a new one started
+    /// after this rebuilds everything from the cloud and the API.
+    pub fn stop_operators(&mut self) {
+        self.operators.clear();
+    }
 }

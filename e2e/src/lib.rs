@@ -1,11 +1,16 @@
-//! The local test bed: a real control plane, and (in later layers) vpc-sim, nodes as
-//! network namespaces, and the product's binaries as child processes.
+//! The local test bed: a real control plane, vpc-sim, nodes as network namespaces, and
+//! the product's binaries as child processes.
 
+pub mod bed;
 pub mod binaries;
 pub mod cluster;
 pub mod control_plane;
+pub mod kubelet;
+pub mod mgmt;
+pub mod netns;
 pub mod process;
 pub mod sim;
+pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};
 
