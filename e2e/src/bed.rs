@@ -60,6 +60,8 @@ pub enum BedError {
 #[derive(Clone, Debug)]
 pub struct BedNode {
     pub name: String,
+    /// Position among the bed's nodes: names its management address and sandboxes.
+    pub index: u8,
     pub instance: Instance,
     pub netns: String,
     pub mgmt_ip: Ipv4Addr,
@@ -88,6 +90,7 @@ pub struct Bed {
     /// Prefix of every namespace and link the bed makes.
     pub prefix: String,
     nodes: Mutex<Vec<BedNode>>,
+    next_node: AtomicU32,
     bins: Binaries,
     operator_args: Vec<String>,
 }
@@ -172,6 +175,7 @@ impl Bed {
             name: format!("bed-{pid}-{seq}"),
             prefix,
             nodes: Mutex::new(Vec::new()),
+            next_node: AtomicU32::new(0),
             bins: Binaries {
                 operator: bins[1].clone(),
                 agent: bins[2].clone(),
@@ -228,12 +232,13 @@ impl Bed {
         let instance = self.add_host(name, instance_type).await?;
         let netns_name = instance.netns.clone();
         let primary = instance.primary_ip.to_string();
-        let index = lock(&self.nodes).len() as u8;
+        let index = self.next_node.fetch_add(1, Ordering::Relaxed) as u8;
         let mgmt_ip = lock(&self.mgmt).attach(&netns_name, index)?;
         let dir = self.cp.dir().join("nodes").join(name);
         std::fs::create_dir_all(&dir).map_err(|e| BedError::Other(e.to_string()))?;
         let node = BedNode {
             name: name.to_owned(),
+            index,
             instance: instance.clone(),
             netns: netns_name,
             mgmt_ip,
@@ -434,7 +439,8 @@ impl Bed {
         let index = self
             .nodes()
             .iter()
-            .position(|n| n.name == node)
+            .find(|n| n.name == node)
+            .map(|n| n.index)
             .ok_or_else(|| BedError::Other(format!("pod {ns}/{name} is on no bed node")))?;
         let uid = pod.uid().unwrap_or_default();
         Ok(format!(
@@ -460,15 +466,25 @@ impl Bed {
             .collect()
     }
 
-    /// Deletes a Node object (as a cluster autoscaler does) and terminates its instance.
+    /// Removes a node as a cluster autoscaler does: the Node object is deleted (the
+    /// operator's finalizer releases its ENIs first), then the instance is terminated.
     pub async fn remove_node(&self, name: &str) -> Result<(), BedError> {
         let node = self.node(name)?;
         lock(&self.kubelets).remove(name);
         self.kill_agent(name);
-        Api::<Node>::all(self.client.clone())
-            .delete(name, &DeleteParams::default())
-            .await?;
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        nodes.delete(name, &DeleteParams::default()).await?;
+        cluster::wait_for(
+            &format!("Node {name} gone"),
+            Duration::from_secs(60),
+            || {
+                let nodes = nodes.clone();
+                async move { Ok(nodes.get_opt(name).await?.is_none().then_some(())) }
+            },
+        )
+        .await?;
         self.vpc.terminate(&node.instance.instance_id).await?;
+        lock(&self.nodes).retain(|n| n.name != name);
         Ok(())
     }
 
@@ -488,6 +504,19 @@ impl Bed {
             out += &format!("--- agent {node}\n{}\n", short(agent.log_tail(lines)));
         }
         out += &format!("--- logs in {}\n", self.cp.dir().display());
+        out
+    }
+
+    /// Number of pod-side links (veths to pods) per node namespace.
+    pub fn pod_wiring_by_node(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for entry in self.pod_wiring_left() {
+            if let Some((node, what)) = entry.split_once(": ")
+                && what.starts_with("link ")
+            {
+                *out.entry(node.to_owned()).or_default() += 1;
+            }
+        }
         out
     }
 

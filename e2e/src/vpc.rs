@@ -42,6 +42,10 @@ pub struct Instance {
 pub struct Eni {
     pub id: String,
     pub attached_to: Option<String>,
+    pub primary_ip: String,
+    pub groups: Vec<String>,
+    /// The trunk ENI a member is associated with.
+    pub trunk: Option<String>,
     /// Secondary addresses.
     pub secondary: Vec<String>,
     pub tags: Value,
@@ -251,6 +255,9 @@ fn enis_of(enis: &Value) -> Vec<Eni> {
         .map(|e| Eni {
             id: e["id"].as_str().unwrap_or_default().to_owned(),
             attached_to: e["attachment"]["instance_id"].as_str().map(str::to_owned),
+            primary_ip: e["primary_ip"].as_str().unwrap_or_default().to_owned(),
+            groups: strings(&e["groups"]),
+            trunk: e["trunk_association"].as_str().map(str::to_owned),
             secondary: e["secondary_ips"]
                 .as_array()
                 .map(|a| {
@@ -262,4 +269,14 @@ fn enis_of(enis: &Value) -> Vec<Eni> {
             tags: e["tags"].clone(),
         })
         .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -10,13 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::{ENIPool, Mode, PodNetwork};
+use eni_crds::PodNetwork;
 use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
     netns,
 };
-use kube::{Api, ResourceExt, api::ListParams};
+use kube::ResourceExt;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
         trial("connectivity_per_mode", connectivity),
         trial("security_groups", security_groups),
         trial("lifecycle_leaves_nothing", lifecycle),
+        trial("chaos_without_loss", chaos),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -252,21 +253,480 @@ async fn connectivity() -> Result<(), Failed> {
     .await
 }
 
+fn result(failures: Vec<String>) -> Result<(), BedError> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(BedError::Other(format!("failed: {failures:?}")))
+    }
+}
+
+fn trunk_pool(name: &str, app: &str, group: &str) -> String {
+    format!(
+        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: Trunk\n  nodeSelector: {{matchLabels: {{pool: trunk}}}}\n  podSelector: {{matchLabels: {{app: {app}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n  securityGroups: [{group}]\n  ipCooldown: 2s\n  warm: {{warmENIs: 1}}\n"
+    )
+}
+
+/// Two trunk pools with different groups (vpc-sim's layout: `web` lets TCP 80 and ICMP
+/// in from the VPC; `db` lets TCP 5432 in from members of `web` only), and a third with
+/// the permissive `default` group as an outsider.
 async fn security_groups() -> Result<(), Failed> {
-    Err("not yet".into())
+    let bed = Bed::start(fast_cloud()).await.map_err(|e| e.to_string())?;
+    with_bed(&bed, || async {
+        for node in ["t1", "t2"] {
+            bed.add_node(node, "m5.xlarge", &[("pool", "trunk")])
+                .await?;
+        }
+        let web = bed.vpc.group_id("web").await?;
+        let db = bed.vpc.group_id("db").await?;
+        let default = bed.vpc.group_id("default").await?;
+        bed.apply_yaml(&trunk_pool("web", "web", &web)).await?;
+        bed.apply_yaml(&trunk_pool("db", "db", &db)).await?;
+        bed.apply_yaml(&trunk_pool("plain", "plain", &default))
+            .await?;
+        bed.start_operator("op-0")?;
+        bed.wait_agents().await?;
+        let pods = start_pods(
+            &bed,
+            &[
+                ("web-0", "t1", &[("app", "web")]),
+                ("plain-0", "t1", &[("app", "plain")]),
+                ("db-0", "t2", &[("app", "db")]),
+            ],
+        )
+        .await?;
+        let servers: Vec<_> = ["web-0", "db-0"]
+            .iter()
+            .flat_map(|p| [80, 5432].map(|port| netns::EchoServer::start(&pods[*p].sandbox, port)))
+            .collect::<Result<_, _>>()?;
+        let tcp = |from: &str, to: &str, port: u16| {
+            netns::tcp_echo(&pods[from].sandbox, SocketAddr::from((pods[to].ip, port)))
+        };
+        let mut failures = Vec::new();
+        check(
+            "web-0 -> db-0 tcp/5432 passes (db admits web members)",
+            tcp("web-0", "db-0", 5432),
+            &mut failures,
+        );
+        check(
+            "plain-0 -> db-0 tcp/5432 dropped (not a web member)",
+            !tcp("plain-0", "db-0", 5432),
+            &mut failures,
+        );
+        check(
+            "web-0 -> db-0 tcp/80 dropped (db admits 5432 only)",
+            !tcp("web-0", "db-0", 80),
+            &mut failures,
+        );
+        check(
+            "ping web-0 -> db-0 dropped (db admits no ICMP)",
+            !netns::ping(&pods["web-0"].sandbox, pods["db-0"].ip),
+            &mut failures,
+        );
+        check(
+            "plain-0 -> web-0 tcp/80 passes",
+            tcp("plain-0", "web-0", 80),
+            &mut failures,
+        );
+        check(
+            "ping plain-0 -> web-0 passes",
+            netns::ping(&pods["plain-0"].sandbox, pods["web-0"].ip),
+            &mut failures,
+        );
+        check(
+            "plain-0 -> web-0 tcp/5432 dropped",
+            !tcp("plain-0", "web-0", 5432),
+            &mut failures,
+        );
+        drop(servers);
+
+        // The db pool moves to the web group: new pods get it.
+        bed.apply_yaml(&trunk_pool("db", "db", &web)).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let more = start_pods(&bed, &[("db-1", "t2", &[("app", "db")])]).await?;
+        let db1 = &more["db-1"];
+        let server = netns::EchoServer::start(&db1.sandbox, 80)?;
+        check(
+            "after the change, ping plain-0 -> new db-1 passes (web group)",
+            netns::ping(&pods["plain-0"].sandbox, db1.ip),
+            &mut failures,
+        );
+        check(
+            "after the change, plain-0 -> db-1 tcp/80 passes",
+            netns::tcp_echo(&pods["plain-0"].sandbox, SocketAddr::from((db1.ip, 80))),
+            &mut failures,
+        );
+        drop(server);
+        let groups_of_db1: Vec<String> = bed
+            .vpc
+            .owned_enis(&bed.name)
+            .await?
+            .into_iter()
+            .find(|e| e.primary_ip == db1.ip.to_string())
+            .map(|e| e.groups)
+            .unwrap_or_default();
+        check(
+            &format!("db-1's member ENI carries the web group only ({groups_of_db1:?})"),
+            groups_of_db1 == vec![web.clone()],
+            &mut failures,
+        );
+        result(failures)
+    })
+    .await
 }
 
+/// Pods of every mode come and go; a node goes; then the bed goes: nothing is left in
+/// the cloud, in the node namespaces or on the host.
 async fn lifecycle() -> Result<(), Failed> {
-    Err("not yet".into())
+    let bed = Bed::start(fast_cloud()).await.map_err(|e| e.to_string())?;
+    let prefix = bed.prefix.clone();
+    with_bed(&bed, || async {
+        bed.add_node("s1", "t3.medium", &[("pool", "shared")])
+            .await?;
+        bed.add_node("x1", "m5.xlarge", &[("pool", "exclusive")])
+            .await?;
+        bed.add_node("t1", "m5.xlarge", &[("pool", "trunk")])
+            .await?;
+        let sg = bed.vpc.group_id("default").await?;
+        bed.apply_yaml(&pool(
+            "shared",
+            "SharedIP",
+            "shared",
+            "  warm: {warmIPs: 2}\n",
+        ))
+        .await?;
+        bed.apply_yaml(&pool(
+            "exclusive",
+            "Exclusive",
+            "exclusive",
+            "  warm: {warmENIs: 1}\n",
+        ))
+        .await?;
+        bed.apply_yaml(&pool(
+            "trunk",
+            "Trunk",
+            "trunk",
+            &format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 1}}\n"),
+        ))
+        .await?;
+        bed.start_operator("op-0")?;
+        bed.wait_agents().await?;
+        let names = ["s1-0", "s1-1", "s1-2", "x1-0", "t1-0", "t1-1"];
+        let spec: Vec<(&str, &str, &[(&str, &str)])> =
+            names.iter().map(|n| (*n, &n[..2], &[][..])).collect();
+        let first = start_pods(&bed, &spec).await?;
+        let first_units: BTreeSet<(String, String)> = bed
+            .podnetworks()
+            .await?
+            .iter()
+            .map(|p| {
+                (
+                    p.spec.node_name.clone(),
+                    p.spec.allocation.eni_id.clone() + "/" + &p.spec.allocation.address,
+                )
+            })
+            .collect();
+        let mut failures = Vec::new();
+        check(
+            &format!("{} wired links while pods run", bed.pod_wiring_left().len()),
+            !bed.pod_wiring_left().is_empty(),
+            &mut failures,
+        );
+        for n in names {
+            bed.delete_pod("default", n).await?;
+        }
+        for n in names {
+            bed.wait_gone("default", n, Duration::from_secs(60)).await?;
+        }
+        eni_e2e::cluster::wait_for("PodNetworks released", Duration::from_secs(60), || async {
+            let left = bed
+                .podnetworks()
+                .await
+                .map_err(|e| eni_e2e::cluster::ClusterError::Build("podnetworks", e.to_string()))?;
+            Ok(left.is_empty().then_some(()))
+        })
+        .await?;
+        let left = bed.pod_wiring_left();
+        check(
+            &format!("no pod links, rules or routes left in node namespaces {left:?}"),
+            left.is_empty(),
+            &mut failures,
+        );
+        let sandboxes = netns::list(&format!("{prefix}k"));
+        check(
+            &format!("no pod sandbox left {sandboxes:?}"),
+            sandboxes.is_empty(),
+            &mut failures,
+        );
+        // Released units went back to the pools: the same pods again reuse them.
+        let again = start_pods(&bed, &spec).await?;
+        let second_units: BTreeSet<(String, String)> = bed
+            .podnetworks()
+            .await?
+            .iter()
+            .map(|p| {
+                (
+                    p.spec.node_name.clone(),
+                    p.spec.allocation.eni_id.clone() + "/" + &p.spec.allocation.address,
+                )
+            })
+            .collect();
+        let reused = first_units.intersection(&second_units).count();
+        check(
+            &format!(
+                "{reused} of {} addresses / member ENIs reused by the next pods",
+                first_units.len()
+            ),
+            reused * 2 >= first_units.len(),
+            &mut failures,
+        );
+        drop((first, again));
+        // The trunk node goes: its trunk and member ENIs are deleted in the cloud.
+        let t1 = bed.node("t1")?;
+        bed.remove_node("t1").await?;
+        let enis =
+            eni_e2e::cluster::wait_for("t1's ENIs deleted", Duration::from_secs(60), || async {
+                let owned = bed
+                    .vpc
+                    .owned_enis(&bed.name)
+                    .await
+                    .map_err(|e| eni_e2e::cluster::ClusterError::Build("vpc", e.to_string()))?;
+                let on_t1: Vec<String> = owned
+                    .iter()
+                    .filter(|e| {
+                        e.attached_to.as_deref() == Some(&t1.instance.instance_id)
+                            || e.tags["eni-operator.io/node"].as_str() == Some("t1")
+                    })
+                    .map(|e| e.id.clone())
+                    .collect();
+                Ok(on_t1.is_empty().then_some(owned.len()))
+            })
+            .await?;
+        println!("  ok   t1's ENIs are gone from vpc-sim ({enis} owned ENIs remain on s1, x1)");
+        let violations = bed.vpc.violations().await?;
+        check(
+            &format!("vpc-sim finds no invariant violation {violations:?}"),
+            violations.is_empty(),
+            &mut failures,
+        );
+        result(failures)
+    })
+    .await?;
+    drop(bed);
+    let left = netns::list(&prefix);
+    let bridge = netns::ip(&["link", "show", &format!("{prefix}br")]).is_ok();
+    if !left.is_empty() || bridge {
+        return Err(format!("after teardown: namespaces {left:?}, bridge left: {bridge}").into());
+    }
+    println!("  ok   after teardown no namespace, link or bridge of the bed is left");
+    Ok(())
 }
 
-#[allow(dead_code)]
-async fn pool_status(bed: &Bed, name: &str) -> Result<Option<ENIPool>, BedError> {
-    let _ = Mode::SharedIp;
-    Ok(Api::<ENIPool>::all(bed.client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .find(|p| p.name_any() == name))
+/// Creates and deletes done by the churn (at least 500 in all).
+const CHURN_OPS: usize = 520;
+/// Pods alive at once during the churn.
+const CHURN_LIVE: usize = 36;
+
+/// Churn across 5 nodes while operators (leader and standby) and agents are killed at
+/// random moments and vpc-sim fails 5% of calls and throttles; then nothing is lost.
+async fn chaos() -> Result<(), Failed> {
+    use rand::{Rng, SeedableRng, seq::IndexedRandom};
+    let bed = Bed::start(fast_cloud()).await.map_err(|e| e.to_string())?;
+    with_bed(&bed, || async {
+        let nodes = ["n0", "n1", "n2", "n3", "n4"];
+        for (i, node) in nodes.iter().enumerate() {
+            let label = if i < 3 { "shared" } else { "trunk" };
+            bed.add_node(node, "m5.xlarge", &[("pool", label)]).await?;
+        }
+        let vm = bed.add_host("vm", "t3.medium").await?;
+        let sg = bed.vpc.group_id("default").await?;
+        bed.apply_yaml(&pool("shared", "SharedIP", "shared", "  warm: {warmIPs: 3}\n")).await?;
+        bed.apply_yaml(&pool("trunk", "Trunk", "trunk", &format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 2}}\n"))).await?;
+        bed.vpc
+            .configure(serde_json::json!({
+                "faults": {"error_probability": 0.05},
+                "rate_limits": {"describe": {"capacity": 20, "refill_per_sec": 10.0},
+                                "mutate": {"capacity": 10, "refill_per_sec": 5.0}},
+            }))
+            .await?;
+        bed.start_operator("op-0")?;
+        bed.start_operator("op-1")?;
+        bed.wait_agents().await?;
+
+        // The sampler: no unit may be held by two PodNetworks at any sampled instant.
+        let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sampler = {
+            let client = bed.client.clone();
+            let on = sampling.clone();
+            tokio::spawn(async move {
+                let api: kube::Api<PodNetwork> = kube::Api::all(client);
+                let (mut samples, mut doubles) = (0u64, Vec::new());
+                while on.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(list) = api.list(&Default::default()).await {
+                        samples += 1;
+                        let mut seen = BTreeMap::new();
+                        for pn in &list.items {
+                            let a = &pn.spec.allocation;
+                            for key in [format!("ip {}", a.address), format!("member {}", a.eni_id)] {
+                                if key.starts_with("member") && pn.spec.mode == eni_crds::Mode::SharedIp {
+                                    continue;
+                                }
+                                if let Some(other) = seen.insert(key.clone(), pn.name_any()) {
+                                    doubles.push(format!("{key}: {other} and {}", pn.name_any()));
+                                }
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                (samples, doubles)
+            })
+        };
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(std::process::id()));
+        let mut live: Vec<(String, String)> = Vec::new();
+        let (mut creates, mut deletes, mut kills) = (0usize, 0usize, Vec::new());
+        let mut dead_agents: Vec<(String, Instant)> = Vec::new();
+        let mut dead_ops: Vec<(String, Instant)> = Vec::new();
+        let churn_started = Instant::now();
+        let mut next_kill = Instant::now() + Duration::from_secs(5);
+        for i in 0..CHURN_OPS {
+            let create = live.len() < CHURN_LIVE / 2 || (live.len() < CHURN_LIVE && rng.random_bool(0.55));
+            if create {
+                let node = nodes.choose(&mut rng).copied().unwrap_or("n0");
+                let name = format!("c{i}");
+                bed.create_pod("default", &name, node, &[]).await?;
+                live.push((name, node.to_owned()));
+                creates += 1;
+            } else {
+                let k = rng.random_range(0..live.len());
+                let (name, _) = live.swap_remove(k);
+                bed.delete_pod("default", &name).await?;
+                deletes += 1;
+            }
+            if Instant::now() >= next_kill {
+                let what = rng.random_range(0..3);
+                let leader = bed.leader().await?.unwrap_or_default();
+                match what {
+                    0 | 1 => {
+                        // The leader, or the standby.
+                        let ids = ["op-0", "op-1"];
+                        let target = if what == 0 {
+                            leader.clone()
+                        } else {
+                            ids.iter().find(|i| **i != leader).map(|s| s.to_string()).unwrap_or_default()
+                        };
+                        if ids.contains(&target.as_str()) && !dead_ops.iter().any(|(d, _)| *d == target) {
+                            bed.kill_operator(&target);
+                            kills.push(format!("{:.1}s operator {target}{}", churn_started.elapsed().as_secs_f64(), if what == 0 { " (leader)" } else { " (standby)" }));
+                            dead_ops.push((target, Instant::now() + Duration::from_millis(rng.random_range(1000..4000))));
+                        }
+                    }
+                    _ => {
+                        let node = nodes.choose(&mut rng).copied().unwrap_or("n0");
+                        if !dead_agents.iter().any(|(d, _)| d == node) {
+                            bed.kill_agent(node);
+                            kills.push(format!("{:.1}s agent {node}", churn_started.elapsed().as_secs_f64()));
+                            dead_agents.push((node.to_owned(), Instant::now() + Duration::from_millis(rng.random_range(500..3000))));
+                        }
+                    }
+                }
+                next_kill = Instant::now() + Duration::from_millis(rng.random_range(2000..6000));
+            }
+            // Restart what is due (a crash-looping process comes back, as under a kubelet).
+            let now = Instant::now();
+            for (op, _) in dead_ops.iter().filter(|(_, at)| *at <= now) {
+                bed.start_operator(op)?;
+            }
+            dead_ops.retain(|(_, at)| *at > now);
+            for (node, _) in dead_agents.iter().filter(|(_, at)| *at <= now) {
+                bed.start_agent(node)?;
+            }
+            dead_agents.retain(|(_, at)| *at > now);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(50..250))).await;
+        }
+        let churn_secs = churn_started.elapsed().as_secs_f64();
+        for (op, _) in dead_ops.drain(..) {
+            bed.start_operator(&op)?;
+        }
+        for (node, _) in dead_agents.drain(..) {
+            bed.start_agent(&node)?;
+        }
+        bed.vpc
+            .configure(serde_json::json!({"faults": {"error_probability": 0.0}}))
+            .await?;
+        println!("  churn: {creates} creates, {deletes} deletes in {churn_secs:.0}s; {} kills: {kills:?}", kills.len());
+
+        // Convergence: every live pod Ready, every deleted pod's PodNetwork released.
+        let settle = Instant::now();
+        for (name, _) in &live {
+            bed.wait_ready("default", name, Duration::from_secs(180)).await?;
+        }
+        eni_e2e::cluster::wait_for("only live pods' PodNetworks left", Duration::from_secs(120), || async {
+            let n = bed.podnetworks().await.map_err(|e| eni_e2e::cluster::ClusterError::Build("podnetworks", e.to_string()))?.len();
+            Ok((n == live.len()).then_some(()))
+        })
+        .await?;
+        println!("  converged {:.1}s after the churn; waiting one collection period", settle.elapsed().as_secs_f64());
+        // One collection period: gc interval 10 s + grace 20 s (FAST_OPERATOR), and a resync.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let (samples, doubles) = sampler.await.map_err(|e| BedError::Other(e.to_string()))?;
+
+        let mut failures = Vec::new();
+        check(&format!("{samples} samples, {} addresses held by two PodNetworks {doubles:?}", doubles.len()), doubles.is_empty(), &mut failures);
+        let pns = bed.podnetworks().await?;
+        let owned = bed.vpc.owned_enis(&bed.name).await?;
+        let leaked_enis: Vec<&str> = owned
+            .iter()
+            .filter(|e| e.attached_to.is_none() && e.trunk.is_none())
+            .map(|e| e.id.as_str())
+            .collect();
+        check(&format!("{} leaked ENIs in vpc-sim {leaked_enis:?}", leaked_enis.len()), leaked_enis.is_empty(), &mut failures);
+        // Every secondary address in the cloud is a live pod's or the pool's warm stock,
+        // within the pool's bound (warmIPs 3 per node, plus at most one ENI's batch).
+        let used: BTreeSet<String> = pns.iter().map(|p| p.spec.allocation.address.clone()).collect();
+        let secondaries: Vec<&String> = owned.iter().flat_map(|e| e.secondary.iter()).collect();
+        let idle: Vec<&&String> = secondaries.iter().filter(|a| !used.contains(a.as_str())).collect();
+        let status = kube::Api::<eni_crds::ENIPool>::all(bed.client.clone()).get("shared").await?;
+        let counted = status.status.as_ref().map(|s| s.addresses.clone()).unwrap_or_default();
+        check(
+            &format!(
+                "{} cloud addresses = shared pool's {} (used {}, warm {}, cooling {}); {} idle",
+                secondaries.len(), counted.total, counted.used, counted.warm, counted.cooling, idle.len()
+            ),
+            secondaries.len() as u32 == counted.total,
+            &mut failures,
+        );
+        let violations = bed.vpc.violations().await?;
+        check(&format!("vpc-sim invariant violations: {}", violations.len()), violations.is_empty(), &mut failures);
+        let mut unreachable = Vec::new();
+        for (name, _) in &live {
+            let ip = bed.wait_ready("default", name, Duration::from_secs(5)).await?;
+            if !netns::ping(&vm.netns, ip) {
+                unreachable.push(format!("{name} {ip}"));
+            }
+        }
+        check(&format!("{} live pods Ready, {} unreachable from a VPC host {unreachable:?}", live.len(), unreachable.len()), unreachable.is_empty(), &mut failures);
+        let per_node = bed.pod_wiring_by_node();
+        let mut stale = Vec::new();
+        for node in nodes {
+            let pods_here = live.iter().filter(|(_, n)| n == node).count();
+            let links = per_node.get(node).copied().unwrap_or(0);
+            if links != pods_here {
+                stale.push(format!("{node}: {links} pod links for {pods_here} pods"));
+            }
+        }
+        let sandboxes = netns::list(&format!("{}k", bed.prefix)).len();
+        check(
+            &format!("deleted pods' wiring gone: {sandboxes} sandboxes for {} live pods {stale:?}", live.len()),
+            stale.is_empty() && sandboxes == live.len(),
+            &mut failures,
+        );
+        let stats = bed.kubelet_stats();
+        let (adds, retries, dels) = stats.iter().fold((0, 0, 0), |acc, (_, s)| (acc.0 + s.adds_ok, acc.1 + s.adds_failed, acc.2 + s.dels_ok));
+        println!("  CNI: {adds} ADD ok, {retries} ADD retried (agent down or allocation in flight), {dels} DEL ok");
+        result(failures)
+    })
+    .await
 }

@@ -1,15 +1,27 @@
-//! The demo: a real control plane with the eni-operator.io API installed and one ENIPool
-//! per mode applied, left running for kubectl until Ctrl-C (or `--once`).
+//! The demo: a 3-node cluster on this machine (real API server, vpc-sim making ENIs real
+//! links, the operator and one agent per node as processes, kubelet stand-ins running
+//! the real eni-cni), one ENIPool per mode, pods in each mode, and proof that packets
+//! cross between them over their ENI addresses and that a trunk pod's security group
+//! drops what it should. Left running for kubectl until Ctrl-C (or `--once`).
 
-use std::{process::ExitCode, time::Instant};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
-use eni_e2e::{ControlPlane, binaries};
+use eni_crds::PodNetwork;
+use eni_e2e::{bed::Bed, cluster::fast_cloud, netns};
+use kube::ResourceExt;
+
+type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let once = std::env::args().any(|a| a == "--once");
     match run(once).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("demo failed: {e}");
             ExitCode::FAILURE
@@ -17,56 +29,207 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(once: bool) -> Result<(), Box<dyn std::error::Error>> {
+fn pool(name: &str, mode: &str, node_mode: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: {mode}\n  nodeSelector: {{matchLabels: {{eni-operator.io/mode: {node_mode}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n{extra}"
+    )
+}
+
+struct Pod {
+    name: &'static str,
+    node: &'static str,
+    ip: Ipv4Addr,
+    sandbox: String,
+    ready_secs: f64,
+}
+
+async fn run(once: bool) -> DemoResult<bool> {
     let t0 = Instant::now();
-    println!(
-        "==> starting etcd + kube-apiserver {} (TLS, token auth, RBAC)",
-        binaries::KUBERNETES_VERSION.trim()
+    let step = |what: &str| println!("==> [{:5.1}s] {what}", t0.elapsed().as_secs_f64());
+    step(
+        "starting etcd + kube-apiserver (TLS, token auth, RBAC) and vpc-sim (materialized dataplane)",
     );
-    let cp = ControlPlane::start().await?;
+    let bed = Bed::start(fast_cloud()).await?;
     println!(
-        "    API server at {} ({:.1}s)",
-        cp.server(),
+        "    API server {}, EC2 API {}",
+        bed.cp.server(),
+        bed.vpc.ec2_url
+    );
+    for (node, mode) in [
+        ("node-shared", "shared"),
+        ("node-exclusive", "exclusive"),
+        ("node-trunk", "trunk"),
+    ] {
+        let n = bed
+            .add_node(node, "m5.xlarge", &[("eni-operator.io/mode", mode)])
+            .await?;
+        println!(
+            "    node {node}: instance {} ({}), namespace {}, agent on {}",
+            n.instance.instance_id, n.instance.primary_ip, n.netns, n.mgmt_ip
+        );
+    }
+    let vm = bed.add_host("vm-outside", "t3.medium").await?;
+    println!(
+        "    a VM outside the cluster: {} in namespace {}",
+        vm.primary_ip, vm.netns
+    );
+    step("applying one ENIPool per mode (two trunk pools: security groups web and db)");
+    let web = bed.vpc.group_id("web").await?;
+    let db = bed.vpc.group_id("db").await?;
+    bed.apply_yaml(&pool(
+        "shared",
+        "SharedIP",
+        "shared",
+        "  warm: {minIPs: 4, warmIPs: 2}\n",
+    ))
+    .await?;
+    bed.apply_yaml(&pool(
+        "exclusive",
+        "Exclusive",
+        "exclusive",
+        "  warm: {warmENIs: 1}\n",
+    ))
+    .await?;
+    for (name, app, group) in [("web", "web", &web), ("db", "db", &db)] {
+        bed.apply_yaml(&pool(
+            name,
+            "Trunk",
+            "trunk",
+            &format!("  podSelector: {{matchLabels: {{app: {app}}}}}\n  securityGroups: [{group}]\n  warm: {{warmENIs: 1}}\n"),
+        ))
+        .await?;
+    }
+    step("starting the operator (leader-elected) and waiting for the agents");
+    bed.start_operator("eni-operator-0")?;
+    bed.wait_agents().await?;
+    step("creating pods");
+    let spec: [(&str, &str, &str); 5] = [
+        ("shared-0", "node-shared", "client"),
+        ("shared-1", "node-shared", "client"),
+        ("exclusive-0", "node-exclusive", "client"),
+        ("web-0", "node-trunk", "web"),
+        ("db-0", "node-trunk", "db"),
+    ];
+    let mut pods = Vec::new();
+    let created = Instant::now();
+    for (name, node, app) in spec {
+        bed.create_pod("default", name, node, &[("app", app)])
+            .await?;
+    }
+    for (name, node, _) in spec {
+        let ip = bed
+            .wait_ready("default", name, Duration::from_secs(90))
+            .await?;
+        let sandbox = bed.sandbox_of("default", name).await?;
+        println!("    {name} Ready on {node} with {ip}");
+        pods.push(Pod {
+            name,
+            node,
+            ip,
+            sandbox,
+            ready_secs: created.elapsed().as_secs_f64(),
+        });
+    }
+    let by = |n: &str| pods.iter().find(|p| p.name == n);
+    let (Some(s0), Some(s1), Some(x0), Some(w0), Some(d0)) = (
+        by("shared-0"),
+        by("shared-1"),
+        by("exclusive-0"),
+        by("web-0"),
+        by("db-0"),
+    ) else {
+        return Err("a pod is missing".into());
+    };
+    let _servers: Vec<netns::EchoServer> = [(s1, 80), (x0, 80), (w0, 80), (d0, 5432), (d0, 80)]
+        .iter()
+        .map(|(p, port)| netns::EchoServer::start(&p.sandbox, *port))
+        .collect::<Result<_, _>>()?;
+    step("checking connectivity across nodes and modes, and security groups");
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    let mut check = |what: String, ok: bool| {
+        println!("    {} {what}", if ok { "PASS" } else { "FAIL" });
+        if ok {
+            passed += 1;
+        } else {
+            failed.push(what);
+        }
+    };
+    let tcp = |from: &Pod, to: &Pod, port: u16| {
+        netns::tcp_echo(&from.sandbox, SocketAddr::from((to.ip, port)))
+    };
+    for (a, b) in [(s0, x0), (x0, w0), (w0, s1), (s1, x0)] {
+        check(
+            format!("ping {} -> {} ({})", a.name, b.name, b.ip),
+            netns::ping(&a.sandbox, b.ip),
+        );
+        check(
+            format!("tcp echo {} -> {}:80", a.name, b.name),
+            tcp(a, b, 80),
+        );
+    }
+    for p in [s0, x0, w0] {
+        check(
+            format!(
+                "ping {} -> VM outside the cluster ({})",
+                p.name, vm.primary_ip
+            ),
+            netns::ping(&p.sandbox, vm.primary_ip),
+        );
+    }
+    check(
+        "db-0 admits tcp/5432 from web-0 (group web)".into(),
+        tcp(w0, d0, 5432),
+    );
+    check(
+        "db-0 drops tcp/5432 from shared-0 (not in group web)".into(),
+        !tcp(s0, d0, 5432),
+    );
+    check(
+        "db-0 drops tcp/80 from web-0 (db admits 5432 only)".into(),
+        !tcp(w0, d0, 80),
+    );
+    check(
+        "db-0 drops ping from exclusive-0".into(),
+        !netns::ping(&x0.sandbox, d0.ip),
+    );
+
+    let pns: Vec<PodNetwork> = bed.podnetworks().await?;
+    let enis = bed.vpc.owned_enis(&bed.name).await?;
+    println!();
+    println!(
+        "{:<12} {:<10} {:<15} {:<16} {:<22} {:>8}",
+        "POD", "MODE", "NODE", "ADDRESS", "ENI", "READY(s)"
+    );
+    for p in &pods {
+        let pn = pns.iter().find(|n| n.name_any() == p.name);
+        let mode = pn.map(|n| format!("{:?}", n.spec.mode)).unwrap_or_default();
+        let eni = pn
+            .map(|n| n.spec.allocation.eni_id.clone())
+            .unwrap_or_default();
+        println!(
+            "{:<12} {:<10} {:<15} {:<16} {:<22} {:>8.1}",
+            p.name, mode, p.node, p.ip, eni, p.ready_secs
+        );
+    }
+    println!(
+        "\n{} pods, 3 modes, {} ENIs owned by the cluster in vpc-sim, checks: {} passed, {} failed; up in {:.1}s",
+        pods.len(),
+        enis.len(),
+        passed,
+        failed.len(),
         t0.elapsed().as_secs_f64()
     );
-    println!("==> installing CRDs from charts/eni-operator/crds");
-    cp.install_crds().await?;
-    let bins = binaries::kubernetes()?;
-    let kubectl = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
-        let out = std::process::Command::new(&bins.kubectl)
-            .args(args)
-            .env("KUBECONFIG", cp.kubeconfig_path())
-            .output()?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    println!("==> applying examples/ (one ENIPool per mode)");
-    let examples = eni_e2e::repo_root().join("examples");
-    print!(
-        "{}",
-        kubectl(&["apply", "--server-side", "-f", &examples.to_string_lossy()])?
-    );
-    println!("==> kubectl get enipools,trunkenis,podnetworks -A");
-    print!(
-        "{}",
-        kubectl(&["get", "enipools,trunkenis,podnetworks", "-A"])?
-    );
-    println!("==> kubectl explain enipool.spec.warm (excerpt)");
-    for line in kubectl(&["explain", "enipool.spec.warm"])?.lines().take(12) {
-        println!("    {line}");
-    }
-    println!("\nready in {:.1}s", t0.elapsed().as_secs_f64());
+    let ok = failed.is_empty();
     if once {
-        return Ok(());
+        return Ok(ok);
     }
     println!(
-        "point kubectl at it with:\n\n    export KUBECONFIG={}\n",
-        cp.kubeconfig_path().display()
+        "\nThe cluster keeps running. Point kubectl at it with:\n\n    export KUBECONFIG={}\n    kubectl get enipools,trunkenis,podnetworks,pods -A -o wide\n\nand look inside a pod with: ip netns exec {} ip addr\nCtrl-C stops everything and removes it.",
+        bed.cp.kubeconfig_path().display(),
+        s0.sandbox
     );
-    println!("Ctrl-C stops the cluster and removes everything.");
     tokio::signal::ctrl_c().await?;
     println!("stopping");
-    Ok(())
+    Ok(ok)
 }
