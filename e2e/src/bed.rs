@@ -503,7 +503,7 @@ impl Bed {
         for (node, agent) in lock(&self.agents).iter() {
             out += &format!("--- agent {node}\n{}\n", short(agent.log_tail(lines)));
         }
-        out += &format!("--- logs in {}\n", self.cp.dir().display());
+        out += &format!("--- all logs kept in {}\n", self.keep_logs().display());
         out
     }
 
@@ -518,6 +518,22 @@ impl Bed {
             }
         }
         out
+    }
+
+    /// Copies every log of the bed to `$TMPDIR/eni-e2e-logs/<prefix>/` (the bed's own
+    /// directory goes with it) and returns that directory.
+    pub fn keep_logs(&self) -> PathBuf {
+        let to = std::env::temp_dir().join("eni-e2e-logs").join(&self.prefix);
+        let _ = std::fs::create_dir_all(&to);
+        if let Ok(dir) = std::fs::read_dir(self.cp.dir()) {
+            for e in dir.filter_map(|e| e.ok()) {
+                let name = e.file_name();
+                if name.to_string_lossy().ends_with(".log") {
+                    let _ = std::fs::copy(e.path(), to.join(name));
+                }
+            }
+        }
+        to
     }
 
     /// Links, rules and routes in the node namespaces that belong to pods: empty once

@@ -25,7 +25,7 @@ use kube::{
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
-use vpc_sim::behaviour::SimConfig;
+use vpc_sim::{behaviour::SimConfig, server::ServerConfig};
 
 use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard, sim::SimCloud};
 
@@ -79,6 +79,13 @@ pub fn fast_cloud() -> SimConfig {
 
 impl Cluster {
     pub async fn start(behaviour: SimConfig) -> Result<Self, ClusterError> {
+        let mut config = ServerConfig::new().map_err(crate::sim::SimError::from)?;
+        config.behaviour = behaviour;
+        Self::start_with(config).await
+    }
+
+    /// Like [`Cluster::start`], with vpc-sim configured in full (layout, catalog).
+    pub async fn start_with(config: ServerConfig) -> Result<Self, ClusterError> {
         // In-process components log to the test's output (shown for failing tests).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -96,7 +103,7 @@ impl Cluster {
         )
         .map_err(kube::Error::SerdeError)?;
         ns.create(&PostParams::default(), &obj).await?;
-        let sim = SimCloud::start(behaviour).await?;
+        let sim = SimCloud::start_with(config).await?;
         let name = format!("test-{}", std::process::id());
         Ok(Cluster {
             operators: Vec::new(),
@@ -305,27 +312,34 @@ pub fn spawn_operator_bin(
     ChildGuard::spawn("eni-operator", cmd, &log).map_err(|e| ClusterError::Spawn("eni-operator", e))
 }
 
+/// The product's binaries. They are always built together, with one cargo command: a
+/// different selection of packages unifies dependency features differently and would
+/// build the heavy dependencies (the AWS SDK) a second time.
+const PRODUCT_BINS: [&str; 4] = ["vpc-sim", "eni-operator", "eni-agent", "eni-cni"];
+
 /// Path of a binary of this workspace, building it first (a no-op when it is current).
 pub fn workspace_bin(name: &'static str) -> Result<PathBuf, ClusterError> {
     Ok(workspace_bins(&[name])?.remove(0))
 }
 
-/// Paths of binaries of this workspace, built in one cargo run.
+/// Paths of product binaries (see [`PRODUCT_BINS`]), built first when not current.
 pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterError> {
+    if let Some(other) = names.iter().find(|n| !PRODUCT_BINS.contains(n)) {
+        return Err(ClusterError::Build(other, "not a product binary".into()));
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet"]);
-    for name in names {
+    for name in PRODUCT_BINS {
         cmd.args(["--bin", name]);
     }
-    let what = names.first().copied().unwrap_or("binaries");
     let out = cmd
         .current_dir(crate::repo_root())
         .output()
-        .map_err(|e| ClusterError::Build(what, e.to_string()))?;
+        .map_err(|e| ClusterError::Build("product binaries", e.to_string()))?;
     if !out.status.success() {
         return Err(ClusterError::Build(
-            what,
+            "product binaries",
             String::from_utf8_lossy(&out.stderr).into_owned(),
         ));
     }
@@ -333,12 +347,4 @@ pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterErr
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::repo_root().join("target"));
     Ok(names.iter().map(|n| target.join("debug").join(n)).collect())
-}
-
-impl Cluster {
-    /// Stops the in-process operators, as a crash or a rollout would; a new one started
-    /// after this rebuilds everything from the cloud and the API.
-    pub fn stop_operators(&mut self) {
-        self.operators.clear();
-    }
 }

@@ -35,7 +35,17 @@ impl SimCloud {
     pub async fn start(behaviour: SimConfig) -> Result<Self, SimError> {
         let mut config = ServerConfig::new()?;
         config.behaviour = behaviour;
-        let creds = config.credentials[0].clone();
+        Self::start_with(config).await
+    }
+
+    /// A cloud configured in full: another layout (e.g. a larger pod subnet), catalog or
+    /// behaviour.
+    pub async fn start_with(config: ServerConfig) -> Result<Self, SimError> {
+        let creds = config
+            .credentials
+            .first()
+            .cloned()
+            .ok_or_else(|| SimError::Refused("the configuration has no credentials".into()))?;
         Ok(SimCloud {
             handle: spawn(config).await?,
             access_key: creds.access_key,

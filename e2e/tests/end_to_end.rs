@@ -68,6 +68,47 @@ where
     }
 }
 
+/// Pools `shared`, `exclusive` and `trunk` for nodes labelled `pool=<name>`, then the
+/// operator; returns when the agents answer.
+async fn one_pool_per_mode(bed: &Bed) -> Result<(), BedError> {
+    let sg = bed.vpc.group_id("default").await?;
+    let pools = [
+        ("shared", "SharedIP", "  warm: {warmIPs: 2}\n".to_string()),
+        (
+            "exclusive",
+            "Exclusive",
+            "  warm: {warmENIs: 1}\n".to_string(),
+        ),
+        (
+            "trunk",
+            "Trunk",
+            format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 1}}\n"),
+        ),
+    ];
+    for (name, mode, extra) in pools {
+        bed.apply_yaml(&pool(name, mode, name, &extra)).await?;
+    }
+    bed.start_operator("op-0")?;
+    bed.wait_agents().await?;
+    Ok(())
+}
+
+/// `(node, eni/address)` of every PodNetwork: the units pods hold.
+async fn units_in_use(bed: &Bed) -> Result<BTreeSet<(String, String)>, BedError> {
+    Ok(bed
+        .podnetworks()
+        .await?
+        .iter()
+        .map(|p| {
+            let a = &p.spec.allocation;
+            (
+                p.spec.node_name.clone(),
+                format!("{}/{}", a.eni_id, a.address),
+            )
+        })
+        .collect())
+}
+
 /// A pod that runs: its name, address and sandbox namespace.
 #[derive(Clone, Debug)]
 struct Running {
@@ -123,30 +164,7 @@ async fn connectivity() -> Result<(), Failed> {
             bed.add_node(node, ty, &[("pool", label)]).await?;
         }
         let vm = bed.add_host("vm", "t3.medium").await?;
-        let sg = bed.vpc.group_id("default").await?;
-        bed.apply_yaml(&pool(
-            "shared",
-            "SharedIP",
-            "shared",
-            "  warm: {warmIPs: 2}\n",
-        ))
-        .await?;
-        bed.apply_yaml(&pool(
-            "exclusive",
-            "Exclusive",
-            "exclusive",
-            "  warm: {warmENIs: 1}\n",
-        ))
-        .await?;
-        bed.apply_yaml(&pool(
-            "trunk",
-            "Trunk",
-            "trunk",
-            &format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 1}}\n"),
-        ))
-        .await?;
-        bed.start_operator("op-0")?;
-        bed.wait_agents().await?;
+        one_pool_per_mode(&bed).await?;
         let mut spec: Vec<(String, &str)> = (0..7).map(|i| (format!("s1-{i}"), "s1")).collect();
         spec.extend([
             ("s2-0".to_string(), "s2"),
@@ -387,45 +405,12 @@ async fn lifecycle() -> Result<(), Failed> {
             .await?;
         bed.add_node("t1", "m5.xlarge", &[("pool", "trunk")])
             .await?;
-        let sg = bed.vpc.group_id("default").await?;
-        bed.apply_yaml(&pool(
-            "shared",
-            "SharedIP",
-            "shared",
-            "  warm: {warmIPs: 2}\n",
-        ))
-        .await?;
-        bed.apply_yaml(&pool(
-            "exclusive",
-            "Exclusive",
-            "exclusive",
-            "  warm: {warmENIs: 1}\n",
-        ))
-        .await?;
-        bed.apply_yaml(&pool(
-            "trunk",
-            "Trunk",
-            "trunk",
-            &format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 1}}\n"),
-        ))
-        .await?;
-        bed.start_operator("op-0")?;
-        bed.wait_agents().await?;
+        one_pool_per_mode(&bed).await?;
         let names = ["s1-0", "s1-1", "s1-2", "x1-0", "t1-0", "t1-1"];
         let spec: Vec<(&str, &str, &[(&str, &str)])> =
             names.iter().map(|n| (*n, &n[..2], &[][..])).collect();
         let first = start_pods(&bed, &spec).await?;
-        let first_units: BTreeSet<(String, String)> = bed
-            .podnetworks()
-            .await?
-            .iter()
-            .map(|p| {
-                (
-                    p.spec.node_name.clone(),
-                    p.spec.allocation.eni_id.clone() + "/" + &p.spec.allocation.address,
-                )
-            })
-            .collect();
+        let first_units = units_in_use(&bed).await?;
         let mut failures = Vec::new();
         check(
             &format!("{} wired links while pods run", bed.pod_wiring_left().len()),
@@ -460,17 +445,7 @@ async fn lifecycle() -> Result<(), Failed> {
         );
         // Released units went back to the pools: the same pods again reuse them.
         let again = start_pods(&bed, &spec).await?;
-        let second_units: BTreeSet<(String, String)> = bed
-            .podnetworks()
-            .await?
-            .iter()
-            .map(|p| {
-                (
-                    p.spec.node_name.clone(),
-                    p.spec.allocation.eni_id.clone() + "/" + &p.spec.allocation.address,
-                )
-            })
-            .collect();
+        let second_units = units_in_use(&bed).await?;
         let reused = first_units.intersection(&second_units).count();
         check(
             &format!(

@@ -1,5 +1,6 @@
 //! The operator against the real API server with vpc-sim as the cloud (through the aws
-//! provider): allocation, release, status, events, node deletion, collection.
+//! provider): allocation, release, sticky addresses, status, events, node deletion,
+//! collection.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -9,12 +10,16 @@ use std::{
 
 use eni_crds::{ENIPool, Mode, PodNetwork};
 use eni_e2e::cluster::{Cluster, ClusterError, fast_cloud};
-use eni_operator::{cloud::RateLimit, operator::Config};
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use eni_operator::{cloud::RateLimit, operator::Config, sticky::STATEFUL_LABEL};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Event, Node, Pod},
+};
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, ListParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
+use serde_json::json;
 
 fn rate(qps: u32, burst: u32) -> RateLimit {
     RateLimit {
@@ -674,4 +679,170 @@ async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() 
     );
     assert!(st.addresses.warm <= 3 * 14, "warm {}", st.addresses.warm);
     assert!(c.sim.violations().is_empty());
+}
+
+/// Sticky addresses: a StatefulSet pod deleted and recreated by name on the same node gets
+/// its address back, also across an operator restart; meanwhile no other pod gets it; a
+/// plain pod's address is not reserved; an address nobody comes back for returns to the
+/// pool after releaseAfter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statefulset_pod_gets_its_address_back_across_a_restart() {
+    let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
+    c.apply_yaml(&pool_yaml(
+        "p",
+        "SharedIP",
+        "a",
+        "  warm: {warmIPs: 4, releaseDelay: 1h}\n  stickyIPForStatefulSets: {releaseAfter: 20s}\n",
+    ))
+    .await
+    .expect("pool");
+    c.add_node("n1", "m5.xlarge", &[("pool", "a")])
+        .await
+        .expect("node");
+    c.start_operator(config(), rate(100, 100))
+        .await
+        .expect("operator");
+
+    // The test bed runs no controller-manager: the test plays the StatefulSet controller.
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "db"},
+        "spec": {
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.invalid/pause"}]},
+            },
+        },
+    }))
+    .expect("statefulset");
+    let sts = Api::<StatefulSet>::namespaced(c.client.clone(), "default")
+        .create(&PostParams::default(), &sts)
+        .await
+        .expect("create statefulset");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let sts_pod = |name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "labels": {"app": "db"},
+                "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                    "uid": sts.uid().unwrap_or_default(), "controller": true,
+                }],
+            },
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
+        }))
+        .expect("pod")
+    };
+    for name in ["db-0", "db-1"] {
+        pods.create(&PostParams::default(), &sts_pod(name))
+            .await
+            .expect("create sts pod");
+    }
+    c.create_pods("default", "web", 1, "n1", &[])
+        .await
+        .expect("plain pod");
+    let mut first = wait_networks(&c, "db", 2, Duration::from_secs(30))
+        .await
+        .expect("sts networks");
+    first.extend(
+        wait_networks(&c, "web", 1, Duration::from_secs(30))
+            .await
+            .expect("plain network"),
+    );
+    let addr = |n: &str| first[n].spec.allocation.address.clone();
+    let label = |n: &str| first[n].labels().get(STATEFUL_LABEL).cloned();
+    assert_eq!(label("db-0").as_deref(), Some("true"));
+    assert_eq!(label("web-0"), None);
+
+    let deleted = Instant::now();
+    for name in ["db-0", "db-1", "web-0"] {
+        // Grace 0: what the kubelet's confirmation does; the name is free at once.
+        pods.delete(name, &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete pod");
+    }
+    // The plain pod's address is not reserved: its PodNetwork goes after the cooldown.
+    let pn_api: Api<PodNetwork> = Api::namespaced(c.client.clone(), "default");
+    c.wait_for(
+        "web-0 released after its cooldown",
+        Duration::from_secs(15),
+        || async { Ok(pn_api.get_opt("web-0").await?.is_none().then_some(())) },
+    )
+    .await
+    .expect("plain pod released");
+    for name in ["db-0", "db-1"] {
+        let pn = pn_api
+            .get_opt(name)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{name}'s reservation ended with the cooldown"));
+        assert!(pn.metadata.deletion_timestamp.is_some());
+    }
+
+    // A restart: the reservation lives in the API, not in the operator.
+    c.stop_operators();
+    c.start_operator(config(), rate(100, 100))
+        .await
+        .expect("operator restarted");
+    // Other pods on the node never get a reserved address.
+    c.create_pods("default", "filler", 6, "n1", &[])
+        .await
+        .expect("filler pods");
+    let fillers = wait_networks(&c, "filler", 6, Duration::from_secs(30))
+        .await
+        .expect("filler networks");
+    for f in fillers.values() {
+        let a = &f.spec.allocation.address;
+        assert!(
+            *a != addr("db-0") && *a != addr("db-1"),
+            "{} got a reserved address {a}",
+            f.name_any()
+        );
+    }
+
+    // db-0 comes back by name on the same node: same address, new pod.
+    let back = pods
+        .create(&PostParams::default(), &sts_pod("db-0"))
+        .await
+        .expect("recreate db-0");
+    let again = c
+        .wait_for("db-0's new PodNetwork", Duration::from_secs(20), || async {
+            Ok(pn_api
+                .get_opt("db-0")
+                .await?
+                .filter(|p| Some(&p.spec.pod_uid) == back.metadata.uid.as_ref()))
+        })
+        .await
+        .expect("db-0 back");
+    assert_eq!(again.spec.allocation.address, addr("db-0"));
+    assert!(
+        deleted.elapsed() < Duration::from_secs(20),
+        "came back after the window: the test proves nothing"
+    );
+
+    // db-1 never comes back: its address returns to the pool after releaseAfter.
+    c.wait_for(
+        "db-1's reservation ends",
+        Duration::from_secs(40),
+        || async { Ok(pn_api.get_opt("db-1").await?.is_none().then_some(())) },
+    )
+    .await
+    .expect("window over");
+    assert!(
+        deleted.elapsed() >= Duration::from_secs(18),
+        "db-1 released after {:?}, before its window",
+        deleted.elapsed()
+    );
+    let live: Vec<PodNetwork> = c
+        .podnetworks()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(live.len(), 7);
+    assert_unique(&live, Mode::SharedIp);
+    assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
 }

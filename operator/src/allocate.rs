@@ -3,7 +3,8 @@
 //! a miss (the node's maintenance grows the pool while the pod waits).
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
+    net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -24,10 +25,15 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    inventory::PodKey,
+    finalizer,
+    inventory::{PodKey, Taken},
+    node::Node,
     operator::{Ctx, MANAGER},
+    outcome::{self, Outcome},
+    release,
     selector::{self, Candidate},
     settings::PoolSettings,
+    sticky,
 };
 
 /// Label on every PodNetwork naming its node: agents watch only their own.
@@ -255,31 +261,24 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
     };
-    let deadline = Instant::now() + op.config.allocation_timeout;
-    let taken = loop {
-        // Register interest before looking, so a unit added in between is not missed.
-        let added = node.capacity_added.notified();
-        if let Some(t) = node.take(&settings.name, &key) {
-            break t;
-        }
-        node.kick.notify_one();
-        if Instant::now() > deadline {
-            node.forget_pending(&settings.name, &key.uid);
-            return Err(AllocateError::Timeout {
-                pool: settings.name.clone(),
-                node: node_name.to_owned(),
-                secs: op.config.allocation_timeout.as_secs(),
-            });
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), added).await;
-        let alive = op
-            .pods
-            .get(&ObjectRef::from_obj(pod))
-            .is_some_and(|p| p.uid() == pod.uid());
-        if !alive {
-            node.forget_pending(&settings.name, &key.uid);
-            return Ok(None);
-        }
+    let api: Api<PodNetwork> = Api::namespaced(op.client.clone(), &key.namespace);
+    let taken = match existing(op, &api, &key).await? {
+        // Written already (the cache had not seen it yet).
+        Existing::Own(pn) => return Ok(Some(pn)),
+        // The PodNetwork of a previous pod of this name is being released: its unit may
+        // be reserved for this pod (sticky); otherwise this pod waits for the name (the
+        // next sweep retries).
+        Existing::Predecessor(old) => match take_over(&api, &node, &old, &key, &settings).await? {
+            Some(t) => t,
+            None => {
+                debug!(pod = %key.name, "previous PodNetwork of this name still present");
+                return Ok(None);
+            }
+        },
+        Existing::None => match wait_for_unit(op, pod, &node, &settings, &key).await? {
+            Some(t) => t,
+            None => return Ok(None),
+        },
     };
     let Some(allocation) = node.allocation(&taken, &settings) else {
         node.free(&key.uid);
@@ -296,13 +295,15 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
         },
     );
     pn.metadata.namespace = Some(key.namespace.clone());
-    pn.metadata.labels = Some(
-        [
-            (NODE_LABEL.to_owned(), node_name.to_owned()),
-            (POOL_LABEL.to_owned(), settings.name.clone()),
-        ]
-        .into(),
-    );
+    let mut labels: BTreeMap<String, String> = [
+        (NODE_LABEL.to_owned(), node_name.to_owned()),
+        (POOL_LABEL.to_owned(), settings.name.clone()),
+    ]
+    .into();
+    if sticky::owned_by_statefulset(pod.owner_references()) {
+        labels.insert(sticky::STATEFUL_LABEL.to_owned(), "true".to_owned());
+    }
+    pn.metadata.labels = Some(labels);
     pn.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
     pn.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "v1".into(),
@@ -312,26 +313,13 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
         controller: Some(false),
         block_owner_deletion: Some(false),
     }]);
-    let api: Api<PodNetwork> = Api::namespaced(op.client.clone(), &key.namespace);
-    // The PodNetwork of a previous pod with the same name may still be cooling down; the
-    // new pod waits for it (the next sweep retries) and the unit goes back.
-    if let Some(old) = api.get_opt(&key.name).await?
-        && old.spec.pod_uid != key.uid
-    {
+    // Gone while it waited: nothing to write, the unit goes back.
+    if !alive(op, pod) {
         node.free(&key.uid);
-        debug!(pod = %key.name, "previous PodNetwork of this name still present");
         return Ok(None);
     }
-    let body = serde_json::to_value(&pn).map_err(kube::Error::SerdeError)?;
-    let body = json!({"apiVersion": "eni-operator.io/v1alpha1", "kind": "PodNetwork", "metadata": body["metadata"], "spec": body["spec"]});
-    match api
-        .patch(
-            &key.name,
-            &PatchParams::apply(MANAGER),
-            &Patch::Apply(&body),
-        )
-        .await
-    {
+    let stored = write(op, &api, &pn).await;
+    match stored {
         Ok(pn) => {
             info!(pod = %key.name, ns = %key.namespace, node = node_name, pool = %settings.name, address = %taken.address, "allocated");
             node.kick.notify_one();
@@ -340,6 +328,177 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
         Err(e) => {
             node.free(&key.uid);
             Err(e.into())
+        }
+    }
+}
+
+fn alive(op: &Ctx, pod: &Pod) -> bool {
+    op.pods
+        .get(&ObjectRef::from_obj(pod))
+        .is_some_and(|p| p.uid() == pod.uid())
+}
+
+/// What the API holds under the pod's name.
+enum Existing {
+    None,
+    Own(PodNetwork),
+    /// Another pod's (a previous pod of this name; only a deleting one can be taken over).
+    Predecessor(PodNetwork),
+}
+
+async fn existing(op: &Ctx, api: &Api<PodNetwork>, key: &PodKey) -> Result<Existing, kube::Error> {
+    let Some(found) = api.get_opt(&key.name).await? else {
+        return Ok(Existing::None);
+    };
+    if found.spec.pod_uid == key.uid {
+        return Ok(Existing::Own(found));
+    }
+    if found.metadata.deletion_timestamp.is_some() {
+        return Ok(Existing::Predecessor(found));
+    }
+    // Still live. If this pod is the one the API holds now, the PodNetwork's pod is gone
+    // (a name is unique): its release starts now rather than at the next sweep, so this
+    // pod can take over or wait it out. A stale event of an older pod deletes nothing.
+    let current = Api::<Pod>::namespaced(op.client.clone(), &key.namespace)
+        .get_opt(&key.name)
+        .await?
+        .and_then(|p| p.metadata.uid);
+    if current.as_deref() != Some(key.uid.as_str()) {
+        return Ok(Existing::Predecessor(found));
+    }
+    delete_podnetwork(op, &found).await;
+    Ok(match api.get_opt(&key.name).await? {
+        None => Existing::None,
+        Some(pn) if pn.spec.pod_uid == key.uid => Existing::Own(pn),
+        Some(pn) => Existing::Predecessor(pn),
+    })
+}
+
+/// The unit a deleting PodNetwork reserves for its pod's successor, moved to `key`: the
+/// old PodNetwork's finalizer goes, and the new one is written with the same address.
+async fn take_over(
+    api: &Api<PodNetwork>,
+    node: &Node,
+    old: &PodNetwork,
+    key: &PodKey,
+    settings: &PoolSettings,
+) -> Result<Option<Taken>, kube::Error> {
+    let Some(deleted_at) = &old.metadata.deletion_timestamp else {
+        return Ok(None);
+    };
+    let stateful = old
+        .labels()
+        .get(sticky::STATEFUL_LABEL)
+        .is_some_and(|v| v == "true");
+    let window = sticky::window(settings.sticky_release_after, stateful);
+    // Another finalizer would keep the old object, and the new write would land on it.
+    let only_ours = old.finalizers().iter().all(|f| f == FINALIZER);
+    let eligible = sticky::hands_over(
+        window,
+        release::since_deletion(deleted_at),
+        old.spec.node_name == node.name,
+        old.spec.pool == settings.name,
+    );
+    let Ok(address) = old.spec.allocation.address.parse::<Ipv4Addr>() else {
+        return Ok(None);
+    };
+    let eni = &old.spec.allocation.eni_id;
+    if !only_ours || !eligible || !node.hand_over(eni, address, &old.spec.pod_uid, key, false) {
+        return Ok(None);
+    }
+    if let Err(e) = finalizer::remove(api, old).await {
+        // Undone: the reservation stays with the old PodNetwork (if the removal did land,
+        // its delete event ends the reservation through the release path).
+        let prev = PodKey {
+            uid: old.spec.pod_uid.clone(),
+            ..key.clone()
+        };
+        node.hand_over(eni, address, &key.uid, &prev, true);
+        return Err(e);
+    }
+    info!(pod = %key.name, ns = %key.namespace, %address, "sticky address handed to the pod's successor");
+    Ok(Some(Taken {
+        eni_id: eni.clone(),
+        address,
+    }))
+}
+
+/// A unit from the node's warm inventory, waiting (and raising the node's demand) on a
+/// miss. None when the pod went away meanwhile.
+async fn wait_for_unit(
+    op: &Ctx,
+    pod: &Pod,
+    node: &Node,
+    settings: &PoolSettings,
+    key: &PodKey,
+) -> Result<Option<Taken>, AllocateError> {
+    let deadline = Instant::now() + op.config.allocation_timeout;
+    loop {
+        // Register interest before looking, so a unit added in between is not missed.
+        let added = node.capacity_added.notified();
+        if let Some(t) = node.take(settings, key) {
+            return Ok(Some(t));
+        }
+        node.kick.notify_one();
+        if Instant::now() > deadline {
+            node.forget_pending(&settings.name, &key.uid);
+            return Err(AllocateError::Timeout {
+                pool: settings.name.clone(),
+                node: node.name.clone(),
+                secs: op.config.allocation_timeout.as_secs(),
+            });
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), added).await;
+        if !alive(op, pod) {
+            node.forget_pending(&settings.name, &key.uid);
+            return Ok(None);
+        }
+    }
+}
+
+/// Writes the PodNetwork (server-side apply). When the answer is lost the write may have
+/// landed: the PodNetwork is re-read until the API server answers, and only a definite
+/// "not stored" lets the caller free the unit; until then the unit stays claimed.
+async fn write(
+    op: &Ctx,
+    api: &Api<PodNetwork>,
+    pn: &PodNetwork,
+) -> Result<PodNetwork, kube::Error> {
+    let body = serde_json::to_value(pn).map_err(kube::Error::SerdeError)?;
+    let body = json!({"apiVersion": "eni-operator.io/v1alpha1", "kind": "PodNetwork", "metadata": body["metadata"], "spec": body["spec"]});
+    let name = pn.name_any();
+    let err = match api
+        .patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&body))
+        .await
+    {
+        Ok(stored) => return Ok(stored),
+        Err(e) => e,
+    };
+    if outcome::of_error(&err) != Outcome::Unknown {
+        return Err(err);
+    }
+    warn!(pod = %name, error = %err, "PodNetwork write unanswered; its unit stays claimed until a re-read tells");
+    // A first pause lets a write still in flight land before the read.
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tokio::time::sleep(delay).await;
+        match api.get_opt(&name).await {
+            Ok(found) => {
+                return match (
+                    outcome::settle(found.as_ref().map(|f| &f.spec), &pn.spec),
+                    found,
+                ) {
+                    (Outcome::Stored, Some(stored)) => {
+                        info!(pod = %name, "unanswered PodNetwork write had landed");
+                        Ok(stored)
+                    }
+                    _ => Err(err),
+                };
+            }
+            Err(e) => {
+                warn!(pod = %name, error = %e, "re-reading an unanswered PodNetwork write");
+                delay = (delay * 2).min(op.config.resync);
+            }
         }
     }
 }

@@ -81,6 +81,18 @@ impl EniRecord {
     pub fn gateway(&self) -> Ipv4Addr {
         gateway_of(self.subnet_cidr)
     }
+
+    /// A whole ENI (exclusive or member) whose groups differ from its pool's `groups`.
+    /// Pools without groups take whatever the cloud gave (the VPC's default group).
+    pub fn is_stale(&self, groups: &[String]) -> bool {
+        let whole = matches!(self.role, Role::Exclusive | Role::Member { .. });
+        let differ = || {
+            let want: BTreeSet<&String> = groups.iter().collect();
+            let have: BTreeSet<&String> = self.security_groups.iter().collect();
+            want != have
+        };
+        whole && !groups.is_empty() && differ()
+    }
 }
 
 /// The VPC router's address of a subnet: its first host (AWS and Alibaba both).
@@ -124,8 +136,10 @@ impl Inventory {
     }
 
     /// Takes a free unit of `pool` for `pod`; idempotent per pod. Packs pods onto the
-    /// busiest ENI so whole ENIs can be released later.
-    pub fn take(&mut self, pool: &str, pod: &PodKey) -> Option<Taken> {
+    /// busiest ENI so whole ENIs can be released later. A whole ENI whose security
+    /// groups are no longer the pool's (`groups`) is not handed out: a pool's new groups
+    /// take effect for new pods at once.
+    pub fn take(&mut self, pool: &str, pod: &PodKey, groups: &[String]) -> Option<Taken> {
         if let Some(t) = self.held_by(&pod.uid) {
             return Some(t);
         }
@@ -133,6 +147,7 @@ impl Inventory {
             .enis
             .values_mut()
             .filter(|e| e.pool == pool && !matches!(e.role, Role::Trunk))
+            .filter(|e| !e.is_stale(groups))
             .filter(|e| e.units.values().any(|u| matches!(u, Unit::Free { .. })))
             .max_by_key(|e| {
                 let busy = e
@@ -176,6 +191,37 @@ impl Inventory {
         }
     }
 
+    /// Moves the unit `from_uid` holds (used or cooling) to `to`: a StatefulSet pod
+    /// taking over its predecessor's reserved address, or that move undone. Returns false
+    /// (and changes nothing) unless `from_uid` holds exactly this unit.
+    pub fn hand_over(
+        &mut self,
+        eni_id: &str,
+        address: Ipv4Addr,
+        from_uid: &str,
+        to: &PodKey,
+        cooling: bool,
+    ) -> bool {
+        let Some(unit) = self
+            .enis
+            .get_mut(eni_id)
+            .and_then(|e| e.units.get_mut(&address))
+        else {
+            return false;
+        };
+        match unit {
+            Unit::Used(p) | Unit::Cooling(p) if p.uid == from_uid => {
+                *unit = if cooling {
+                    Unit::Cooling(to.clone())
+                } else {
+                    Unit::Used(to.clone())
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Pod gone: its unit cools down.
     pub fn cool(&mut self, uid: &str) {
         self.set(uid, |p| Unit::Cooling(p.clone()));
@@ -202,6 +248,7 @@ impl Inventory {
     pub fn usage(
         &self,
         pool: &str,
+        groups: &[String],
         slot_capacity: u32,
         pending: u32,
         release_delay: Duration,
@@ -215,6 +262,20 @@ impl Inventory {
             .pool_enis(pool)
             .filter(|e| !matches!(e.role, Role::Trunk))
         {
+            // A stale ENI still serves its pod but is no warm stock: it goes when free.
+            if e.is_stale(groups) {
+                usage.used += e
+                    .units
+                    .values()
+                    .filter(|u| matches!(u, Unit::Used(_)))
+                    .count() as u32;
+                usage.cooling += e
+                    .units
+                    .values()
+                    .filter(|u| matches!(u, Unit::Cooling(_)))
+                    .count() as u32;
+                continue;
+            }
             usage.enis.push(EniFill {
                 eni_id: e.id.clone(),
                 held: e.held_slots(),
@@ -235,6 +296,15 @@ impl Inventory {
             }
         }
         usage
+    }
+
+    /// Free whole ENIs of `pool` whose groups are no longer the pool's: to delete.
+    pub fn stale_free(&self, pool: &str, groups: &[String]) -> Vec<EniRecord> {
+        self.pool_enis(pool)
+            .filter(|e| e.is_stale(groups))
+            .filter(|e| e.units.values().all(|u| matches!(u, Unit::Free { .. })))
+            .cloned()
+            .collect()
     }
 
     /// Free units to release, longest-free first: `(eni, address)` for single addresses,
@@ -398,6 +468,56 @@ mod tests {
     }
 
     #[test]
+    fn members_with_former_groups_are_not_handed_out_and_go_when_free() {
+        let t0 = Instant::now();
+        let member = |id: &str, ip: &str, sg: &str| EniRecord {
+            role: Role::Member {
+                vlan_id: 1,
+                association_id: format!("assoc-{id}"),
+            },
+            security_groups: vec![sg.into()],
+            ..shared_eni(id, &[ip], t0)
+        };
+        let mut inv = Inventory::default();
+        inv.enis
+            .insert("eni-old".into(), member("eni-old", "10.0.1.11", "sg-old"));
+        inv.enis
+            .insert("eni-busy".into(), member("eni-busy", "10.0.1.12", "sg-old"));
+        inv.enis
+            .insert("eni-new".into(), member("eni-new", "10.0.1.13", "sg-new"));
+        let groups = vec!["sg-new".to_string()];
+        assert!(inv.take("p", &pod("busy"), &[]).is_some());
+        let t = inv
+            .take("p", &pod("a"), &groups)
+            .expect("a unit with the new group");
+        assert_eq!(t.eni_id, "eni-new");
+        assert_eq!(
+            inv.take("p", &pod("b"), &groups),
+            None,
+            "old-group members stay out"
+        );
+        let stale: Vec<String> = inv
+            .stale_free("p", &groups)
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let busy = inv.held_by(&pod("busy").uid).expect("busy").eni_id;
+        assert_eq!(
+            stale.len(),
+            1,
+            "only the free old-group member goes: {stale:?}"
+        );
+        assert_ne!(stale[0], busy, "the member a pod uses stays until released");
+        let u = inv.usage("p", &groups, 1, 0, Duration::ZERO, t0);
+        assert_eq!(u.used, 2);
+        assert_eq!(u.enis.len(), 1, "stale members are no warm stock");
+        assert!(
+            inv.stale_free("p", &[]).is_empty(),
+            "a pool without groups keeps all"
+        );
+    }
+
+    #[test]
     fn take_is_unique_idempotent_and_packs() {
         let t0 = Instant::now();
         let mut inv = Inventory::default();
@@ -409,16 +529,16 @@ mod tests {
             "eni-b".into(),
             shared_eni("eni-b", &["10.0.1.21", "10.0.1.22"], t0),
         );
-        let a = inv.take("p", &pod("a")).expect("a");
-        assert_eq!(inv.take("p", &pod("a")), Some(a.clone()), "idempotent");
-        let b = inv.take("p", &pod("b")).expect("b");
+        let a = inv.take("p", &pod("a"), &[]).expect("a");
+        assert_eq!(inv.take("p", &pod("a"), &[]), Some(a.clone()), "idempotent");
+        let b = inv.take("p", &pod("b"), &[]).expect("b");
         assert_eq!(a.eni_id, b.eni_id, "packed onto the busier ENI");
-        let c = inv.take("p", &pod("c")).expect("c");
-        let d = inv.take("p", &pod("d")).expect("d");
+        let c = inv.take("p", &pod("c"), &[]).expect("c");
+        let d = inv.take("p", &pod("d"), &[]).expect("d");
         let all: BTreeSet<_> = [&a, &b, &c, &d].iter().map(|t| t.address).collect();
         assert_eq!(all.len(), 4, "no address handed out twice");
-        assert_eq!(inv.take("p", &pod("e")), None);
-        assert_eq!(inv.take("other-pool", &pod("f")), None);
+        assert_eq!(inv.take("p", &pod("e"), &[]), None);
+        assert_eq!(inv.take("other-pool", &pod("f"), &[]), None);
     }
 
     #[test]
@@ -429,10 +549,10 @@ mod tests {
             "eni-a".into(),
             shared_eni("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"], t0),
         );
-        let a = inv.take("p", &pod("a")).expect("a");
+        let a = inv.take("p", &pod("a"), &[]).expect("a");
         inv.cool("uid-a");
         let later = t0 + Duration::from_secs(120);
-        let u = inv.usage("p", 9, 1, Duration::from_secs(60), later);
+        let u = inv.usage("p", &[], 9, 1, Duration::from_secs(60), later);
         assert_eq!((u.used, u.cooling, u.pending, u.releasable), (0, 1, 1, 2));
         assert_eq!(
             u.enis,
@@ -443,7 +563,7 @@ mod tests {
             }]
         );
         // A cooling unit is not handed out and not released.
-        let b = inv.take("p", &pod("b")).expect("b");
+        let b = inv.take("p", &pod("b"), &[]).expect("b");
         assert_ne!(a.address, b.address);
         let rel = inv.pick_release("p", 5, Duration::from_secs(60), later);
         assert!(
@@ -475,6 +595,37 @@ mod tests {
     }
 
     #[test]
+    fn hand_over_moves_only_the_predecessors_unit() {
+        let t0 = Instant::now();
+        let mut inv = Inventory::default();
+        inv.enis.insert(
+            "eni-a".into(),
+            shared_eni("eni-a", &["10.0.1.11", "10.0.1.12"], t0),
+        );
+        let old = pod("db-0");
+        let new = PodKey {
+            uid: "uid-db-0-new".into(),
+            ..old.clone()
+        };
+        let t = inv.take("p", &old, &[]).expect("take");
+        inv.cool(&old.uid);
+        let other = inv.take("p", &pod("x"), &[]).expect("x");
+        assert!(!inv.hand_over("eni-a", other.address, &old.uid, &new, false));
+        assert!(inv.hand_over("eni-a", t.address, &old.uid, &new, false));
+        assert_eq!(inv.held_by(&new.uid), Some(t.clone()));
+        assert_eq!(inv.held_by(&old.uid), None);
+        // The predecessor's late release frees nothing of its successor's.
+        inv.free(&old.uid, t0);
+        assert_eq!(inv.held_by(&new.uid), Some(t.clone()));
+        // Undone: back to cooling for the predecessor.
+        assert!(inv.hand_over("eni-a", t.address, &new.uid, &old, true));
+        assert!(matches!(&inv.enis["eni-a"].units[&t.address], Unit::Cooling(p) if *p == old));
+        // A unit already back in the pool is not handed over.
+        inv.free(&old.uid, t0);
+        assert!(!inv.hand_over("eni-a", t.address, &old.uid, &new, false));
+    }
+
+    #[test]
     fn index_allocation() {
         assert_eq!(free_device_index(&BTreeSet::from([0, 1, 3]), 4), Some(2));
         assert_eq!(free_device_index(&BTreeSet::from([0, 1, 2]), 3), None);
@@ -489,7 +640,7 @@ mod tests {
         let mut inv = Inventory::default();
         inv.enis
             .insert("eni-a".into(), shared_eni("eni-a", &["10.0.1.11"], t0));
-        let t = inv.take("p", &pod("a")).expect("take");
+        let t = inv.take("p", &pod("a"), &[]).expect("take");
         let a = inv
             .allocation(&t, Mode::SharedIp, Datapath::VethPolicyRouting)
             .expect("alloc");

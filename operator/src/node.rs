@@ -218,10 +218,25 @@ impl Node {
         self.state().inv.claim(eni, address, pod, cooling)
     }
 
+    /// See [`Inventory::hand_over`].
+    pub fn hand_over(
+        &self,
+        eni: &str,
+        address: Ipv4Addr,
+        from_uid: &str,
+        to: &PodKey,
+        cooling: bool,
+    ) -> bool {
+        self.state()
+            .inv
+            .hand_over(eni, address, from_uid, to, cooling)
+    }
+
     /// Takes a unit of `pool` for `pod`, or registers the pod as waiting and returns None.
-    pub fn take(&self, pool: &str, pod: &PodKey) -> Option<Taken> {
+    pub fn take(&self, settings: &PoolSettings, pod: &PodKey) -> Option<Taken> {
+        let pool = settings.name.as_str();
         let mut st = self.state();
-        match st.inv.take(pool, pod) {
+        match st.inv.take(pool, pod, &settings.security_groups) {
             Some(t) => {
                 if let Some(p) = st.pending.get_mut(pool) {
                     p.remove(&pod.uid);
@@ -252,10 +267,6 @@ impl Node {
         self.state()
             .inv
             .allocation(taken, settings.mode, settings.datapath)
-    }
-
-    pub fn cool(&self, uid: &str) {
-        self.state().inv.cool(uid);
     }
 
     pub fn free(&self, uid: &str) {
@@ -300,12 +311,22 @@ impl Node {
         if s.mode == Mode::Trunk && self.state().inv.trunk().is_none() {
             self.create_trunk(s, cloud).await?;
         }
+        // Warm ENIs made for the pool's old security groups go; the plan replaces them.
+        let stale = self.state().inv.stale_free(&s.name, &s.security_groups);
+        for eni in stale {
+            if let Some(rec) = self.state().inv.enis.get_mut(&eni.id) {
+                rec.units.clear();
+            }
+            info!(node = %self.name, pool = %s.name, eni = %eni.id, "deleting a free ENI with the pool's former security groups");
+            self.delete_eni(&eni, cloud).await?;
+        }
         let (limits, targets) = self.sizing(s);
         let usage = {
             let st = self.state();
             let pending = st.pending.get(&s.name).map_or(0, |p| p.len() as u32);
             let mut usage = st.inv.usage(
                 &s.name,
+                &s.security_groups,
                 limits.slots_per_eni,
                 pending,
                 s.release_delay,

@@ -94,6 +94,8 @@ pub enum NodesError {
     Node(#[from] crate::node::NodeError),
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
+    #[error("the PodNetwork watch stopped before it listed")]
+    Stopping,
 }
 
 impl NodesError {
@@ -101,6 +103,7 @@ impl NodesError {
         match self {
             NodesError::Node(e) => e.label(),
             NodesError::Kube(_) => "kube",
+            NodesError::Stopping => "stopping",
         }
     }
 }
@@ -141,6 +144,12 @@ async fn reconcile(op: &Ctx, k8s: &K8sNode) -> Result<(), NodesError> {
     let node = match op.node(&name) {
         Some(n) => n,
         None => {
+            // What the PodNetworks hold must be known before any unit of the node is
+            // handed out: a store still listing would make used units look free.
+            op.podnetworks
+                .wait_until_ready()
+                .await
+                .map_err(|_| NodesError::Stopping)?;
             let node =
                 Arc::new(Node::load(&name, instance, &op.cloud(), &op.pool_settings()).await?);
             claim_podnetworks(op, &node);
