@@ -171,6 +171,11 @@ impl Cluster {
         Ok(provider)
     }
 
+    /// Stops the in-process operators (a restart starts a new one).
+    pub fn stop_operators(&mut self) {
+        self.operators.clear();
+    }
+
     /// Starts a replica of the `eni-operator` binary (leader-elected) as a child process.
     pub fn spawn_operator(
         &self,

@@ -109,6 +109,9 @@ async fn units_in_use(bed: &Bed) -> Result<BTreeSet<(String, String)>, BedError>
         .collect())
 }
 
+/// A pod to create: name, node, labels.
+type PodSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// A pod that runs: its name, address and sandbox namespace.
 #[derive(Clone, Debug)]
 struct Running {
@@ -119,7 +122,7 @@ struct Running {
 
 async fn start_pods(
     bed: &Bed,
-    pods: &[(&str, &str, &[(&str, &str)])],
+    pods: &[PodSpec<'_>],
 ) -> Result<BTreeMap<String, Running>, BedError> {
     for (name, node, labels) in pods {
         bed.create_pod("default", name, node, labels).await?;
@@ -173,7 +176,7 @@ async fn connectivity() -> Result<(), Failed> {
             ("t1-0".to_string(), "t1"),
             ("t2-0".to_string(), "t2"),
         ]);
-        let refs: Vec<(&str, &str, &[(&str, &str)])> = spec
+        let refs: Vec<PodSpec<'_>> = spec
             .iter()
             .map(|(n, node)| (n.as_str(), *node, &[][..]))
             .collect();
@@ -407,8 +410,7 @@ async fn lifecycle() -> Result<(), Failed> {
             .await?;
         one_pool_per_mode(&bed).await?;
         let names = ["s1-0", "s1-1", "s1-2", "x1-0", "t1-0", "t1-1"];
-        let spec: Vec<(&str, &str, &[(&str, &str)])> =
-            names.iter().map(|n| (*n, &n[..2], &[][..])).collect();
+        let spec: Vec<PodSpec<'_>> = names.iter().map(|n| (*n, &n[..2], &[][..])).collect();
         let first = start_pods(&bed, &spec).await?;
         let first_units = units_in_use(&bed).await?;
         let mut failures = Vec::new();
@@ -664,7 +666,7 @@ async fn chaos() -> Result<(), Failed> {
         let secondaries: Vec<&String> = owned.iter().flat_map(|e| e.secondary.iter()).collect();
         let idle: Vec<&&String> = secondaries.iter().filter(|a| !used.contains(a.as_str())).collect();
         let status = kube::Api::<eni_crds::ENIPool>::all(bed.client.clone()).get("shared").await?;
-        let counted = status.status.as_ref().map(|s| s.addresses.clone()).unwrap_or_default();
+        let counted = status.status.as_ref().map(|s| s.addresses).unwrap_or_default();
         check(
             &format!(
                 "{} cloud addresses = shared pool's {} (used {}, warm {}, cooling {}); {} idle",

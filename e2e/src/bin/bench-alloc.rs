@@ -12,12 +12,15 @@
 //!    waits until the status shows that many warm addresses.
 //! 3. Warm: N new pods.
 //!
-//! Prints one JSON document, then a one-line summary.
+//! Each burst reports pods/s (first create to last network), how long creating the pods
+//! alone took (a warm burst is bound by it: the API server's create rate, not the
+//! operator), the per-pod allocation latency (create answered → PodNetwork seen), and the
+//! cloud calls made meanwhile. Prints one JSON document, then a one-line summary.
 //!
 //! Usage: `bench-alloc [--pods N] [--nodes N] [--quick]`
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     fs,
     time::{Duration, Instant},
 };
@@ -179,19 +182,23 @@ fn calls(c: &Cluster) -> (u64, u64, u64) {
         })
 }
 
-/// Resolves when `n` live PodNetworks named `prefix-*` exist, at the moment the last one
-/// is seen (a watch, so the bench does not load the API server with lists).
-async fn networks_ready(client: Client, prefix: String, n: usize) -> Result<Instant, BenchError> {
+/// When each of `n` live PodNetworks named `prefix-*` was first seen (a watch, so the
+/// bench does not load the API server with lists).
+async fn networks_ready(
+    client: Client,
+    prefix: String,
+    n: usize,
+) -> Result<HashMap<String, Instant>, BenchError> {
     let api: Api<PodNetwork> = Api::namespaced(client, NAMESPACE);
-    let mut seen = HashSet::new();
+    let mut seen = HashMap::new();
     let stream = watcher(api, watcher::Config::default()).applied_objects();
     let mut stream = std::pin::pin!(stream);
     while let Some(pn) = stream.try_next().await? {
         let name = pn.name_any();
         if name.starts_with(&prefix) && pn.metadata.deletion_timestamp.is_none() {
-            seen.insert(name);
+            seen.entry(name).or_insert_with(Instant::now);
             if seen.len() >= n {
-                return Ok(Instant::now());
+                return Ok(seen);
             }
         }
     }
@@ -201,9 +208,22 @@ async fn networks_ready(client: Client, prefix: String, n: usize) -> Result<Inst
     ))
 }
 
+/// The `q` quantile (0..=1) of `values`, nearest rank.
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
 struct Burst {
     seconds: f64,
     create_seconds: f64,
+    /// Per pod, from its create call's answer to its PodNetwork being seen (ms).
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
     mutating: u64,
     describes: u64,
     throttled: u64,
@@ -225,7 +245,7 @@ async fn burst(
     let (m0, d0, t0) = calls(c);
     let api: Api<Pod> = Api::namespaced(c.client.clone(), NAMESPACE);
     let started = Instant::now();
-    futures::stream::iter(0..pods)
+    let created = futures::stream::iter(0..pods)
         .map(|i| {
             let api = api.clone();
             let node = &nodes[i as usize % nodes.len()];
@@ -235,17 +255,27 @@ async fn burst(
                     "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
                 }))
                 .map_err(kube::Error::SerdeError)?;
-                api.create(&PostParams::default(), &pod).await
+                let created = api.create(&PostParams::default(), &pod).await?;
+                Ok::<_, kube::Error>((created.name_any(), Instant::now()))
             }
         })
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
     let create_seconds = started.elapsed().as_secs_f64();
-    let done = tokio::time::timeout(PHASE_TIMEOUT, ready)
+    let seen = tokio::time::timeout(PHASE_TIMEOUT, ready)
         .await
         .map_err(|_| BenchError::Timeout(PHASE_TIMEOUT, format!("{pods} networks for {prefix}-*")))?
         .map_err(|e| BenchError::Timeout(PHASE_TIMEOUT, format!("network watch task: {e}")))??;
+    let done = seen.values().max().copied().unwrap_or(started);
+    // The watch may show a network before the create call has answered: 0 then.
+    let mut latencies: Vec<f64> = created
+        .iter()
+        .filter_map(|(name, at)| {
+            let s = seen.get(name)?;
+            Some(s.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
     let (m1, d1, t1) = calls(c);
     if operator.has_exited() {
         return Err(BenchError::OperatorDied(operator.log_tail(30)));
@@ -253,6 +283,8 @@ async fn burst(
     Ok(Burst {
         seconds: done.duration_since(started).as_secs_f64(),
         create_seconds,
+        latency_p50_ms: quantile(&mut latencies, 0.5),
+        latency_p99_ms: quantile(&mut latencies, 0.99),
         mutating: m1 - m0,
         describes: d1 - d0,
         throttled: t1 - t0,
@@ -431,6 +463,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         json!({
             "seconds": round(b.seconds, 2),
             "pod_create_seconds": round(b.create_seconds, 2),
+            "allocation_latency_ms": {"p50": round(b.latency_p50_ms, 1), "p99": round(b.latency_p99_ms, 1)},
             "pods_per_second": round(pods / b.seconds, 1),
             "mutating_calls": b.mutating,
             "mutating_calls_per_100_pods": per100(b.mutating),
@@ -459,6 +492,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         },
         "warm": phase(&warm),
         "warm_over_cold_speedup": round(ratio, 2),
+        "warm_over_cold_p50_latency_speedup": round(cold.latency_p50_ms / warm.latency_p50_ms.max(0.1), 1),
         "operator_rss_kib": {
             "before_pods": rss_before,
             "at_podnetworks": rss_at,
@@ -472,13 +506,15 @@ async fn run(args: Args) -> Result<(), BenchError> {
         serde_json::to_string_pretty(&report).map_err(kube::Error::SerdeError)?
     );
     println!(
-        "bench-alloc: {} pods on {} nodes: cold {:.1} pods/s (bound {:.1}), warm {:.1} pods/s ({:.1}x); mutating calls per 100 pods: cold {}, warm {}; operator RSS {} MiB before pods, {} MiB at {} PodNetworks",
+        "bench-alloc: {} pods on {} nodes: cold {:.1} pods/s (bound {:.1}, p50 {:.0} ms), warm {:.1} pods/s ({:.1}x, p50 {:.0} ms); mutating calls per 100 pods: cold {}, warm {}; operator RSS {} MiB before pods, {} MiB at {} PodNetworks",
         args.pods,
         args.nodes,
         pods / cold.seconds,
         pods / bound.seconds,
+        cold.latency_p50_ms,
         pods / warm.seconds,
         ratio,
+        warm.latency_p50_ms,
         per100(cold.mutating),
         per100(warm.mutating),
         rss_before / 1024,
@@ -552,6 +588,15 @@ mod tests {
         for bad in ["--pods", "--pods 0", "--pods x", "--fast"] {
             assert!(args(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn quantiles() {
+        let mut v = vec![5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(quantile(&mut v, 0.5), 3.0);
+        assert_eq!(quantile(&mut v, 0.99), 5.0);
+        assert_eq!(quantile(&mut v, 0.0), 1.0);
+        assert_eq!(quantile(&mut [], 0.5), 0.0);
     }
 
     #[test]
