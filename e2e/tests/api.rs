@@ -224,7 +224,18 @@ async fn apply_twice(fx: Fixture) -> Result<(), Failed> {
 }
 
 async fn explain(fx: Fixture) -> Result<(), Failed> {
-    let out = kubectl(&fx, &["explain", "enipool.spec.warm"])?;
+    // The API server publishes a new CRD's OpenAPI schema a little after the CRD is
+    // Established (longer on a loaded machine); kubectl explain reads that schema.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let out = loop {
+        match kubectl(&fx, &["explain", "enipool.spec.warm"]) {
+            Ok(out) => break out,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     for needle in [
         "Warm-pool targets",
         "warmIPs",
