@@ -72,8 +72,14 @@ fn spawn(op: &Ctx, busy: &Arc<Mutex<HashSet<String>>>, node: K8sNode) {
     }
     let (op, busy) = (op.clone(), busy.clone());
     tokio::spawn(async move {
+        // Released however the handler ends (error, panic, timeout): a node must never
+        // stay marked busy, or no later event or resync would reach it.
+        let _done = Busy(busy, name.clone());
         let started = Instant::now();
-        let result = reconcile(&op, &node).await;
+        let result = match tokio::time::timeout(RECONCILE_TIMEOUT, reconcile(&op, &node)).await {
+            Ok(r) => r,
+            Err(_) => Err(NodesError::TimedOut(RECONCILE_TIMEOUT)),
+        };
         op.metrics.reconciled(
             "node",
             result.as_ref().err().map(|e| e.label()),
@@ -82,10 +88,24 @@ fn spawn(op: &Ctx, busy: &Arc<Mutex<HashSet<String>>>, node: K8sNode) {
         if let Err(e) = result {
             warn!(node = %name, error = %e, "node reconcile");
         }
-        if let Ok(mut b) = busy.lock() {
-            b.remove(&name);
-        }
     });
+}
+
+/// Longest a node handler may take; every step is idempotent, so the next event or
+/// resync simply starts over.
+const RECONCILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Longest a node handler waits for the PodNetwork store's first list.
+const STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Busy(Arc<Mutex<HashSet<String>>>, String);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.0.lock() {
+            b.remove(&self.1);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +116,8 @@ pub enum NodesError {
     Kube(#[from] kube::Error),
     #[error("the PodNetwork watch stopped before it listed")]
     Stopping,
+    #[error("node handler still running after {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl NodesError {
@@ -104,6 +126,7 @@ impl NodesError {
             NodesError::Node(e) => e.label(),
             NodesError::Kube(_) => "kube",
             NodesError::Stopping => "stopping",
+            NodesError::TimedOut(_) => "timeout",
         }
     }
 }
@@ -146,9 +169,9 @@ async fn reconcile(op: &Ctx, k8s: &K8sNode) -> Result<(), NodesError> {
         None => {
             // What the PodNetworks hold must be known before any unit of the node is
             // handed out: a store still listing would make used units look free.
-            op.podnetworks
-                .wait_until_ready()
+            tokio::time::timeout(STORE_WAIT, op.podnetworks.wait_until_ready())
                 .await
+                .map_err(|_| NodesError::TimedOut(STORE_WAIT))?
                 .map_err(|_| NodesError::Stopping)?;
             let node =
                 Arc::new(Node::load(&name, instance, &op.cloud(), &op.pool_settings()).await?);
