@@ -171,24 +171,9 @@ impl Inventory {
     /// Records that `pod` holds `address` of `eni_id` (rebuild from PodNetworks). Returns
     /// false if the unit is unknown or held by another pod.
     pub fn claim(&mut self, eni_id: &str, address: Ipv4Addr, pod: &PodKey, cooling: bool) -> bool {
-        let Some(unit) = self
-            .enis
-            .get_mut(eni_id)
-            .and_then(|e| e.units.get_mut(&address))
-        else {
-            return false;
-        };
-        match unit {
-            Unit::Used(p) | Unit::Cooling(p) if p.uid != pod.uid => false,
-            _ => {
-                *unit = if cooling {
-                    Unit::Cooling(pod.clone())
-                } else {
-                    Unit::Used(pod.clone())
-                };
-                true
-            }
-        }
+        self.reassign(eni_id, address, pod, cooling, |holder| {
+            holder.is_none_or(|p| p.uid == pod.uid)
+        })
     }
 
     /// Moves the unit `from_uid` holds (used or cooling) to `to`: a StatefulSet pod
@@ -202,6 +187,21 @@ impl Inventory {
         to: &PodKey,
         cooling: bool,
     ) -> bool {
+        self.reassign(eni_id, address, to, cooling, |holder| {
+            holder.is_some_and(|p| p.uid == from_uid)
+        })
+    }
+
+    /// Gives a unit to `pod` (used or cooling) if `allowed` accepts its current holder
+    /// (None when free); false, changing nothing, for an unknown unit or a refusal.
+    fn reassign(
+        &mut self,
+        eni_id: &str,
+        address: Ipv4Addr,
+        pod: &PodKey,
+        cooling: bool,
+        allowed: impl FnOnce(Option<&PodKey>) -> bool,
+    ) -> bool {
         let Some(unit) = self
             .enis
             .get_mut(eni_id)
@@ -209,17 +209,19 @@ impl Inventory {
         else {
             return false;
         };
-        match unit {
-            Unit::Used(p) | Unit::Cooling(p) if p.uid == from_uid => {
-                *unit = if cooling {
-                    Unit::Cooling(to.clone())
-                } else {
-                    Unit::Used(to.clone())
-                };
-                true
-            }
-            _ => false,
+        let holder = match unit {
+            Unit::Used(p) | Unit::Cooling(p) => Some(&*p),
+            Unit::Free { .. } => None,
+        };
+        if !allowed(holder) {
+            return false;
         }
+        *unit = if cooling {
+            Unit::Cooling(pod.clone())
+        } else {
+            Unit::Used(pod.clone())
+        };
+        true
     }
 
     /// Pod gone: its unit cools down.
