@@ -72,6 +72,20 @@ async fn wait_networks(
     .await
 }
 
+/// Waits until pool `p`'s status counts `total` used units; returns that status.
+async fn wait_used(c: &Cluster, total: usize) -> Result<eni_crds::ENIPoolStatus, ClusterError> {
+    c.wait_for(
+        &format!("pool status used={total}"),
+        Duration::from_secs(20),
+        || async {
+            Ok(pool_status(c, "p")
+                .await
+                .filter(|s| s.addresses.used as usize == total))
+        },
+    )
+    .await
+}
+
 fn assert_unique(pns: &[PodNetwork], mode: Mode) {
     let key = |p: &PodNetwork| match mode {
         Mode::SharedIp => p.spec.allocation.address.clone(),
@@ -170,17 +184,7 @@ async fn allocate_release_reuse(
     );
 
     // Status agrees with the cloud: every pod counted, every pod's ENI exists.
-    let st = c
-        .wait_for(
-            &format!("pool status used={total}"),
-            Duration::from_secs(20),
-            || async {
-                Ok(pool_status(&c, "p")
-                    .await
-                    .filter(|s| s.addresses.used as usize == total))
-            },
-        )
-        .await?;
+    let st = wait_used(&c, total).await?;
     assert_eq!(st.nodes, 3);
     let owned: BTreeSet<String> = c
         .sim
@@ -269,17 +273,7 @@ async fn allocate_release_reuse(
     assert_unique(&live, mode);
     let reused = again.iter().filter(|p| freed.contains(&unit(p))).count();
     assert!(reused > 0, "no released unit was reused");
-    let st = c
-        .wait_for(
-            "status used after reuse",
-            Duration::from_secs(20),
-            || async {
-                Ok(pool_status(&c, "p")
-                    .await
-                    .filter(|s| s.addresses.used as usize == total))
-            },
-        )
-        .await?;
+    let st = wait_used(&c, total).await?;
     let calls: u64 = c
         .sim
         .calls()
