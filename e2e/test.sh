@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eni-operator/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 start=$(date +%s)
 cargo fmt --all --check
+# No import circle between the operator's top-level modules.
+python3 .ci/check-imports operator/src
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The product binaries the end-to-end tests run as processes, built the way the tests
 # build them (eni_e2e::cluster::workspace_bins), so a build failure shows here.

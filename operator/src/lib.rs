@@ -1,18 +1,11 @@
 //! eni-operator: the cluster controller that gives pods VPC addresses from cloud ENIs.
 
-pub mod allocate;
 pub mod cloud;
+pub mod context;
+pub mod controllers;
+pub mod engine;
 pub mod finalizer;
-pub mod gc;
-pub mod inventory;
+pub mod keyed;
 pub mod metrics;
 pub mod node;
-pub mod nodes;
-pub mod operator;
-pub mod outcome;
-pub mod pool;
-pub mod release;
-pub mod selector;
-pub mod settings;
-pub mod status;
-pub mod sticky;
+pub mod run;

@@ -15,8 +15,9 @@ use eni_operator::{
         RateLimit,
         aws::{AwsProvider, AwsSettings, load_sdk_config},
     },
+    context::Config,
     metrics::{Metrics, serve},
-    operator::{Config, run},
+    run::run,
 };
 use futures::FutureExt;
 use kube_lease_manager::LeaseManagerBuilder;

@@ -17,8 +17,6 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::node::Node;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
     controller: &'static str,
@@ -142,12 +140,12 @@ impl Metrics {
         }
     }
 
-    pub fn observe_node(&self, node: &Node) {
+    pub fn observe_node(&self, node: &str, enis: usize) {
         self.node_enis
             .get_or_create(&NodeLabel {
-                node: node.name.clone(),
+                node: node.to_owned(),
             })
-            .set(node.inventory().enis.len() as i64);
+            .set(enis as i64);
     }
 
     pub fn collected(&self) {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::settings::PoolSettings;
+use super::settings::PoolSettings;
 
 pub type Labels = BTreeMap<String, String>;
 

@@ -1,180 +1,50 @@
 //! Allocation: a pod bound to a node gets a unit of its pool from the node's warm
 //! inventory and a PodNetwork that records it. A cloud call happens on this path only on
-//! a miss (the node's maintenance grows the pool while the pod waits).
+//! a miss (the node's maintenance grows the pool while the pod waits). A pool being
+//! deleted is no candidate: its units stay with the pods that have them.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     net::Ipv4Addr,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use eni_crds::{FINALIZER, PodNetwork, PodNetworkSpec};
-use futures::{Stream, StreamExt};
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use k8s_openapi::{
+    api::core::v1::Pod,
+    apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
+};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    api::{Patch, PatchParams},
     runtime::{
         events::{Event, EventType},
         reflector::ObjectRef,
-        watcher,
     },
 };
 use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
+    context::{Ctx, MANAGER},
+    engine::{
+        eni::PodKey,
+        inventory::Taken,
+        outcome::{self, Outcome},
+        selector::{self, Candidate},
+        settings::PoolSettings,
+        sticky,
+    },
     finalizer,
-    inventory::{PodKey, Taken},
+    keyed::Failure,
     node::Node,
-    operator::{Ctx, MANAGER},
-    outcome::{self, Outcome},
-    release,
-    selector::{self, Candidate},
-    settings::PoolSettings,
-    sticky,
 };
+
+use super::pods::{bound_node, delete_podnetwork, has_network};
 
 /// Label on every PodNetwork naming its node: agents watch only their own.
 pub const NODE_LABEL: &str = "eni-operator.io/node";
 pub const POOL_LABEL: &str = "eni-operator.io/pool";
-
-type InFlight = Arc<Mutex<HashSet<String>>>;
-
-pub async fn run(op: Ctx, events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>) {
-    let in_flight: InFlight = Arc::default();
-    let mut events = std::pin::pin!(events);
-    let mut tick = tokio::time::interval(op.config.resync);
-    loop {
-        tokio::select! {
-            ev = events.next() => match ev {
-                Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => on_pod(&op, &in_flight, p),
-                Some(Ok(watcher::Event::Delete(p))) => on_pod_deleted(&op, &p),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => warn!(error = %e, "pod watch"),
-                None => return,
-            },
-            _ = tick.tick() => sweep(&op, &in_flight),
-        }
-    }
-}
-
-fn bound_node(pod: &Pod) -> Option<&str> {
-    let spec = pod.spec.as_ref()?;
-    if spec.host_network == Some(true) || pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    if matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    ) {
-        return None;
-    }
-    spec.node_name.as_deref()
-}
-
-fn has_network(op: &Ctx, pod: &Pod) -> bool {
-    let key =
-        ObjectRef::<PodNetwork>::new(&pod.name_any()).within(&pod.namespace().unwrap_or_default());
-    op.podnetworks
-        .get(&key)
-        .is_some_and(|pn| Some(pn.spec.pod_uid.as_str()) == pod.metadata.uid.as_deref())
-}
-
-fn on_pod(op: &Ctx, in_flight: &InFlight, pod: Pod) {
-    if bound_node(&pod).is_none() || has_network(op, &pod) {
-        if pod.metadata.deletion_timestamp.is_some() {
-            on_pod_deleted(op, &pod);
-        }
-        return;
-    }
-    let uid = pod.uid().unwrap_or_default();
-    if let Ok(mut f) = in_flight.lock()
-        && !f.insert(uid.clone())
-    {
-        return;
-    }
-    let (op, in_flight) = (op.clone(), in_flight.clone());
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let result = allocate(&op, &pod).await;
-        let label = match &result {
-            Ok(Some(_)) => "ok",
-            Ok(None) => "skipped",
-            Err(e) => e.label(),
-        };
-        op.metrics.allocated(label, started.elapsed());
-        if let Err(e) = result {
-            warn!(pod = %pod.name_any(), error = %e, "allocation");
-        }
-        if let Ok(mut f) = in_flight.lock() {
-            f.remove(&uid);
-        }
-    });
-}
-
-/// The PodNetwork of a deleted pod goes too (there is no garbage collector to rely on);
-/// its finalizer then cools the address down.
-fn on_pod_deleted(op: &Ctx, pod: &Pod) {
-    let (op, name, ns, uid) = (
-        op.clone(),
-        pod.name_any(),
-        pod.namespace().unwrap_or_default(),
-        pod.uid(),
-    );
-    tokio::spawn(async move {
-        let key = ObjectRef::<PodNetwork>::new(&name).within(&ns);
-        let Some(pn) = op.podnetworks.get(&key) else {
-            return;
-        };
-        if Some(&pn.spec.pod_uid) != uid.as_ref() || pn.metadata.deletion_timestamp.is_some() {
-            return;
-        }
-        delete_podnetwork(&op, &pn).await;
-    });
-}
-
-async fn delete_podnetwork(op: &Ctx, pn: &PodNetwork) {
-    let api: Api<PodNetwork> =
-        Api::namespaced(op.client.clone(), &pn.namespace().unwrap_or_default());
-    let dp = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pn.uid(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&pn.name_any(), &dp).await {
-        Ok(_) => debug!(pod = %pn.name_any(), "PodNetwork of a deleted pod deleted"),
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-        Err(e) => warn!(pod = %pn.name_any(), error = %e, "deleting PodNetwork"),
-    }
-}
-
-/// Catches what events missed: bound pods without a network, networks without a pod.
-fn sweep(op: &Ctx, in_flight: &InFlight) {
-    if op.pods.state().is_empty() && op.podnetworks.state().is_empty() {
-        return;
-    }
-    for pod in op.pods.state() {
-        on_pod(op, in_flight, (*pod).clone());
-    }
-    for pn in op.podnetworks.state() {
-        if pn.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let key = ObjectRef::<Pod>::new(&pn.name_any()).within(&pn.namespace().unwrap_or_default());
-        let alive = op
-            .pods
-            .get(&key)
-            .is_some_and(|p| p.uid().as_deref() == Some(&pn.spec.pod_uid));
-        if !alive {
-            let (op, pn) = (op.clone(), pn.clone());
-            tokio::spawn(async move { delete_podnetwork(&op, &pn).await });
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
@@ -192,7 +62,7 @@ pub enum AllocateError {
     Kube(#[from] kube::Error),
 }
 
-impl AllocateError {
+impl Failure for AllocateError {
     fn label(&self) -> &'static str {
         match self {
             AllocateError::NodeNotReady(_) => "node_not_ready",
@@ -204,9 +74,9 @@ impl AllocateError {
 }
 
 /// The pool for a pod on a node, or None (with an event on the pod) when none matches.
-async fn pool_for(op: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
-    let settings = op.pool_settings();
-    let pools = op.pools.state();
+async fn pool_for(ctx: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
+    let settings = ctx.pool_settings();
+    let pools = ctx.pools();
     let candidates: Vec<Candidate> = pools
         .iter()
         .filter_map(|p| {
@@ -218,16 +88,8 @@ async fn pool_for(op: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
             })
         })
         .collect();
-    let node_labels = op
-        .k8s_nodes
-        .get(&ObjectRef::new(node))
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
-    let ns_labels = op
-        .namespaces
-        .get(&ObjectRef::new(&pod.namespace().unwrap_or_default()))
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
+    let node_labels = ctx.node_labels(node).unwrap_or_default();
+    let ns_labels = ctx.namespace_labels(&pod.namespace().unwrap_or_default());
     let chosen = selector::choose(&candidates, &node_labels, pod.labels(), &ns_labels).cloned();
     if chosen.is_none() {
         let event = Event {
@@ -239,21 +101,25 @@ async fn pool_for(op: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
             action: "Allocate".into(),
             secondary: None,
         };
-        if let Err(e) = op.recorder.publish(&event, &pod.object_ref(&())).await {
+        if let Err(e) = ctx.recorder().publish(&event, &pod.object_ref(&())).await {
             warn!(error = %e, "publishing event");
         }
     }
     chosen
 }
 
-async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateError> {
+pub(super) async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateError> {
     let Some(node_name) = bound_node(pod) else {
         return Ok(None);
     };
-    let Some(settings) = pool_for(op, pod, node_name).await else {
+    // Allocated meanwhile (a run scheduled before the PodNetwork reached the cache).
+    if has_network(ctx, pod) {
+        return Ok(None);
+    }
+    let Some(settings) = pool_for(ctx, pod, node_name).await else {
         return Ok(None);
     };
-    let node = op
+    let node = ctx
         .node(node_name)
         .ok_or_else(|| AllocateError::NodeNotReady(node_name.to_owned()))?;
     let key = PodKey {
@@ -261,8 +127,8 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
         name: pod.name_any(),
         uid: pod.uid().unwrap_or_default(),
     };
-    let api: Api<PodNetwork> = Api::namespaced(op.client.clone(), &key.namespace);
-    let taken = match existing(op, &api, &key).await? {
+    let api: Api<PodNetwork> = Api::namespaced(ctx.client().clone(), &key.namespace);
+    let taken = match existing(ctx, &api, &key).await? {
         // Written already (the cache had not seen it yet).
         Existing::Own(pn) => return Ok(Some(pn)),
         // The PodNetwork of a previous pod of this name is being released: its unit may
@@ -275,7 +141,7 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
                 return Ok(None);
             }
         },
-        Existing::None => match wait_for_unit(op, pod, &node, &settings, &key).await? {
+        Existing::None => match wait_for_unit(ctx, pod, &node, &settings, &key).await? {
             Some(t) => t,
             None => return Ok(None),
         },
@@ -314,11 +180,11 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
         block_owner_deletion: Some(false),
     }]);
     // Gone while it waited: nothing to write, the unit goes back.
-    if !alive(op, pod) {
+    if !alive(ctx, pod) {
         node.free(&key.uid);
         return Ok(None);
     }
-    let stored = write(op, &api, &pn).await;
+    let stored = write(ctx, &api, &pn).await;
     match stored {
         Ok(pn) => {
             info!(pod = %key.name, ns = %key.namespace, node = node_name, pool = %settings.name, address = %taken.address, "allocated");
@@ -332,9 +198,8 @@ async fn allocate(op: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateErr
     }
 }
 
-fn alive(op: &Ctx, pod: &Pod) -> bool {
-    op.pods
-        .get(&ObjectRef::from_obj(pod))
+fn alive(ctx: &Ctx, pod: &Pod) -> bool {
+    ctx.pod(&ObjectRef::from_obj(pod))
         .is_some_and(|p| p.uid() == pod.uid())
 }
 
@@ -346,7 +211,7 @@ enum Existing {
     Predecessor(PodNetwork),
 }
 
-async fn existing(op: &Ctx, api: &Api<PodNetwork>, key: &PodKey) -> Result<Existing, kube::Error> {
+async fn existing(ctx: &Ctx, api: &Api<PodNetwork>, key: &PodKey) -> Result<Existing, kube::Error> {
     let Some(found) = api.get_opt(&key.name).await? else {
         return Ok(Existing::None);
     };
@@ -359,14 +224,14 @@ async fn existing(op: &Ctx, api: &Api<PodNetwork>, key: &PodKey) -> Result<Exist
     // Still live. If this pod is the one the API holds now, the PodNetwork's pod is gone
     // (a name is unique): its release starts now rather than at the next sweep, so this
     // pod can take over or wait it out. A stale event of an older pod deletes nothing.
-    let current = Api::<Pod>::namespaced(op.client.clone(), &key.namespace)
+    let current = Api::<Pod>::namespaced(ctx.client().clone(), &key.namespace)
         .get_opt(&key.name)
         .await?
         .and_then(|p| p.metadata.uid);
     if current.as_deref() != Some(key.uid.as_str()) {
         return Ok(Existing::Predecessor(found));
     }
-    delete_podnetwork(op, &found).await;
+    delete_podnetwork(ctx, &found).await?;
     Ok(match api.get_opt(&key.name).await? {
         None => Existing::None,
         Some(pn) if pn.spec.pod_uid == key.uid => Existing::Own(pn),
@@ -395,7 +260,7 @@ async fn take_over(
     let only_ours = old.finalizers().iter().all(|f| f == FINALIZER);
     let eligible = sticky::hands_over(
         window,
-        release::since_deletion(deleted_at),
+        sticky::since_deletion(deleted_at, &Time(k8s_openapi::jiff::Timestamp::now())),
         old.spec.node_name == node.name,
         old.spec.pool == settings.name,
     );
@@ -426,13 +291,13 @@ async fn take_over(
 /// A unit from the node's warm inventory, waiting (and raising the node's demand) on a
 /// miss. None when the pod went away meanwhile.
 async fn wait_for_unit(
-    op: &Ctx,
+    ctx: &Ctx,
     pod: &Pod,
     node: &Node,
     settings: &PoolSettings,
     key: &PodKey,
 ) -> Result<Option<Taken>, AllocateError> {
-    let deadline = Instant::now() + op.config.allocation_timeout;
+    let deadline = Instant::now() + ctx.config().allocation_timeout;
     loop {
         // Register interest before looking, so a unit added in between is not missed.
         let added = node.capacity_added.notified();
@@ -445,11 +310,11 @@ async fn wait_for_unit(
             return Err(AllocateError::Timeout {
                 pool: settings.name.clone(),
                 node: node.name.clone(),
-                secs: op.config.allocation_timeout.as_secs(),
+                secs: ctx.config().allocation_timeout.as_secs(),
             });
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), added).await;
-        if !alive(op, pod) {
+        if !alive(ctx, pod) {
             node.forget_pending(&settings.name, &key.uid);
             return Ok(None);
         }
@@ -460,7 +325,7 @@ async fn wait_for_unit(
 /// landed: the PodNetwork is re-read until the API server answers, and only a definite
 /// "not stored" lets the caller free the unit; until then the unit stays claimed.
 async fn write(
-    op: &Ctx,
+    ctx: &Ctx,
     api: &Api<PodNetwork>,
     pn: &PodNetwork,
 ) -> Result<PodNetwork, kube::Error> {
@@ -497,7 +362,7 @@ async fn write(
             }
             Err(e) => {
                 warn!(pod = %name, error = %e, "re-reading an unanswered PodNetwork write");
-                delay = (delay * 2).min(op.config.resync);
+                delay = (delay * 2).min(ctx.config().resync);
             }
         }
     }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
 /// Label on the PodNetwork of a pod a StatefulSet owns (the pod cache may have lost the
 /// pod by the time its PodNetwork is released, a restarted operator surely has).
@@ -57,9 +57,22 @@ pub fn hands_over(
     same_node && same_pool && window.is_some_and(|w| since_deletion < w)
 }
 
+/// Time from the API server's `deleted_at` stamp to `now` (its clock; the local one
+/// only adds), zero if `now` is earlier.
+pub fn since_deletion(deleted_at: &Time, now: &Time) -> Duration {
+    Duration::from_secs((now.0.as_second() - deleted_at.0.as_second()).max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_deletion_counts_whole_seconds_and_never_goes_negative() {
+        let t = |s| Time(k8s_openapi::jiff::Timestamp::from_second(s).expect("time"));
+        assert_eq!(since_deletion(&t(100), &t(130)), Duration::from_secs(30));
+        assert_eq!(since_deletion(&t(100), &t(90)), Duration::ZERO);
+    }
 
     fn owner(api_version: &str, kind: &str) -> OwnerReference {
         OwnerReference {

@@ -1,0 +1,510 @@
+use std::time::Duration;
+
+use super::*;
+use crate::engine::{
+    eni::EniRecord,
+    settings::PoolSettings,
+    testkit::{
+        at_index, in_pool, in_subnet, inventory, m5_large, pod, prefix_eni, settings, shared_eni,
+        trunk_eni, whole_eni, with_groups,
+    },
+};
+
+struct Row {
+    name: &'static str,
+    pool: Pool,
+    enis: Vec<EniRecord>,
+    /// Pods holding units: `(pod, eni)`; cooling when the pod name starts with `c-`.
+    used: Vec<(&'static str, &'static str)>,
+    pending: u32,
+    exhausted: Vec<&'static str>,
+    trunk_pool: Option<&'static str>,
+    /// Seconds after the units became free.
+    at: u64,
+    want: Vec<Op>,
+}
+
+enum Pool {
+    Active(PoolSettings),
+    Draining(&'static str),
+}
+
+fn row(name: &'static str, pool: Pool, enis: Vec<EniRecord>, want: Vec<Op>) -> Row {
+    Row {
+        name,
+        pool,
+        enis,
+        used: Vec::new(),
+        pending: 0,
+        exhausted: Vec::new(),
+        trunk_pool: None,
+        at: 0,
+        want,
+    }
+}
+
+fn active(mode: Mode, f: impl FnOnce(&mut PoolSettings)) -> Pool {
+    let mut s = settings(mode);
+    f(&mut s);
+    Pool::Active(s)
+}
+
+fn del(id: &str) -> Op {
+    Op::DeleteEni { eni_id: id.into() }
+}
+
+fn assign(id: &str, slots: u32) -> Op {
+    Op::Assign {
+        eni_id: id.into(),
+        slots,
+    }
+}
+
+fn release(id: &str, units: &[&str]) -> Op {
+    Op::Release {
+        eni_id: id.into(),
+        units: units.iter().map(|u| u.parse().expect("ip")).collect(),
+    }
+}
+
+fn addrs(from: u8, n: u8) -> Vec<String> {
+    (from..from + n).map(|i| format!("10.0.1.{i}")).collect()
+}
+
+fn shared(id: &str, from: u8, n: u8, t0: Instant) -> EniRecord {
+    let a = addrs(from, n);
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    shared_eni(id, &refs, t0)
+}
+
+fn run(r: Row, t0: Instant) {
+    let mut inv = inventory(r.enis);
+    for (p, eni) in &r.used {
+        let unit = inv
+            .get(eni)
+            .and_then(|e| e.units().find(|(_, u)| u.is_free()).map(|(a, _)| *a))
+            .unwrap_or_else(|| panic!("{}: no free unit on {eni}", r.name));
+        assert!(
+            inv.claim(eni, unit, &pod(p), p.starts_with("c-")),
+            "{}",
+            r.name
+        );
+    }
+    let exhausted: BTreeSet<String> = r.exhausted.iter().map(|s| (*s).to_owned()).collect();
+    let state = match &r.pool {
+        Pool::Active(s) => PoolState::Active(s),
+        Pool::Draining(n) => PoolState::Draining(n),
+    };
+    let got = plan(&Input {
+        pool: state,
+        inventory: &inv,
+        instance: &m5_large(),
+        pending: r.pending,
+        exhausted: &exhausted,
+        trunk_pool: r.trunk_pool,
+        now: t0 + Duration::from_secs(r.at),
+    });
+    assert_eq!(got, r.want, "{}", r.name);
+}
+
+fn growth_rows(t0: Instant) -> Vec<Row> {
+    vec![
+        row(
+            "cold SharedIP node: one ENI created with its warm addresses",
+            active(Mode::SharedIp, |_| {}),
+            vec![],
+            vec![Op::CreateEni { slots: 2 }],
+        ),
+        row(
+            "cold Exclusive node: one ENI per warm unit",
+            active(Mode::Exclusive, |_| {}),
+            vec![],
+            vec![Op::CreateEni { slots: 1 }, Op::CreateEni { slots: 1 }],
+        ),
+        row(
+            "cold Trunk node: the trunk first, then members",
+            active(Mode::Trunk, |_| {}),
+            vec![],
+            vec![Op::CreateTrunk, Op::CreateMember, Op::CreateMember],
+        ),
+        row(
+            "trunk present: members only",
+            active(Mode::Trunk, |_| {}),
+            vec![trunk_eni("eni-t", "p", t0)],
+            vec![Op::CreateMember, Op::CreateMember],
+        ),
+        Row {
+            used: vec![("a", "eni-a"), ("b", "eni-a")],
+            ..row(
+                "used addresses: the ENI grows to used + warm",
+                active(Mode::SharedIp, |_| {}),
+                vec![shared("eni-a", 11, 2, t0)],
+                vec![assign("eni-a", 2)],
+            )
+        },
+        Row {
+            used: vec![("a", "eni-a"), ("b", "eni-a")],
+            exhausted: vec!["subnet-1"],
+            ..row(
+                "exhausted subnet: a new ENI instead of addresses that are not there",
+                active(Mode::SharedIp, |_| {}),
+                vec![shared("eni-a", 11, 2, t0)],
+                vec![Op::CreateEni { slots: 2 }],
+            )
+        },
+        Row {
+            pending: 10,
+            ..row(
+                "surge: pending pods raise demand at once",
+                active(Mode::SharedIp, |_| {}),
+                vec![shared("eni-a", 11, 2, t0)],
+                vec![assign("eni-a", 7), Op::CreateEni { slots: 3 }],
+            )
+        },
+        row(
+            "prefix delegation: 20 addresses are two /28 slots",
+            active(Mode::SharedIp, |s| {
+                s.prefix_delegation = true;
+                s.warm_units = 20
+            }),
+            vec![],
+            vec![Op::CreateEni { slots: 2 }],
+        ),
+        row(
+            "minIPs dominates warm",
+            active(Mode::SharedIp, |s| s.min_units = 12),
+            vec![],
+            vec![Op::CreateEni { slots: 9 }, Op::CreateEni { slots: 3 }],
+        ),
+        Row {
+            used: vec![
+                ("a", "eni-a"),
+                ("b", "eni-a"),
+                ("c", "eni-a"),
+                ("d", "eni-a"),
+            ],
+            ..row(
+                "maxIPs caps the target",
+                active(Mode::SharedIp, |s| {
+                    s.warm_units = 10;
+                    s.max_units = Some(6)
+                }),
+                vec![shared("eni-a", 11, 4, t0)],
+                vec![assign("eni-a", 2)],
+            )
+        },
+        row(
+            "maxENIs caps new ENIs: the full ENI stays alone",
+            active(Mode::SharedIp, |s| {
+                s.warm_units = 12;
+                s.max_enis = Some(1)
+            }),
+            vec![shared("eni-a", 11, 9, t0)],
+            vec![],
+        ),
+        row(
+            "instance limit: both pool ENIs full, nothing to add",
+            active(Mode::SharedIp, |s| s.warm_units = 20),
+            vec![
+                shared("eni-a", 11, 9, t0),
+                at_index(shared("eni-b", 21, 9, t0), 2),
+            ],
+            vec![],
+        ),
+        row(
+            "exclusive at the instance limit: two ENIs, warm 5",
+            active(Mode::Exclusive, |s| s.warm_units = 5),
+            vec![whole_eni("eni-a", "10.0.1.11", None, t0)],
+            vec![Op::CreateEni { slots: 1 }],
+        ),
+        Row {
+            used: vec![("c-a", "eni-a"), ("c-b", "eni-a")],
+            ..row(
+                "cooling (and sticky-held) units count as taken and are not released",
+                active(Mode::SharedIp, |s| s.warm_units = 0),
+                vec![shared("eni-a", 11, 2, t0)],
+                vec![],
+            )
+        },
+    ]
+}
+
+fn shrink_rows(t0: Instant) -> Vec<Row> {
+    vec![
+        Row {
+            at: 30,
+            ..row(
+                "idle excess kept until releaseDelay passed",
+                active(Mode::SharedIp, |s| {
+                    s.release_delay = Duration::from_secs(60)
+                }),
+                vec![shared("eni-a", 11, 6, t0)],
+                vec![],
+            )
+        },
+        Row {
+            at: 120,
+            ..row(
+                "idle excess released past releaseDelay, down to warm",
+                active(Mode::SharedIp, |s| {
+                    s.release_delay = Duration::from_secs(60)
+                }),
+                vec![shared("eni-a", 11, 6, t0)],
+                vec![release(
+                    "eni-a",
+                    &["10.0.1.11", "10.0.1.12", "10.0.1.13", "10.0.1.14"],
+                )],
+            )
+        },
+        row(
+            "releasing every address empties the ENI: it goes too",
+            active(Mode::SharedIp, |s| s.warm_units = 0),
+            vec![shared("eni-a", 11, 3, t0)],
+            vec![
+                release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"]),
+                del("eni-a"),
+            ],
+        ),
+        row(
+            "never released below minIPs",
+            active(Mode::SharedIp, |s| {
+                s.min_units = 8;
+                s.warm_units = 0
+            }),
+            vec![shared("eni-a", 11, 9, t0)],
+            vec![release("eni-a", &["10.0.1.11"])],
+        ),
+        row(
+            "whole ENIs released by deleting them",
+            active(Mode::Exclusive, |s| s.warm_units = 0),
+            vec![
+                whole_eni("eni-a", "10.0.1.11", None, t0),
+                at_index(whole_eni("eni-b", "10.0.1.12", None, t0), 2),
+            ],
+            vec![del("eni-a"), del("eni-b")],
+        ),
+        row(
+            "prefixes go back whole",
+            active(Mode::SharedIp, |s| {
+                s.prefix_delegation = true;
+                s.warm_units = 16
+            }),
+            vec![prefix_eni("eni-p", &["10.0.1.16/28", "10.0.1.32/28"], t0)],
+            vec![release("eni-p", &["10.0.1.16"])],
+        ),
+        Row {
+            used: vec![("a", "eni-p")],
+            ..row(
+                "a prefix with a pod stays",
+                active(Mode::SharedIp, |s| {
+                    s.prefix_delegation = true;
+                    s.warm_units = 0
+                }),
+                vec![prefix_eni("eni-p", &["10.0.1.16/28", "10.0.1.32/28"], t0)],
+                vec![release("eni-p", &["10.0.1.32"])],
+            )
+        },
+    ]
+}
+
+fn change_rows(t0: Instant) -> Vec<Row> {
+    let sg = |s: &mut PoolSettings| s.security_groups = vec!["sg-new".into()];
+    vec![
+        Row {
+            used: vec![("busy", "eni-busy")],
+            ..row(
+                "stale members: the free one goes, the busy one stays (its pod counts as demand), replacements come with the new groups",
+                active(Mode::Trunk, sg),
+                vec![
+                    trunk_eni("eni-t", "p", t0),
+                    with_groups(whole_eni("eni-busy", "10.0.1.12", Some(1), t0), &["sg-old"]),
+                    with_groups(whole_eni("eni-old", "10.0.1.11", Some(2), t0), &["sg-old"]),
+                ],
+                vec![
+                    del("eni-old"),
+                    Op::CreateMember,
+                    Op::CreateMember,
+                    Op::CreateMember,
+                ],
+            )
+        },
+        row(
+            "a pool without groups keeps whatever groups its ENIs have",
+            active(Mode::Exclusive, |s| s.warm_units = 1),
+            vec![with_groups(
+                whole_eni("eni-a", "10.0.1.11", None, t0),
+                &["sg-x"],
+            )],
+            vec![],
+        ),
+        Row {
+            used: vec![("a", "eni-a")],
+            ..row(
+                "mode SharedIP to Exclusive: free addresses drain at once, an Exclusive ENI comes",
+                active(Mode::Exclusive, |s| {
+                    s.warm_units = 1;
+                    s.release_delay = Duration::from_secs(3600)
+                }),
+                vec![shared("eni-a", 11, 3, t0)],
+                vec![
+                    release("eni-a", &["10.0.1.12", "10.0.1.13"]),
+                    Op::CreateEni { slots: 1 },
+                ],
+            )
+        },
+        row(
+            "subnets changed: the free ENI in the former subnet goes and its room is reused at once",
+            active(Mode::SharedIp, |s| s.subnet_ids = vec!["subnet-2".into()]),
+            vec![
+                shared("eni-a", 11, 3, t0),
+                at_index(in_subnet(shared("eni-b", 21, 3, t0), "subnet-9"), 2),
+            ],
+            vec![del("eni-a"), del("eni-b"), Op::CreateEni { slots: 2 }],
+        ),
+        row(
+            "mode Trunk to SharedIP: the trunk goes once no member is left",
+            active(Mode::SharedIp, |_| {}),
+            vec![
+                trunk_eni("eni-t", "p", t0),
+                whole_eni("eni-m", "10.0.1.11", Some(1), t0),
+            ],
+            vec![del("eni-m"), del("eni-t"), Op::CreateEni { slots: 2 }],
+        ),
+    ]
+}
+
+fn drain_rows(t0: Instant) -> Vec<Row> {
+    vec![
+        Row {
+            used: vec![("a", "eni-a")],
+            ..row(
+                "deleted SharedIP pool: used address stays, free ones go at once, an idle ENI goes",
+                Pool::Draining("p"),
+                vec![
+                    shared("eni-a", 11, 3, t0),
+                    at_index(shared("eni-b", 21, 2, t0), 2),
+                ],
+                vec![release("eni-a", &["10.0.1.12", "10.0.1.13"]), del("eni-b")],
+            )
+        },
+        Row {
+            used: vec![("a", "eni-p")],
+            ..row(
+                "deleted prefix pool: only prefixes without pods go",
+                Pool::Draining("p"),
+                vec![prefix_eni("eni-p", &["10.0.1.16/28", "10.0.1.32/28"], t0)],
+                vec![release("eni-p", &["10.0.1.32"])],
+            )
+        },
+        Row {
+            used: vec![("a", "eni-a"), ("c-b", "eni-b")],
+            ..row(
+                "deleted Exclusive pool: used and cooling ENIs stay, the warm one goes",
+                Pool::Draining("p"),
+                vec![
+                    whole_eni("eni-a", "10.0.1.11", None, t0),
+                    at_index(whole_eni("eni-b", "10.0.1.12", None, t0), 2),
+                    at_index(whole_eni("eni-c", "10.0.1.13", None, t0), 3),
+                ],
+                vec![del("eni-c")],
+            )
+        },
+        Row {
+            used: vec![("a", "eni-m1")],
+            ..row(
+                "deleted Trunk pool with a member in use: free members go, the trunk waits",
+                Pool::Draining("p"),
+                vec![
+                    trunk_eni("eni-t", "p", t0),
+                    whole_eni("eni-m1", "10.0.1.11", Some(1), t0),
+                    whole_eni("eni-m2", "10.0.1.12", Some(2), t0),
+                ],
+                vec![del("eni-m2")],
+            )
+        },
+        row(
+            "deleted Trunk pool, members all free: members first, then the trunk",
+            Pool::Draining("p"),
+            vec![
+                trunk_eni("eni-t", "p", t0),
+                whole_eni("eni-m1", "10.0.1.11", Some(1), t0),
+            ],
+            vec![del("eni-m1"), del("eni-t")],
+        ),
+        Row {
+            used: vec![("a", "eni-m1")],
+            ..row(
+                "deleted Trunk pool, a member of another pool on the trunk: the trunk stays",
+                Pool::Draining("p"),
+                vec![
+                    trunk_eni("eni-t", "p", t0),
+                    in_pool(whole_eni("eni-m1", "10.0.1.11", Some(1), t0), "q"),
+                ],
+                vec![],
+            )
+        },
+        Row {
+            trunk_pool: Some("q"),
+            ..row(
+                "deleted Trunk pool beside another trunk pool: the trunk passes to it",
+                Pool::Draining("p"),
+                vec![trunk_eni("eni-t", "p", t0)],
+                vec![Op::AdoptTrunk {
+                    eni_id: "eni-t".into(),
+                    pool: "q".into(),
+                }],
+            )
+        },
+        row(
+            "deleted pool ignores releaseDelay and targets",
+            Pool::Draining("p"),
+            vec![in_pool(shared("eni-a", 11, 2, t0), "p")],
+            vec![del("eni-a")],
+        ),
+        row(
+            "other pools' ENIs are not touched",
+            Pool::Draining("p"),
+            vec![in_pool(shared("eni-a", 11, 2, t0), "q")],
+            vec![],
+        ),
+    ]
+}
+
+#[test]
+fn growth() {
+    let t0 = Instant::now();
+    for r in growth_rows(t0) {
+        run(r, t0);
+    }
+}
+
+#[test]
+fn shrink() {
+    let t0 = Instant::now();
+    for r in shrink_rows(t0) {
+        run(r, t0);
+    }
+}
+
+#[test]
+fn pool_changes_drain_what_no_longer_fits() {
+    let t0 = Instant::now();
+    for r in change_rows(t0) {
+        run(r, t0);
+    }
+}
+
+#[test]
+fn deleted_pools_drain() {
+    let t0 = Instant::now();
+    for r in drain_rows(t0) {
+        run(r, t0);
+    }
+}
+
+#[test]
+fn pool_state_names_its_pool() {
+    let s = settings(Mode::SharedIp);
+    assert_eq!(PoolState::Active(&s).name(), "p");
+    assert_eq!(PoolState::Draining("gone").name(), "gone");
+}

@@ -1,0 +1,175 @@
+//! What goes back to the cloud: idle excess (longest free first, past the release
+//! delay) and everything that drains (a deleted pool's ENIs, ENIs that no longer fit a
+//! changed pool). Pure: the clock comes in as `now`.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
+
+use super::{
+    eni::{EniRecord, Role, Unit},
+    inventory::{Inventory, Taken},
+    plan::Op,
+    settings::PoolSettings,
+};
+
+/// Free units of pool `s` to release, longest-free first: single addresses, whole ENIs
+/// (Exclusive/Member) as their primary address, whole prefixes (by their first address)
+/// when every address of the prefix is free and idle. Only ENIs that serve the pool are
+/// considered; the others drain on their own.
+pub fn pick_release(inv: &Inventory, s: &PoolSettings, units: u32, now: Instant) -> Vec<Taken> {
+    let idle = |u: &Unit| matches!(u, Unit::Free { since } if now.duration_since(*since) >= s.release_delay);
+    let mut candidates: Vec<(Instant, Taken)> = Vec::new();
+    let serving = || {
+        inv.pool_enis(&s.name)
+            .filter(|e| *e.role() != Role::Trunk && e.serves(s))
+    };
+    for e in serving() {
+        let taken = |address| Taken {
+            eni_id: e.id().to_owned(),
+            address,
+        };
+        if !e.prefixes().is_empty() {
+            for p in e.prefixes() {
+                let all_idle = p
+                    .hosts()
+                    .chain([p.network(), p.broadcast()])
+                    .all(|a| e.unit(a).is_none_or(idle));
+                if all_idle {
+                    candidates.push((now, taken(p.network())));
+                }
+            }
+            continue;
+        }
+        for (addr, u) in e.units() {
+            if let Unit::Free { since } = u
+                && idle(u)
+            {
+                candidates.push((*since, taken(*addr)));
+            }
+        }
+    }
+    candidates.sort_by(|(a, x), (b, y)| (a, &x.eni_id, x.address).cmp(&(b, &y.eni_id, y.address)));
+    let per = if serving().any(|e| !e.prefixes().is_empty()) {
+        16
+    } else {
+        1
+    };
+    candidates
+        .into_iter()
+        .take((units / per) as usize)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// The operations that give picked units back: addresses and prefixes per SharedIP ENI
+/// (and the ENI itself once that empties it), whole ENIs deleted.
+pub fn release_ops(inv: &Inventory, picked: Vec<Taken>) -> Vec<Op> {
+    let mut by_eni: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    for t in picked {
+        by_eni.entry(t.eni_id).or_default().push(t.address);
+    }
+    let mut ops = Vec::new();
+    for (eni_id, units) in by_eni {
+        let Some(e) = inv.get(&eni_id) else {
+            continue;
+        };
+        match e.role() {
+            Role::Shared => {
+                let empties = covers_all(e, &units);
+                ops.push(Op::Release {
+                    eni_id: eni_id.clone(),
+                    units,
+                });
+                if empties {
+                    ops.push(Op::DeleteEni { eni_id });
+                }
+            }
+            Role::Exclusive | Role::Member { .. } => ops.push(Op::DeleteEni { eni_id }),
+            Role::Trunk => {}
+        }
+    }
+    ops
+}
+
+/// Whether releasing `units` (addresses, or prefixes by first address) leaves `e` empty.
+fn covers_all(e: &EniRecord, units: &[Ipv4Addr]) -> bool {
+    if e.prefixes().is_empty() {
+        e.units().all(|(a, _)| units.contains(a))
+    } else {
+        e.prefixes().iter().all(|p| units.contains(&p.network()))
+    }
+}
+
+/// Draining ENIs: what a pod uses stays; every free unit goes at once (no release
+/// delay, no warm target); an ENI goes as soon as nothing on it is in use. A trunk goes
+/// last, once no member is left on the node, unless `trunk_pool` (an active trunk pool
+/// of the node) takes it over.
+pub fn drain<'a>(
+    inv: &Inventory,
+    draining: impl Iterator<Item = &'a EniRecord>,
+    trunk_pool: Option<&str>,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut trunk = None;
+    for e in draining {
+        match e.role() {
+            Role::Trunk => trunk = Some(e),
+            _ if e.all_free() => ops.push(Op::DeleteEni {
+                eni_id: e.id().to_owned(),
+            }),
+            Role::Shared => {
+                let units = free_units(e);
+                if !units.is_empty() {
+                    ops.push(Op::Release {
+                        eni_id: e.id().to_owned(),
+                        units,
+                    });
+                }
+            }
+            Role::Exclusive | Role::Member { .. } => {}
+        }
+    }
+    if let Some(t) = trunk {
+        match trunk_pool {
+            Some(pool) => ops.push(Op::AdoptTrunk {
+                eni_id: t.id().to_owned(),
+                pool: pool.to_owned(),
+            }),
+            None => {
+                let deleted = |id: &str| {
+                    ops.iter()
+                        .any(|op| matches!(op, Op::DeleteEni { eni_id } if eni_id == id))
+                };
+                let members_left = inv
+                    .enis()
+                    .any(|m| matches!(m.role(), Role::Member { .. }) && !deleted(m.id()));
+                if !members_left {
+                    ops.push(Op::DeleteEni {
+                        eni_id: t.id().to_owned(),
+                    });
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// The free units of a SharedIP ENI that can go: free addresses, or prefixes whose
+/// every address is free.
+fn free_units(e: &EniRecord) -> Vec<Ipv4Addr> {
+    if e.prefixes().is_empty() {
+        return e
+            .units()
+            .filter(|(_, u)| u.is_free())
+            .map(|(a, _)| *a)
+            .collect();
+    }
+    e.prefixes()
+        .iter()
+        .filter(|p| {
+            p.hosts()
+                .chain([p.network(), p.broadcast()])
+                .all(|a| e.unit(a).is_none_or(Unit::is_free))
+        })
+        .map(|p| p.network())
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! Warm-pool sizing: from a pool's targets, the node's limits and its current use, what
+//! the node should hold, computed in one step, and the cloud steps to get there.
+//!
+//! Units are what a pod takes: addresses in SharedIP (a /28 prefix is one slot of 16
+//! addresses), ENIs in Exclusive, member ENIs in Trunk. Pure: no clock, no I/O.
+
+use eni_crds::Mode;
+
+use crate::cloud::InstanceLimits;
+
+use super::{eni::Role, inventory::Inventory, settings::PoolSettings};
+
+/// What the node's pool holds right now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Per ENI of the pool on this node: slots held and slots it may hold.
+    pub enis: Vec<EniFill>,
+    /// Units serving pods.
+    pub used: u32,
+    /// Units released by pods that are still cooling down.
+    pub cooling: u32,
+    /// Pods bound to the node waiting for a unit (surge).
+    pub pending: u32,
+    /// Free units that have been free longer than the release delay.
+    pub releasable: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EniFill {
+    pub eni_id: String,
+    /// Slots held (secondary addresses, or prefixes).
+    pub held: u32,
+    /// Slots the ENI may hold.
+    pub capacity: u32,
+}
+
+/// The room the node and pool leave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Units a slot gives (1 address, or 16 for a /28 prefix; 1 ENI).
+    pub units_per_slot: u32,
+    /// Slots a new ENI may hold (SharedIP: addresses per ENI minus its primary).
+    pub slots_per_eni: u32,
+    /// ENIs (or member ENIs) the pool may still add on this node: instance limit minus
+    /// what is attached, capped by the pool's maxENIs.
+    pub eni_room: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Targets {
+    pub min: u32,
+    pub warm: u32,
+    pub max: Option<u32>,
+}
+
+/// One cloud step. Assigns fill existing ENIs first; a new ENI gets its slots in the
+/// create call itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Assign {
+        eni_id: String,
+        slots: u32,
+    },
+    CreateEni {
+        slots: u32,
+    },
+    /// Release this many free units (the caller picks which: long-free first, never a
+    /// cooling or used one).
+    Release {
+        units: u32,
+    },
+}
+
+/// Units the node should hold: enough for the pods using or cooling them and the pending
+/// ones plus `warm` free, at least `min`, never above `max` or what the node can hold.
+pub fn target(t: Targets, usage: &Usage, limits: Limits) -> u32 {
+    let demand = usage.used + usage.cooling + usage.pending;
+    let want = (demand + t.warm).max(t.min);
+    let held_slots: u32 = usage.enis.iter().map(|e| e.held).sum();
+    let free_slots: u32 = usage
+        .enis
+        .iter()
+        .map(|e| e.capacity.saturating_sub(e.held))
+        .sum();
+    let room_slots = free_slots + limits.eni_room * limits.slots_per_eni;
+    let capacity = (held_slots + room_slots) * limits.units_per_slot;
+    let mut target = want.min(capacity);
+    if let Some(max) = t.max {
+        target = target.min(max);
+    }
+    target
+}
+
+/// The steps that move the node from what it holds to `target`.
+pub fn plan(t: Targets, usage: &Usage, limits: Limits) -> Vec<Step> {
+    let goal = target(t, usage, limits);
+    let held: u32 = usage.enis.iter().map(|e| e.held).sum::<u32>() * limits.units_per_slot;
+    if goal > held {
+        grow(goal - held, usage, limits)
+    } else {
+        // Shrink only what has idled past the release delay, and never below the target:
+        // held - goal is the excess; releasable bounds it.
+        let units = (held - goal).min(usage.releasable);
+        // Whole slots only (a prefix goes back as a whole).
+        let units = units - units % limits.units_per_slot;
+        if units == 0 {
+            Vec::new()
+        } else {
+            vec![Step::Release { units }]
+        }
+    }
+}
+
+fn grow(units: u32, usage: &Usage, limits: Limits) -> Vec<Step> {
+    let mut slots = units.div_ceil(limits.units_per_slot.max(1));
+    let mut steps = Vec::new();
+    // Fill the fullest ENIs first: it packs pods so whole ENIs can be released later.
+    let mut enis: Vec<&EniFill> = usage.enis.iter().filter(|e| e.capacity > e.held).collect();
+    enis.sort_by(|a, b| b.held.cmp(&a.held).then_with(|| a.eni_id.cmp(&b.eni_id)));
+    for e in enis {
+        if slots == 0 {
+            break;
+        }
+        let n = slots.min(e.capacity - e.held);
+        steps.push(Step::Assign {
+            eni_id: e.eni_id.clone(),
+            slots: n,
+        });
+        slots -= n;
+    }
+    for _ in 0..limits.eni_room {
+        if slots == 0 {
+            break;
+        }
+        let n = slots.min(limits.slots_per_eni);
+        steps.push(Step::CreateEni { slots: n });
+        slots -= n;
+    }
+    steps
+}
+
+/// The pool's targets in units.
+pub fn targets(s: &PoolSettings) -> Targets {
+    Targets {
+        min: s.min_units,
+        warm: s.warm_units,
+        max: s.max_units,
+    }
+}
+
+/// The room pool `s` has on a node of `instance` limits holding `inv`.
+pub fn limits(s: &PoolSettings, instance: &InstanceLimits, inv: &Inventory) -> Limits {
+    let pool_enis = inv
+        .pool_enis(&s.name)
+        .filter(|e| *e.role() != Role::Trunk)
+        .count() as u32;
+    let pool_cap = s.max_enis.unwrap_or(u32::MAX).saturating_sub(pool_enis);
+    // The instance's own ENI (index 0) is not a pool's.
+    let attached = inv.device_indexes().len() as u32 + 1;
+    let eni_room = instance.max_enis.saturating_sub(attached).min(pool_cap);
+    match s.mode {
+        Mode::SharedIp => Limits {
+            units_per_slot: if s.prefix_delegation { 16 } else { 1 },
+            slots_per_eni: instance.ipv4_per_eni.saturating_sub(1),
+            eni_room,
+        },
+        Mode::Exclusive => Limits {
+            units_per_slot: 1,
+            slots_per_eni: 1,
+            eni_room,
+        },
+        Mode::Trunk => Limits {
+            units_per_slot: 1,
+            slots_per_eni: 1,
+            eni_room: instance
+                .branch_enis_per_trunk
+                .saturating_sub(inv.vlan_ids().len() as u32)
+                .min(pool_cap),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;

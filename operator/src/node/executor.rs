@@ -1,0 +1,382 @@
+//! Carries a maintenance plan out: each planned operation becomes provider calls, and
+//! its result is recorded in the inventory. Units leave the inventory before the call
+//! that gives them back (no pod can get them meanwhile) and come back if the call fails;
+//! an ENI that fails to attach or associate is deleted again.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use eni_crds::Mode;
+use tracing::{info, warn};
+
+use crate::{
+    cloud::{
+        AddressAssignment, AddressRelease, AssociateTrunkRequest, CloudError, CreateEniRequest,
+        Eni, EniKind, EniQuery, EniStatus, InitialAddresses, Ownership, Subnet, SubnetQuery, Tags,
+        tags,
+    },
+    engine::{
+        eni::{EniRecord, Role},
+        plan::{Op, PoolState},
+        settings::PoolSettings,
+        subnets::{self, RankError},
+    },
+};
+
+use super::{Cloud, Node, NodeError};
+
+pub(super) struct Executor<'a> {
+    pub node: &'a Node,
+    pub cloud: &'a Cloud<'a>,
+}
+
+impl Executor<'_> {
+    /// Runs `ops` in order; the first failure ends the pass (the next pass re-plans).
+    pub async fn run(&self, pool: PoolState<'_>, ops: Vec<Op>) -> Result<(), NodeError> {
+        for op in ops {
+            let s = match pool {
+                PoolState::Active(s) => Some(s),
+                PoolState::Draining(_) => None,
+            };
+            match (op, s) {
+                (Op::AdoptTrunk { eni_id, pool }, _) => self.adopt_trunk(&eni_id, &pool).await?,
+                (Op::DeleteEni { eni_id }, _) => self.delete_idle(&eni_id).await?,
+                (Op::Release { eni_id, units }, _) => {
+                    self.release(pool.name(), &eni_id, &units).await?
+                }
+                (Op::CreateTrunk, Some(s)) => self.create_trunk(s).await?,
+                (Op::Assign { eni_id, slots }, Some(s)) => self.assign(s, &eni_id, slots).await?,
+                (Op::CreateEni { slots }, Some(s)) => self.create_eni(s, slots).await?,
+                (Op::CreateMember, Some(s)) => self.create_member(s).await?,
+                // Growth of a draining pool: never planned.
+                (_, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn adopt_trunk(&self, eni_id: &str, pool: &str) -> Result<(), NodeError> {
+        let tags = Tags::from([(tags::POOL.to_owned(), pool.to_owned())]);
+        self.cloud
+            .provider
+            .tag_resources(&[eni_id.to_owned()], &tags)
+            .await?;
+        self.node.update(|inv| inv.set_pool(eni_id, pool));
+        info!(node = %self.node.name, eni = %eni_id, %pool, "trunk ENI passed to another trunk pool");
+        Ok(())
+    }
+
+    /// Deletes an ENI unless a pod took a unit of it since the plan was made.
+    async fn delete_idle(&self, eni_id: &str) -> Result<(), NodeError> {
+        let Some(rec) = self.node.read(|inv| inv.get(eni_id).cloned()) else {
+            return Ok(());
+        };
+        if !self.node.update(|inv| inv.take_out_all(eni_id)) {
+            return Ok(());
+        }
+        info!(node = %self.node.name, pool = %rec.pool(), eni = %eni_id, "deleting an ENI that holds nothing in use");
+        self.delete(&rec).await.inspect_err(|_| {
+            // Still there: its units are free again (the next pass retries).
+            self.node.update(|inv| inv.insert(rec.clone()));
+        })
+    }
+
+    /// Gives free units of a SharedIP ENI back.
+    async fn release(&self, pool: &str, eni_id: &str, units: &[Ipv4Addr]) -> Result<(), NodeError> {
+        let out = self.node.update(|inv| inv.take_out(eni_id, units));
+        if out.is_empty() {
+            return Ok(());
+        }
+        let req = if out.prefixes.is_empty() {
+            AddressRelease::Ips(out.ips.clone())
+        } else {
+            AddressRelease::Prefixes(out.prefixes.clone())
+        };
+        if let Err(e) = self.cloud.provider.unassign_addresses(eni_id, &req).await {
+            self.node
+                .update(|inv| inv.put_back(eni_id, &out, Instant::now()));
+            self.node.capacity_added.notify_waiters();
+            return Err(e.into());
+        }
+        info!(node = %self.node.name, %pool, eni = %eni_id, released = out.ips.len() + out.prefixes.len(), "released free units");
+        Ok(())
+    }
+
+    async fn assign(&self, s: &PoolSettings, eni_id: &str, slots: u32) -> Result<(), NodeError> {
+        let req = if s.prefix_delegation {
+            AddressAssignment::PrefixCount(slots)
+        } else {
+            AddressAssignment::IpCount(slots)
+        };
+        let got = match self.cloud.provider.assign_addresses(eni_id, &req).await {
+            Err(e @ CloudError::SubnetExhausted { .. }) => {
+                let subnet = self
+                    .node
+                    .read(|inv| inv.get(eni_id).map(|e| e.subnet_id().to_owned()));
+                if let Some(subnet) = subnet {
+                    self.cloud.subnets.mark(&subnet, Instant::now());
+                }
+                return Err(e.into());
+            }
+            other => other?,
+        };
+        self.node
+            .update(|inv| inv.add_addresses(eni_id, &got.ips, &got.prefixes, Instant::now()));
+        self.node.capacity_added.notify_waiters();
+        Ok(())
+    }
+
+    /// Creates an ENI in the best subnet that still has room, moving on when one is
+    /// exhausted.
+    async fn create_in_subnets(
+        &self,
+        s: &PoolSettings,
+        kind: EniKind,
+        initial: Option<InitialAddresses>,
+    ) -> Result<(Eni, Subnet), NodeError> {
+        let node = self.node;
+        let az = &node.instance.availability_zone;
+        let query = if s.subnet_ids.is_empty() {
+            SubnetQuery::Tagged(s.subnet_tags.clone())
+        } else {
+            SubnetQuery::Ids(s.subnet_ids.clone())
+        };
+        let found = self.cloud.provider.describe_subnets(&query).await?;
+        let exhausted = |pool: &str| NodeError::SubnetsExhausted {
+            pool: pool.to_owned(),
+            az: az.clone(),
+        };
+        let ranked = subnets::rank(s, az, found, &self.cloud.subnets.exhausted(Instant::now()))
+            .map_err(|e| match e {
+                RankError::NoSubnet => NodeError::NoSubnet {
+                    pool: s.name.clone(),
+                    az: az.clone(),
+                },
+                RankError::Exhausted => exhausted(&s.name),
+            })?;
+        for subnet in ranked {
+            let req = CreateEniRequest {
+                subnet_id: subnet.id.clone(),
+                security_groups: s.security_groups.clone(),
+                description: format!("eni-operator {} {} {}", s.name, node.name, kind_name(kind)),
+                kind,
+                owner: Ownership {
+                    pool: s.name.clone(),
+                    node: Some(node.name.clone()),
+                    instance_id: Some(node.instance.id.clone()),
+                },
+                tags: s.tags.clone(),
+                initial_addresses: initial,
+                client_token: client_token(&node.name),
+            };
+            match self.cloud.provider.create_eni(&req).await {
+                Ok(eni) => return Ok((eni, subnet)),
+                Err(CloudError::SubnetExhausted { .. }) => {
+                    warn!(subnet = %subnet.id, pool = %s.name, "subnet exhausted; trying the next");
+                    self.cloud.subnets.mark(&subnet.id, Instant::now());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(exhausted(&s.name))
+    }
+
+    /// Creates an ENI (with its first addresses in the same call), attaches it and waits
+    /// until it is in use before pods may get it.
+    async fn create_eni(&self, s: &PoolSettings, slots: u32) -> Result<(), NodeError> {
+        let initial = match s.mode {
+            Mode::SharedIp if s.prefix_delegation => Some(InitialAddresses::Prefixes(slots)),
+            Mode::SharedIp => Some(InitialAddresses::Ips(slots)),
+            _ => None,
+        };
+        let (eni, subnet) = self
+            .create_in_subnets(s, EniKind::Standard, initial)
+            .await?;
+        let role = if s.mode == Mode::Exclusive {
+            Role::Exclusive
+        } else {
+            Role::Shared
+        };
+        self.attach_and_record(s, eni, subnet, role).await?;
+        self.node.capacity_added.notify_waiters();
+        Ok(())
+    }
+
+    async fn create_trunk(&self, s: &PoolSettings) -> Result<(), NodeError> {
+        if !self.node.limits.trunking_supported {
+            return Err(NodeError::NoTrunking(
+                self.node.instance.instance_type.clone(),
+            ));
+        }
+        let (eni, subnet) = self.create_in_subnets(s, EniKind::Trunk, None).await?;
+        let id = eni.id.clone();
+        self.attach_and_record(s, eni, subnet, Role::Trunk).await?;
+        info!(node = %self.node.name, trunk = %id, "trunk ENI ready");
+        Ok(())
+    }
+
+    async fn attach_and_record(
+        &self,
+        s: &PoolSettings,
+        eni: Eni,
+        subnet: Subnet,
+        role: Role,
+    ) -> Result<(), NodeError> {
+        let attachment = self.attach(&eni).await?;
+        let rec = EniRecord::new(
+            &eni,
+            s.name.clone(),
+            role,
+            &subnet,
+            Some(attachment),
+            Instant::now(),
+        );
+        self.node.update(|inv| inv.insert(rec));
+        Ok(())
+    }
+
+    async fn attach(&self, eni: &Eni) -> Result<(String, u32), NodeError> {
+        let p = self.cloud.provider;
+        let index = self
+            .node
+            .read(|inv| inv.free_device_index(self.node.limits.max_enis));
+        let Some(index) = index else {
+            // Nothing may be left behind: the new ENI goes again.
+            p.delete_eni(&eni.id).await?;
+            return Err(NodeError::NoRoom("device index"));
+        };
+        let attachment_id = match p.attach_eni(&eni.id, &self.node.instance.id, index).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Err(del) = p.delete_eni(&eni.id).await {
+                    warn!(eni = %eni.id, error = %del, "deleting an ENI that failed to attach; the collector will");
+                }
+                return Err(e.into());
+            }
+        };
+        self.wait_status(&eni.id, EniStatus::InUse).await?;
+        Ok((attachment_id, index))
+    }
+
+    async fn create_member(&self, s: &PoolSettings) -> Result<(), NodeError> {
+        let (trunk_id, vlan) = self.node.read(|inv| {
+            (
+                inv.trunk().map(|t| t.id().to_owned()),
+                inv.free_vlan(self.node.limits.branch_enis_per_trunk),
+            )
+        });
+        let trunk_id = trunk_id.ok_or(NodeError::NoRoom("trunk ENI"))?;
+        let vlan_id = vlan.ok_or(NodeError::NoRoom("VLAN id"))?;
+        let (eni, subnet) = self.create_in_subnets(s, EniKind::Branch, None).await?;
+        let req = AssociateTrunkRequest {
+            trunk_eni_id: trunk_id,
+            branch_eni_id: eni.id.clone(),
+            vlan_id,
+            client_token: client_token(&self.node.name),
+        };
+        let assoc = match self.cloud.provider.associate_trunk(&req).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Err(del) = self.cloud.provider.delete_eni(&eni.id).await {
+                    warn!(eni = %eni.id, error = %del, "deleting a member that failed to associate; the collector will");
+                }
+                return Err(e.into());
+            }
+        };
+        let role = Role::Member {
+            vlan_id: assoc.vlan_id,
+            association_id: assoc.id,
+        };
+        let rec = EniRecord::new(&eni, s.name.clone(), role, &subnet, None, Instant::now());
+        self.node.update(|inv| inv.insert(rec));
+        self.node.capacity_added.notify_waiters();
+        Ok(())
+    }
+
+    /// Node deleted: every ENI goes, members before the trunk they ride on.
+    pub async fn teardown(&self) -> Result<(), NodeError> {
+        let mut enis: Vec<EniRecord> = self.node.read(|inv| inv.enis().cloned().collect());
+        enis.sort_by_key(|e| *e.role() == Role::Trunk);
+        for eni in enis {
+            self.delete(&eni).await?;
+        }
+        info!(node = %self.node.name, "node's ENIs released");
+        Ok(())
+    }
+
+    /// Detaches (or disassociates) and deletes an ENI, then forgets it.
+    async fn delete(&self, eni: &EniRecord) -> Result<(), NodeError> {
+        let p = self.cloud.provider;
+        let gone = |r: Result<(), CloudError>| match r {
+            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(NodeError::from(e)),
+        };
+        match eni.role() {
+            Role::Member { association_id, .. } => gone(
+                p.disassociate_trunk(association_id, &client_token(&self.node.name))
+                    .await,
+            )?,
+            _ => {
+                if let Some((attachment_id, _)) = eni.attachment() {
+                    gone(p.detach_eni(attachment_id, false).await)?;
+                    self.wait_status(eni.id(), EniStatus::Available).await?;
+                }
+            }
+        }
+        gone(p.delete_eni(eni.id()).await)?;
+        self.node.update(|inv| inv.remove(eni.id()));
+        Ok(())
+    }
+
+    async fn wait_status(&self, eni_id: &str, want: EniStatus) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.cloud.attach_timeout;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let enis = self
+                .cloud
+                .provider
+                .list_enis(&EniQuery::Ids(vec![eni_id.to_owned()]))
+                .await;
+            match enis {
+                Ok(enis) if enis.iter().any(|e| e.status == want) => return Ok(()),
+                Ok(enis) if enis.is_empty() && want == EniStatus::Available => return Ok(()),
+                // Describe may lag behind a create (eventual consistency).
+                Ok(_) | Err(CloudError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if Instant::now() > deadline {
+                return Err(NodeError::NotReady(eni_id.to_owned(), status_name(&want)));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+}
+
+fn kind_name(kind: EniKind) -> &'static str {
+    match kind {
+        EniKind::Standard => "eni",
+        EniKind::Trunk => "trunk",
+        EniKind::Branch => "member",
+    }
+}
+
+fn status_name(s: &EniStatus) -> &'static str {
+    match s {
+        EniStatus::InUse => "in-use",
+        EniStatus::Available => "available",
+        _ => "other",
+    }
+}
+
+/// A fresh idempotency token for one logical cloud mutation (retries reuse it inside the
+/// provider).
+fn client_token(node: &str) -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    let mut t = format!("eni-{node}-{n:016x}");
+    t.truncate(64);
+    t
+}

@@ -1,0 +1,242 @@
+//! One node as the operator sees it: its instance, its inventory behind a short,
+//! synchronous lock (never held across a cloud call, so a pod is served from warm
+//! capacity while an ENI is still attaching), the pods waiting for a unit, and each
+//! pool's health. Maintenance plans a pass with the engine and has the executor carry
+//! it out, one pass at a time per node (one ENI create/attach in flight per node, as
+//! the clouds prefer).
+
+mod executor;
+mod load;
+mod subnets;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+use tracing::debug;
+
+pub use subnets::SubnetCache;
+
+use crate::{
+    cloud::{CloudError, CloudProvider, Instance, InstanceLimits},
+    engine::{
+        eni::PodKey,
+        inventory::{Inventory, PoolCounts, Taken},
+        plan::{self, PoolState},
+        settings::PoolSettings,
+        status::PoolHealth,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cloud: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("no subnet of pool {pool} in {az} has free addresses")]
+    SubnetsExhausted { pool: String, az: String },
+    #[error("pool {pool} selects no subnet in {az}")]
+    NoSubnet { pool: String, az: String },
+    #[error("ENI {0} did not reach state {1} in time")]
+    NotReady(String, &'static str),
+    #[error("instance type {0} does not support trunking")]
+    NoTrunking(String),
+    #[error("no free {0} on the instance")]
+    NoRoom(&'static str),
+}
+
+impl NodeError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            NodeError::Cloud(e) => e.kind(),
+            NodeError::SubnetsExhausted { .. } => "subnet_exhausted",
+            NodeError::NoSubnet { .. } => "no_subnet",
+            NodeError::NotReady(..) => "not_ready",
+            NodeError::NoTrunking(_) => "no_trunking",
+            NodeError::NoRoom(_) => "no_room",
+        }
+    }
+}
+
+struct State {
+    inv: Inventory,
+    /// Pods waiting for a unit, per pool (surge demand).
+    pending: BTreeMap<String, BTreeSet<String>>,
+    health: BTreeMap<String, PoolHealth>,
+}
+
+pub struct Node {
+    pub name: String,
+    pub instance: Instance,
+    pub limits: InstanceLimits,
+    state: Mutex<State>,
+    maint: tokio::sync::Mutex<()>,
+    /// Signalled when units were added (pods waiting for one retry).
+    pub capacity_added: Notify,
+    /// Signalled when maintenance should run soon.
+    pub kick: Notify,
+}
+
+/// Shared handle.
+pub type NodeRef = Arc<Node>;
+
+/// Everything a node needs from the outside for maintenance.
+pub struct Cloud<'a> {
+    pub provider: &'a dyn CloudProvider,
+    pub subnets: &'a SubnetCache,
+    /// How long to wait for an ENI to attach.
+    pub attach_timeout: Duration,
+}
+
+impl Node {
+    fn new(name: &str, instance: Instance, limits: InstanceLimits, inv: Inventory) -> Node {
+        Node {
+            name: name.to_owned(),
+            instance,
+            limits,
+            state: Mutex::new(State {
+                inv,
+                pending: BTreeMap::new(),
+                health: BTreeMap::new(),
+            }),
+            maint: tokio::sync::Mutex::new(()),
+            capacity_added: Notify::new(),
+            kick: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update under the lock is one inventory method, which leaves consistent
+        // data even if it panicked half-way through a loop: a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the inventory under the lock (keep `f` short: no I/O).
+    pub fn read<T>(&self, f: impl FnOnce(&Inventory) -> T) -> T {
+        f(&self.state().inv)
+    }
+
+    fn update<T>(&self, f: impl FnOnce(&mut Inventory) -> T) -> T {
+        f(&mut self.state().inv)
+    }
+
+    /// Marks `pod` as holding `address` of `eni` (from its PodNetwork).
+    pub fn claim(&self, eni: &str, address: Ipv4Addr, pod: &PodKey, cooling: bool) -> bool {
+        self.update(|inv| inv.claim(eni, address, pod, cooling))
+    }
+
+    /// See [`Inventory::hand_over`].
+    pub fn hand_over(
+        &self,
+        eni: &str,
+        address: Ipv4Addr,
+        from_uid: &str,
+        to: &PodKey,
+        cooling: bool,
+    ) -> bool {
+        self.update(|inv| inv.hand_over(eni, address, from_uid, to, cooling))
+    }
+
+    /// Takes a unit of `settings`' pool for `pod`, or registers the pod as waiting and
+    /// returns None.
+    pub fn take(&self, settings: &PoolSettings, pod: &PodKey) -> Option<Taken> {
+        let pool = settings.name.as_str();
+        let mut st = self.state();
+        let taken = st.inv.take(settings, pod);
+        let waiting = st.pending.entry(pool.to_owned()).or_default();
+        match &taken {
+            Some(_) => waiting.remove(&pod.uid),
+            None => waiting.insert(pod.uid.clone()),
+        };
+        taken
+    }
+
+    pub fn forget_pending(&self, pool: &str, uid: &str) {
+        if let Some(p) = self.state().pending.get_mut(pool) {
+            p.remove(uid);
+        }
+    }
+
+    pub fn allocation(
+        &self,
+        taken: &Taken,
+        settings: &PoolSettings,
+    ) -> Option<eni_crds::Allocation> {
+        self.read(|inv| inv.allocation(taken, settings.mode, settings.datapath))
+    }
+
+    pub fn free(&self, uid: &str) {
+        self.update(|inv| inv.free(uid, Instant::now()));
+        self.capacity_added.notify_waiters();
+    }
+
+    pub fn counts(&self, pool: &str) -> PoolCounts {
+        self.read(|inv| inv.counts(pool))
+    }
+
+    pub fn eni_count(&self) -> usize {
+        self.read(Inventory::len)
+    }
+
+    /// Pools with ENIs on this node.
+    pub fn pools(&self) -> BTreeSet<String> {
+        self.read(Inventory::pools)
+    }
+
+    pub fn health(&self, pool: &str) -> PoolHealth {
+        self.state().health.get(pool).cloned().unwrap_or_default()
+    }
+
+    /// One maintenance pass for a pool: plan from a snapshot of the inventory, then
+    /// carry the plan out. An active pool grows to its target or releases idle excess; a
+    /// draining one gives back everything no pod uses. `trunk_pool` names an active trunk
+    /// pool of the node other than this one.
+    pub async fn maintain(
+        &self,
+        pool: PoolState<'_>,
+        trunk_pool: Option<&str>,
+        cloud: &Cloud<'_>,
+    ) -> Result<(), NodeError> {
+        let _one_at_a_time = self.maint.lock().await;
+        let now = Instant::now();
+        let ops = {
+            let st = self.state();
+            let pending = st.pending.get(pool.name()).map_or(0, |p| p.len() as u32);
+            plan::plan(&plan::Input {
+                pool,
+                inventory: &st.inv,
+                instance: &self.limits,
+                pending,
+                exhausted: &cloud.subnets.exhausted(now),
+                trunk_pool,
+                now,
+            })
+        };
+        if !ops.is_empty() {
+            debug!(node = %self.name, pool = %pool.name(), ?ops, "maintenance");
+        }
+        let result = executor::Executor { node: self, cloud }
+            .run(pool, ops)
+            .await;
+        let mut st = self.state();
+        let h = st.health.entry(pool.name().to_owned()).or_default();
+        h.subnet_exhausted = matches!(
+            result,
+            Err(NodeError::SubnetsExhausted { .. }
+                | NodeError::Cloud(CloudError::SubnetExhausted { .. }))
+        );
+        h.throttled = matches!(result, Err(NodeError::Cloud(CloudError::Throttled { .. })));
+        h.last_error = result.as_ref().err().map(|e| e.to_string());
+        result
+    }
+
+    /// Node deleted: every ENI the operator owns on it goes back to the cloud, members
+    /// before the trunk they ride on.
+    pub async fn teardown(&self, cloud: &Cloud<'_>) -> Result<(), NodeError> {
+        let _one_at_a_time = self.maint.lock().await;
+        executor::Executor { node: self, cloud }.teardown().await
+    }
+}
