@@ -1,0 +1,319 @@
+//! One node's load and maintenance (plan + executor) against vpc-sim in process, through
+//! the AWS provider, without an API server: warm targets per mode, release, draining of
+//! a deleted pool, subnet exhaustion, faults and throttling.
+
+#[allow(dead_code)]
+mod support;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use eni_crds::{Datapath, Mode, SubnetPolicy};
+use eni_operator::{
+    cloud::{Backoff, CloudProvider, EniQuery},
+    engine::{eni::PodKey, inventory::PoolCounts, plan::PoolState, settings::PoolSettings},
+    node::{Cloud, Node, NodeError, SubnetCache},
+};
+use support::{Fixture, generous_rate, quick_backoff, vpc_sim::VpcSim};
+use vpc_sim::behaviour::SimConfig;
+
+struct Bed {
+    sim: VpcSim,
+    fx: Fixture,
+    provider: Arc<dyn CloudProvider>,
+    subnets: SubnetCache,
+}
+
+impl Bed {
+    async fn start(instance_type: &str) -> Bed {
+        Bed::with_backoff(instance_type, quick_backoff()).await
+    }
+
+    async fn with_backoff(instance_type: &str, backoff: Backoff) -> Bed {
+        let sim = VpcSim::start(SimConfig::instant()).await;
+        let fx = sim.fixture(instance_type, "pods-a").await;
+        let (provider, _registry) = support::provider(&fx, generous_rate(), backoff).await;
+        Bed {
+            sim,
+            fx,
+            provider,
+            subnets: SubnetCache::default(),
+        }
+    }
+
+    fn cloud(&self) -> Cloud<'_> {
+        Cloud {
+            provider: self.provider.as_ref(),
+            subnets: &self.subnets,
+            attach_timeout: Duration::from_secs(10),
+        }
+    }
+
+    async fn load(&self, s: &PoolSettings) -> Node {
+        let modes = BTreeMap::from([(s.name.clone(), s.mode)]);
+        Node::load("node-1", &self.fx.instance_id, &self.cloud(), &modes)
+            .await
+            .expect("load node")
+    }
+
+    async fn maintain(&self, node: &Node, s: &PoolSettings) -> Result<(), NodeError> {
+        node.maintain(PoolState::Active(s), None, &self.cloud())
+            .await
+    }
+
+    async fn drain(&self, node: &Node, pool: &str) -> Result<(), NodeError> {
+        node.maintain(PoolState::Draining(pool), None, &self.cloud()).await
+    }
+
+    /// ENIs the cloud holds of `pool`, with their secondary addresses and prefixes.
+    async fn cloud_enis(&self, pool: &str) -> (usize, usize) {
+        let enis = self
+            .provider
+            .list_enis(&EniQuery::Owned {
+                pool: Some(pool.to_owned()),
+                node: None,
+                instance_id: None,
+            })
+            .await
+            .expect("list");
+        let addrs = enis
+            .iter()
+            .map(|e| e.secondary_ips.len() + e.prefixes.len())
+            .sum();
+        (enis.len(), addrs)
+    }
+
+    fn creates(&self) -> u64 {
+        self.sim.counters("CreateNetworkInterface").calls
+    }
+}
+
+fn pool(name: &str, mode: Mode, warm: u32) -> PoolSettings {
+    PoolSettings {
+        name: name.into(),
+        mode,
+        priority: 0,
+        min_units: 0,
+        warm_units: warm,
+        max_units: None,
+        max_enis: None,
+        release_delay: Duration::ZERO,
+        cooldown: Duration::from_secs(1),
+        prefix_delegation: false,
+        datapath: Datapath::default(),
+        subnet_ids: Vec::new(),
+        subnet_tags: BTreeMap::from([("eni-operator.io/pods".to_owned(), "true".to_owned())]),
+        subnet_policy: SubnetPolicy::default(),
+        security_groups: Vec::new(),
+        tags: BTreeMap::new(),
+        sticky_release_after: None,
+    }
+}
+
+fn pod(n: &str) -> PodKey {
+    PodKey {
+        namespace: "default".into(),
+        name: n.into(),
+        uid: format!("uid-{n}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_reaches_warm_targets_per_mode() {
+    // (mode, warm, ENIs the pool holds then: trunk + members in Trunk, warm units once a
+    // pod took one: m5.large has room for two Exclusive ENIs)
+    for (mode, warm, enis, warm_after) in [
+        (Mode::SharedIp, 4, 1, 4),
+        (Mode::Exclusive, 2, 2, 1),
+        (Mode::Trunk, 3, 4, 3),
+    ] {
+        let bed = Bed::start("m5.large").await;
+        let s = pool("warm", mode, warm);
+        let node = bed.load(&s).await;
+        bed.maintain(&node, &s).await.expect("maintain");
+        let c = node.counts("warm");
+        assert_eq!((c.enis, c.warm, c.used), (enis, warm, 0), "{mode:?}: {c:?}");
+        assert_eq!(bed.cloud_enis("warm").await.0, enis as usize, "{mode:?}");
+        // At its target: a second pass asks nothing of the cloud.
+        let creates = bed.creates();
+        bed.maintain(&node, &s).await.expect("maintain again");
+        assert_eq!(bed.creates(), creates, "{mode:?}: nothing to add");
+        // A pod takes a unit: the next pass tops the warm units up again.
+        let taken = node.take(&s, &pod("a")).expect("a unit");
+        assert!(node.allocation(&taken, &s).is_some());
+        bed.maintain(&node, &s).await.expect("top up");
+        let c = node.counts("warm");
+        assert_eq!((c.used, c.warm), (1, warm_after), "{mode:?}: {c:?}");
+        // A restarted operator finds the same ENIs, and the pod's unit once claimed.
+        let reloaded = bed.load(&s).await;
+        assert_eq!(
+            reloaded.counts("warm").enis,
+            node.counts("warm").enis,
+            "{mode:?}"
+        );
+        assert!(reloaded.claim(&taken.eni_id, taken.address, &pod("a"), false));
+        assert_eq!(reloaded.counts("warm"), node.counts("warm"), "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_excess_goes_back_to_the_cloud() {
+    let bed = Bed::start("m5.large").await;
+    let mut s = pool("shrink", Mode::SharedIp, 6);
+    let node = bed.load(&s).await;
+    bed.maintain(&node, &s).await.expect("grow");
+    assert_eq!(bed.cloud_enis("shrink").await, (1, 6));
+    s.warm_units = 2;
+    bed.maintain(&node, &s).await.expect("shrink");
+    assert_eq!(node.counts("shrink").total, 2);
+    assert_eq!(
+        bed.cloud_enis("shrink").await,
+        (1, 2),
+        "released in the cloud too"
+    );
+    s.warm_units = 0;
+    bed.maintain(&node, &s).await.expect("shrink to nothing");
+    assert_eq!(
+        bed.cloud_enis("shrink").await,
+        (0, 0),
+        "an emptied ENI goes"
+    );
+    assert_eq!(node.counts("shrink"), PoolCounts::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pool_drains_around_the_pods_that_use_it() {
+    for (mode, warm) in [(Mode::SharedIp, 4), (Mode::Exclusive, 2), (Mode::Trunk, 2)] {
+        let bed = Bed::start("m5.large").await;
+        let s = pool("gone", mode, warm);
+        let node = bed.load(&s).await;
+        bed.maintain(&node, &s).await.expect("warm up");
+        node.take(&s, &pod("a")).expect("a unit");
+        bed.drain(&node, "gone").await.expect("drain");
+        let c = node.counts("gone");
+        assert_eq!(
+            (c.used, c.warm),
+            (1, 0),
+            "{mode:?}: the pod keeps its unit, nothing warm: {c:?}"
+        );
+        assert_eq!(
+            node.take(&s, &pod("b")),
+            None,
+            "{mode:?}: nothing left for a new pod"
+        );
+        let (enis, _) = bed.cloud_enis("gone").await;
+        assert_eq!(
+            enis,
+            if mode == Mode::Trunk { 2 } else { 1 },
+            "{mode:?}: only what the pod uses"
+        );
+        node.free("uid-a");
+        bed.drain(&node, "gone").await.expect("drain the rest");
+        assert_eq!(
+            bed.cloud_enis("gone").await,
+            (0, 0),
+            "{mode:?}: nothing of the pool left"
+        );
+        assert_eq!(node.counts("gone"), PoolCounts::default(), "{mode:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_subnet_is_skipped_for_the_next() {
+    let bed = Bed::start("m5.large").await;
+    let tiny = bed.sim.subnet_id(&bed.fx, "tiny-a").await;
+    let roomy = bed.fx.subnet_id.clone();
+    // tiny-a has 11 usable addresses: one ENI of 1 + 9, then nothing.
+    let mut s = pool("ordered", Mode::SharedIp, 15);
+    s.subnet_ids = vec![tiny.clone(), roomy.clone()];
+    s.subnet_policy = SubnetPolicy::Ordered;
+    let node = bed.load(&s).await;
+    bed.maintain(&node, &s).await.expect("grow across subnets");
+    assert_eq!(node.counts("ordered").warm, 15);
+    assert!(!node.health("ordered").subnet_exhausted);
+
+    let mut only_tiny = pool("tiny", Mode::SharedIp, 9);
+    only_tiny.subnet_ids = vec![tiny];
+    let bed2 = Bed::start("m5.large").await;
+    let tiny2 = bed2.sim.subnet_id(&bed2.fx, "tiny-a").await;
+    only_tiny.subnet_ids = vec![tiny2];
+    let node = bed2.load(&only_tiny).await;
+    bed2.maintain(&node, &only_tiny)
+        .await
+        .expect("one ENI fits");
+    only_tiny.warm_units = 15;
+    let err = bed2
+        .maintain(&node, &only_tiny)
+        .await
+        .expect_err("no room left");
+    assert!(
+        matches!(
+            err,
+            NodeError::SubnetsExhausted { .. } | NodeError::Cloud(_)
+        ),
+        "{err}"
+    );
+    assert!(
+        node.health("tiny").subnet_exhausted,
+        "{:?}",
+        node.health("tiny")
+    );
+    assert_eq!(node.counts("tiny").total, 9, "what was there stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attach_leaves_nothing_behind() {
+    let bed = Bed::start("m5.large").await;
+    let s = pool("faulty", Mode::Exclusive, 1);
+    let node = bed.load(&s).await;
+    bed.sim
+        .sim()
+        .update_config(&serde_json::json!({"faults": {
+            "error_probability": 1.0,
+            "actions": ["AttachNetworkInterface"],
+        }}))
+        .expect("faults on");
+    let err = bed.maintain(&node, &s).await.expect_err("attach fails");
+    assert!(node.health("faulty").last_error.is_some(), "{err}");
+    assert_eq!(
+        bed.cloud_enis("faulty").await,
+        (0, 0),
+        "the created ENI went again"
+    );
+    assert_eq!(node.counts("faulty").enis, 0);
+    bed.sim
+        .sim()
+        .update_config(&serde_json::json!({"faults": {"error_probability": 0.0}}))
+        .expect("faults off");
+    bed.maintain(&node, &s).await.expect("recovers");
+    assert_eq!(node.counts("faulty").warm, 1);
+    assert!(node.health("faulty").last_error.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_shows_in_the_pools_health() {
+    let impatient = Backoff {
+        min_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        max_retries: 2,
+        max_total_delay: Duration::from_millis(200),
+    };
+    let bed = Bed::with_backoff("m5.large", impatient).await;
+    let s = pool("busy", Mode::SharedIp, 2);
+    let node = bed.load(&s).await;
+    bed.sim
+        .sim()
+        .update_config(
+            &serde_json::json!({"rate_limits": {"mutate": {"capacity": 0, "refill_per_sec": 0.0}}}),
+        )
+        .expect("throttle");
+    // Every mutation is refused: the retries run out and the pass fails throttled.
+    let err = bed.maintain(&node, &s).await.expect_err("throttled");
+    assert!(node.health("busy").throttled, "{err}");
+    bed.sim
+        .sim()
+        .update_config(&serde_json::json!({"rate_limits": {"mutate": {"capacity": 1000, "refill_per_sec": 1000.0}}}))
+        .expect("unthrottle");
+    bed.maintain(&node, &s).await.expect("recovers");
+    assert!(!node.health("busy").throttled);
+    assert_eq!(node.counts("busy").warm, 2);
+}
