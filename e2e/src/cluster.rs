@@ -13,8 +13,9 @@ use std::{
 use eni_crds::PodNetwork;
 use eni_operator::{
     cloud::{CloudProvider, RateLimit},
+    context::Config,
     metrics::Metrics,
-    operator::{self, Config},
+    run,
 };
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -154,7 +155,7 @@ impl Cluster {
             Arc::new(self.sim.provider(&self.name, rate, &mut registry).await);
         let client = self.cp.client_as(Identity::Admin).await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(operator::run(
+        let task = tokio::spawn(run::run(
             client,
             provider.clone(),
             Config {

@@ -10,7 +10,7 @@ use std::{
 
 use eni_crds::{ENIPool, Mode, PodNetwork};
 use eni_e2e::cluster::{Cluster, ClusterError, fast_cloud};
-use eni_operator::{cloud::RateLimit, operator::Config, sticky::STATEFUL_LABEL};
+use eni_operator::{cloud::RateLimit, context::Config, engine::sticky::STATEFUL_LABEL};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{Event, Node, Pod},
@@ -839,4 +839,180 @@ async fn statefulset_pod_gets_its_address_back_across_a_restart() {
     assert_eq!(live.len(), 7);
     assert_unique(&live, Mode::SharedIp);
     assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
+}
+
+/// ENIs of `pool` in the cloud and the addresses they hold (primary, secondaries, and
+/// 16 per prefix).
+fn pool_in_cloud(c: &Cluster, pool: &str) -> (usize, usize) {
+    c.sim.sim().with_state(|d| {
+        let enis: Vec<_> = d
+            .state
+            .enis
+            .values()
+            .filter(|e| {
+                e.tags.get("eni-operator.io/cluster") == Some(&c.name)
+                    && e.tags.get("eni-operator.io/pool").map(String::as_str) == Some(pool)
+            })
+            .collect();
+        let addrs = enis
+            .iter()
+            .map(|e| 1 + e.secondary_ips.len() + 16 * e.prefixes.len())
+            .sum();
+        (enis.len(), addrs)
+    })
+}
+
+/// Deleting a pool with running pods: the pods keep their units and PodNetworks, no new
+/// pod gets one, warm units go at once; once the pods go, so does everything of the pool
+/// in the cloud, and then the ENIPool object.
+async fn pool_deletion_drains(
+    mode: Mode,
+    instance_type: &str,
+    extra: &str,
+) -> Result<(), ClusterError> {
+    let mode_name = match mode {
+        Mode::SharedIp => "SharedIP",
+        Mode::Exclusive => "Exclusive",
+        Mode::Trunk => "Trunk",
+    };
+    let mut c = Cluster::start(fast_cloud()).await?;
+    let sg = c.sim.group_id("default")?;
+    c.apply_yaml(&pool_yaml("p", mode_name, "a", &extra.replace("SG", &sg)))
+        .await?;
+    c.add_node("n1", instance_type, &[("pool", "a")]).await?;
+    c.start_operator(config(), rate(100, 100)).await?;
+    c.create_pods("default", "d", 3, "n1", &[]).await?;
+    let before = wait_networks(&c, "d", 3, Duration::from_secs(60)).await?;
+    let pools: Api<ENIPool> = Api::all(c.client.clone());
+    c.wait_for("finalizer on the pool", Duration::from_secs(20), || async {
+        let p = pools.get("p").await?;
+        Ok(p.finalizers()
+            .iter()
+            .any(|f| f == eni_crds::FINALIZER)
+            .then_some(()))
+    })
+    .await?;
+    // Warm stock beyond the pods' units exists before the deletion.
+    let (_, warm_addrs) = c
+        .wait_for("warm units", Duration::from_secs(20), || async {
+            let held = pool_in_cloud(&c, "p");
+            Ok(pool_status(&c, "p")
+                .await
+                .filter(|s| s.addresses.used == 3 && s.addresses.warm > 0)
+                .map(|_| held))
+        })
+        .await?;
+
+    pools.delete("p", &DeleteParams::default()).await?;
+    let deleted = Instant::now();
+    let status = c
+        .wait_for("Deleting condition", Duration::from_secs(20), || async {
+            Ok(pool_status(&c, "p").await.filter(|s| {
+                s.conditions
+                    .iter()
+                    .any(|k| k.type_ == "Deleting" && k.status == "True")
+            }))
+        })
+        .await?;
+    // What the pods use stays: for each pod its address (and its ENI's primary).
+    let in_use = match mode {
+        Mode::SharedIp => (1, 1 + 3),
+        Mode::Exclusive => (3, 3),
+        Mode::Trunk => (4, 4),
+    };
+    c.wait_for("warm units given back", Duration::from_secs(30), || async {
+        Ok((pool_in_cloud(&c, "p") == in_use).then_some(()))
+    })
+    .await?;
+    let warm_drained = deleted.elapsed();
+    let after = wait_networks(&c, "d", 3, Duration::from_secs(5)).await?;
+    for (name, pn) in &before {
+        assert_eq!(
+            after.get(name).map(|p| &p.spec.allocation),
+            Some(&pn.spec.allocation),
+            "{name} keeps its unit"
+        );
+    }
+    // A new pod gets nothing of the deleted pool.
+    c.create_pods("default", "late", 1, "n1", &[]).await?;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    c.wait_for(
+        "NoENIPool for the late pod",
+        Duration::from_secs(20),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("NoENIPool")
+                        && e.involved_object.name.as_deref() == Some("late-0")
+                })
+                .map(drop))
+        },
+    )
+    .await?;
+    assert!(
+        !c.podnetworks()
+            .await?
+            .iter()
+            .any(|p| p.name_any() == "late-0"),
+        "a deleted pool gave a new pod a unit"
+    );
+
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    for i in 0..3 {
+        pods.delete(&format!("d-{i}"), &DeleteParams::default())
+            .await?;
+    }
+    let pods_gone = Instant::now();
+    c.wait_for("ENIPool object gone", Duration::from_secs(60), || async {
+        Ok(pools.get_opt("p").await?.is_none().then_some(()))
+    })
+    .await?;
+    let (enis_left, addrs_left) = pool_in_cloud(&c, "p");
+    assert_eq!(
+        (enis_left, addrs_left),
+        (0, 0),
+        "the cloud still holds some of the pool"
+    );
+    assert!(c.podnetworks().await?.is_empty());
+    assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
+    println!(
+        "{{\"pool_deletion\":\"{mode_name}\",\"warm_addresses_before\":{warm_addrs},\"seconds_to_drain_warm\":{:.2},\"seconds_from_last_pod_to_pool_gone\":{:.2},\"enis_left\":{enis_left},\"addresses_left\":{addrs_left},\"deleting_message\":{:?}}}",
+        warm_drained.as_secs_f64(),
+        pods_gone.elapsed().as_secs_f64(),
+        status
+            .conditions
+            .iter()
+            .find(|k| k.type_ == "Deleting")
+            .map(|k| k.message.clone())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_pool_drains_it_in_every_mode() {
+    pool_deletion_drains(
+        Mode::SharedIp,
+        "m5.xlarge",
+        "  warm: {warmIPs: 4, releaseDelay: 1h}\n",
+    )
+    .await
+    .expect("SharedIP");
+    pool_deletion_drains(
+        Mode::Exclusive,
+        "c5.9xlarge",
+        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
+    )
+    .await
+    .expect("Exclusive");
+    pool_deletion_drains(
+        Mode::Trunk,
+        "m5.xlarge",
+        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
+    )
+    .await
+    .expect("Trunk");
 }

@@ -85,6 +85,12 @@ async fn reconcile(ctx: &Ctx, pool: &ENIPool, written: &Written) -> Result<(), P
         }
         counts.add(&c);
     }
+    if deleting {
+        // Drain now rather than at the nodes' next resync.
+        for n in nodes.iter().filter(|n| n.counts(&name).enis > 0) {
+            n.kick.notify_one();
+        }
+    }
     let health: Vec<_> = nodes.iter().map(|n| n.health(&name)).collect();
     let previous = lock(written)
         .get(&name)
