@@ -61,7 +61,8 @@ impl Bed {
     }
 
     async fn drain(&self, node: &Node, pool: &str) -> Result<(), NodeError> {
-        node.maintain(PoolState::Draining(pool), None, &self.cloud()).await
+        node.maintain(PoolState::Draining(pool), None, &self.cloud())
+            .await
     }
 
     /// ENIs the cloud holds of `pool`, with their secondary addresses and prefixes.

@@ -140,11 +140,7 @@ mod tests {
         let s = trunk_status(&inv, 5).expect("status");
         assert_eq!(s.trunk_eni_id.as_deref(), Some("eni-t"));
         assert_eq!((s.member_capacity, s.member_count), (5, 2));
-        let states: Vec<_> = s
-            .members
-            .iter()
-            .map(|m| (m.vlan_id, m.state.clone()))
-            .collect();
+        let states: Vec<_> = s.members.iter().map(|m| (m.vlan_id, m.state)).collect();
         assert_eq!(states, [(1, MemberState::InUse), (2, MemberState::Warm)]);
         assert_eq!(
             s.members[0].pod.as_ref().map(|p| p.name.as_str()),

@@ -65,6 +65,15 @@ mod tests {
         }
     }
 
+    /// (case, pool, zone, exhausted subnets, ranking wanted)
+    type Row<'a> = (
+        &'a str,
+        &'a PoolSettings,
+        &'a str,
+        &'a BTreeSet<String>,
+        Result<Vec<&'a str>, RankError>,
+    );
+
     fn ids(r: Result<Vec<Subnet>, RankError>) -> Result<Vec<String>, RankError> {
         r.map(|v| v.into_iter().map(|s| s.id).collect())
     }
@@ -88,13 +97,7 @@ mod tests {
         };
         let exhausted_b = BTreeSet::from(["s-b".to_owned()]);
         let exhausted_ab = BTreeSet::from(["s-a".to_owned(), "s-b".to_owned()]);
-        let rows: Vec<(
-            &str,
-            &PoolSettings,
-            &str,
-            &BTreeSet<String>,
-            Result<Vec<&str>, RankError>,
-        )> = vec![
+        let rows: Vec<Row> = vec![
             (
                 "most free first, other zones and full subnets out",
                 &most_free,
