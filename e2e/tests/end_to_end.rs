@@ -208,7 +208,7 @@ async fn connectivity() -> Result<(), Failed> {
             let pn = pns.get(&p.name);
             check(
                 &format!("{} holds its PodNetwork's address {}", p.name, p.ip),
-                pn.is_some_and(|pn| pn.spec.allocation.address == p.ip.to_string()),
+                pn.is_some_and(|pn| pn.spec.allocation.address == p.ip),
                 &mut failures,
             );
         }
@@ -662,7 +662,7 @@ async fn chaos() -> Result<(), Failed> {
         check(&format!("{} leaked ENIs in vpc-sim {leaked_enis:?}", leaked_enis.len()), leaked_enis.is_empty(), &mut failures);
         // Every secondary address in the cloud is a live pod's or the pool's warm stock,
         // within the pool's bound (warmIPs 3 per node, plus at most one ENI's batch).
-        let used: BTreeSet<String> = pns.iter().map(|p| p.spec.allocation.address.clone()).collect();
+        let used: BTreeSet<String> = pns.iter().map(|p| p.spec.allocation.address.to_string()).collect();
         let secondaries: Vec<&String> = owned.iter().flat_map(|e| e.secondary.iter()).collect();
         let idle: Vec<&&String> = secondaries.iter().filter(|a| !used.contains(a.as_str())).collect();
         let status = kube::Api::<eni_crds::ENIPool>::all(bed.client.clone()).get("shared").await?;

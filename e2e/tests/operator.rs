@@ -88,15 +88,12 @@ async fn wait_used(c: &Cluster, total: usize) -> Result<eni_crds::ENIPoolStatus,
 
 fn assert_unique(pns: &[PodNetwork], mode: Mode) {
     let key = |p: &PodNetwork| match mode {
-        Mode::SharedIp => p.spec.allocation.address.clone(),
+        Mode::SharedIp => p.spec.allocation.address.to_string(),
         _ => p.spec.allocation.eni_id.clone(),
     };
     let unique: BTreeSet<String> = pns.iter().map(key).collect();
     assert_eq!(unique.len(), pns.len(), "a unit was handed to two pods");
-    let addrs: BTreeSet<&str> = pns
-        .iter()
-        .map(|p| p.spec.allocation.address.as_str())
-        .collect();
+    let addrs: BTreeSet<_> = pns.iter().map(|p| p.spec.allocation.address).collect();
     assert_eq!(addrs.len(), pns.len(), "an address was handed to two pods");
 }
 
@@ -124,7 +121,7 @@ async fn allocate_release_reuse(
     };
     // What a pod holds exclusively: its address (SharedIP) or its ENI.
     let unit = |p: &PodNetwork| match mode {
-        Mode::SharedIp => p.spec.allocation.address.clone(),
+        Mode::SharedIp => p.spec.allocation.address.to_string(),
         _ => p.spec.allocation.eni_id.clone(),
     };
     let mut c = Cluster::start(fast_cloud()).await?;
@@ -745,7 +742,7 @@ async fn statefulset_pod_gets_its_address_back_across_a_restart() {
             .await
             .expect("plain network"),
     );
-    let addr = |n: &str| first[n].spec.allocation.address.clone();
+    let addr = |n: &str| first[n].spec.allocation.address;
     let label = |n: &str| first[n].labels().get(STATEFUL_LABEL).cloned();
     assert_eq!(label("db-0").as_deref(), Some("true"));
     assert_eq!(label("web-0"), None);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use eni_crds::{Allocation, Datapath, Mode};
+use eni_crds::{Allocation, Datapath, Mac, Mode};
 use eni_node_agent::dataplane::{
     Dataplane, DataplaneConfig, DataplaneError, KernelFeature, PodRequest, UnwireRequest,
     WiringKind,
@@ -211,16 +211,24 @@ impl Drop for ChildGuard {
 
 fn allocation(eni: &Eni, host: u8, prefix_length: u8, device_index: u32) -> Allocation {
     Allocation {
-        address: format!("10.0.{}.{host}", eni.subnet),
+        address: Ipv4Addr::new(10, 0, eni.subnet, host),
         prefix_length,
-        gateway: format!("10.0.{}.1", eni.subnet),
-        subnet_cidr: format!("10.0.{}.0/24", eni.subnet),
+        gateway: Ipv4Addr::new(10, 0, eni.subnet, 1),
+        subnet_cidr: format!("10.0.{}.0/24", eni.subnet).parse().unwrap(),
         subnet_id: "subnet-1".into(),
         eni_id: "eni-0abc".into(),
-        eni_mac: eni.mac.into(),
+        eni_mac: mac(eni.mac),
         device_index,
-        ..Allocation::default()
+        route_table: None,
+        vlan_id: None,
+        trunk_mac: None,
+        security_groups: Vec::new(),
+        datapath: None,
     }
+}
+
+fn mac(text: &str) -> Mac {
+    text.parse().unwrap()
 }
 
 fn request(id: &str, netns: &Path, mode: Mode, allocation: Allocation) -> PodRequest {
@@ -228,7 +236,6 @@ fn request(id: &str, netns: &Path, mode: Mode, allocation: Allocation) -> PodReq
         container_id: id.into(),
         netns_path: netns.to_path_buf(),
         ifname: "eth0".into(),
-        pod_key: format!("default/{id}"),
         mode,
         allocation,
     }
@@ -395,7 +402,7 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
     );
     let wired = dp.wire(&req).await.expect("wire");
     assert_eq!(wired.kind, WiringKind::Exclusive);
-    assert_eq!(wired.pod_mac, EXCLUSIVE.mac);
+    assert_eq!(wired.pod_mac, mac(EXCLUSIVE.mac));
     assert_eq!(wired.address.to_string(), "10.0.2.20/24");
     assert_eq!(wired.gateway, Ipv4Addr::new(10, 0, 2, 1));
     let host_links = must(&["ip", "-n", &bed.host, "link"]);
@@ -475,11 +482,11 @@ async fn trunk_member_link_is_handed_to_the_pod() {
 
     let mut alloc = allocation(&MEMBER, 20, 24, 3);
     alloc.vlan_id = Some(7);
-    alloc.trunk_mac = Some(TRUNK.mac.into());
+    alloc.trunk_mac = Some(mac(TRUNK.mac));
     let req = request("ctr-t", &ns, Mode::Trunk, alloc);
     let wired = dp.wire(&req).await.expect("wire");
     assert_eq!(wired.kind, WiringKind::TrunkMember);
-    assert_eq!(wired.pod_mac, MEMBER.mac);
+    assert_eq!(wired.pod_mac, mac(MEMBER.mac));
     assert!(bed.ping(&pod, "10.0.3.1"));
     assert!(bed.ping(&pod, "10.0.0.10"));
     assert_eq!(dp.wire(&req).await.expect("ADD twice"), wired);
@@ -505,9 +512,9 @@ async fn missing_kernel_features_fail_cleanly() {
         .await;
     // Member ENI not attached as its own link: the VLAN sub-interface path.
     let mut vlan = allocation(&MEMBER, 30, 24, 3);
-    vlan.eni_mac = "02:00:00:00:00:99".into();
+    vlan.eni_mac = mac("02:00:00:00:00:99");
     vlan.vlan_id = Some(7);
-    vlan.trunk_mac = Some(TRUNK.mac.into());
+    vlan.trunk_mac = Some(mac(TRUNK.mac));
     let vlan_result = dp.wire(&request("ctr-v", &ns, Mode::Trunk, vlan)).await;
 
     let features = dp.features();
@@ -538,7 +545,7 @@ async fn missing_kernel_features_fail_cleanly() {
 
     // Other refusals change nothing either.
     let mut absent = allocation(&SHARED, 31, 32, 1);
-    absent.eni_mac = "02:00:00:00:00:98".into();
+    absent.eni_mac = mac("02:00:00:00:00:98");
     let error = dp
         .wire(&request("ctr-n", &ns, Mode::SharedIp, absent))
         .await
@@ -548,7 +555,7 @@ async fn missing_kernel_features_fail_cleanly() {
         "{error}"
     );
     let mut outside = allocation(&SHARED, 31, 32, 1);
-    outside.address = "10.9.9.9".into();
+    outside.address = Ipv4Addr::new(10, 9, 9, 9);
     let error = dp
         .wire(&request("ctr-n", &ns, Mode::SharedIp, outside))
         .await

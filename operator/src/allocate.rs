@@ -4,7 +4,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,9 +35,7 @@ use crate::{
     sticky,
 };
 
-/// Label on every PodNetwork naming its node: agents watch only their own.
-pub const NODE_LABEL: &str = "eni-operator.io/node";
-pub const POOL_LABEL: &str = "eni-operator.io/pool";
+pub use eni_crds::contract::{NODE_LABEL, POOL_LABEL};
 
 type InFlight = Arc<Mutex<HashSet<String>>>;
 
@@ -399,9 +396,7 @@ async fn take_over(
         old.spec.node_name == node.name,
         old.spec.pool == settings.name,
     );
-    let Ok(address) = old.spec.allocation.address.parse::<Ipv4Addr>() else {
-        return Ok(None);
-    };
+    let address = old.spec.allocation.address;
     let eni = &old.spec.allocation.eni_id;
     if !only_ours || !eligible || !node.hand_over(eni, address, &old.spec.pod_uid, key, false) {
         return Ok(None);

@@ -95,15 +95,7 @@ impl EniRecord {
     }
 }
 
-/// The VPC router's address of a subnet: its first host (AWS and Alibaba both).
-pub fn gateway_of(cidr: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(cidr.network()).saturating_add(1))
-}
-
-/// Route table the agent uses for an ENI's pods: one per ENI, by device index.
-pub fn route_table(device_index: u32) -> u32 {
-    1000 + device_index
-}
+pub use eni_crds::contract::{gateway_of, route_table};
 
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
@@ -390,7 +382,8 @@ impl Inventory {
         self.enis.values().find(|e| e.role == Role::Trunk)
     }
 
-    /// The PodNetwork allocation for a taken unit.
+    /// The PodNetwork allocation for a taken unit; `None` if the ENI is unknown or the
+    /// cloud gave it (or its trunk) a MAC that is not one.
     pub fn allocation(&self, taken: &Taken, mode: Mode, datapath: Datapath) -> Option<Allocation> {
         let eni = self.enis.get(&taken.eni_id)?;
         let device_index = eni.attachment.as_ref().map(|a| a.1).unwrap_or(0);
@@ -398,7 +391,7 @@ impl Inventory {
         let (vlan_id, trunk_mac, device_index) = match &eni.role {
             Role::Member { vlan_id, .. } => (
                 Some(*vlan_id),
-                trunk.map(|t| t.mac.clone()),
+                trunk.map(|t| t.mac.parse()).transpose().ok()?,
                 trunk
                     .and_then(|t| t.attachment.as_ref().map(|a| a.1))
                     .unwrap_or(0),
@@ -407,17 +400,17 @@ impl Inventory {
         };
         let shared = mode == Mode::SharedIp;
         Some(Allocation {
-            address: taken.address.to_string(),
+            address: taken.address,
             prefix_length: if shared {
                 32
             } else {
                 eni.subnet_cidr.prefix_len()
             },
-            gateway: eni.gateway().to_string(),
-            subnet_cidr: eni.subnet_cidr.to_string(),
+            gateway: eni.gateway(),
+            subnet_cidr: eni.subnet_cidr,
             subnet_id: eni.subnet_id.clone(),
             eni_id: eni.id.clone(),
-            eni_mac: eni.mac.clone(),
+            eni_mac: eni.mac.parse().ok()?,
             device_index,
             route_table: shared.then(|| route_table(device_index)),
             vlan_id,
@@ -647,7 +640,7 @@ mod tests {
             .allocation(&t, Mode::SharedIp, Datapath::VethPolicyRouting)
             .expect("alloc");
         assert_eq!(a.prefix_length, 32);
-        assert_eq!(a.gateway, "10.0.1.1");
+        assert_eq!(a.gateway.to_string(), "10.0.1.1");
         assert_eq!(a.route_table, Some(1001));
         assert_eq!(a.device_index, 1);
 
@@ -671,8 +664,8 @@ mod tests {
             .allocation(&t, Mode::Trunk, Datapath::VethPolicyRouting)
             .expect("alloc");
         assert_eq!(
-            (a.vlan_id, a.trunk_mac.as_deref(), a.device_index),
-            (Some(7), Some("02:00:00:00:00:aa"), 2)
+            (a.vlan_id, a.trunk_mac.map(|m| m.to_string()), a.device_index),
+            (Some(7), Some("02:00:00:00:00:aa".to_string()), 2)
         );
         assert_eq!(a.prefix_length, 24);
         assert_eq!(a.route_table, None);

@@ -4,7 +4,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -195,9 +194,7 @@ fn claim_podnetworks(op: &Ctx, node: &Node) {
         if pn.spec.node_name != node.name {
             continue;
         }
-        let Ok(addr) = pn.spec.allocation.address.parse::<Ipv4Addr>() else {
-            continue;
-        };
+        let addr = pn.spec.allocation.address;
         let pod = PodKey {
             namespace: pn.namespace().unwrap_or_default(),
             name: pn.name_any(),

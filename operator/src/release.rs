@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -104,11 +103,11 @@ fn hold(op: &Ctx, pn: &PodNetwork) -> Duration {
 fn on_change(op: &Ctx, timers: &Timers, pn: PodNetwork) {
     let node = op.node(&pn.spec.node_name);
     let key = pod_key(&pn);
-    let addr = pn.spec.allocation.address.parse::<Ipv4Addr>().ok();
+    let addr = pn.spec.allocation.address;
     let Some(deleted_at) = pn.metadata.deletion_timestamp.clone() else {
         // Live: make sure the inventory agrees (a PodNetwork written before a restart, or
         // by a previous leader).
-        if let (Some(node), Some(addr)) = (node, addr)
+        if let Some(node) = node
             && !node.claim(&pn.spec.allocation.eni_id, addr, &key, false)
         {
             warn!(pod = %key.name, address = %addr, "PodNetwork holds a unit the inventory gives to another pod");
@@ -142,7 +141,7 @@ fn on_change(op: &Ctx, timers: &Timers, pn: PodNetwork) {
         });
         return;
     }
-    if let (Some(node), Some(addr)) = (&node, addr) {
+    if let Some(node) = &node {
         node.claim(&pn.spec.allocation.eni_id, addr, &key, true);
     }
     let (tx, mut rx) = watch::channel(deadline);

@@ -17,9 +17,10 @@ use super::kernel::{Link, Netlink};
 use super::naming::{
     IPVLAN_HOST_ALIAS, PodLinkMarker, PodLinkOrigin, WiringKind, ipvlan_host_ifname,
 };
-use super::requests::{self, MAIN_TABLE, Route, format_mac};
-use super::wiring::{Expect, mac_of, require_link};
-use super::{Dataplane, Parsed, PodRequest, PodRoute, WiredPod, netns};
+use super::requests::{self, MAIN_TABLE, Route};
+use super::expect::Expect;
+use super::veth_pair::{mac_of, require_link};
+use super::{Dataplane, Checked, PodRequest, PodRoute, WiredPod, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -27,7 +28,7 @@ impl Dataplane {
     pub(super) async fn wire_ipvlan(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<WiredPod, DataplaneError> {
         if !self.features.ipvlan {
             return Err(DataplaneError::FeatureMissing {
@@ -36,7 +37,7 @@ impl Dataplane {
             });
         }
         let eni = self
-            .eni_link(parsed.eni_mac, &request.allocation.eni_mac)
+            .eni_link(checked.eni_mac)
             .await?;
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
@@ -70,22 +71,22 @@ impl Dataplane {
         };
         let host_slave = self.ensure_host_slave(&eni).await?;
         self.prepare_host(None).await?;
-        let (host_side, pod_side) = self.ipvlan_expectations(parsed, &eni, &host_slave, &pod_link);
+        let (host_side, pod_side) = self.ipvlan_expectations(checked, &eni, &host_slave, &pod_link);
         pod_side.apply(&pod).await?;
         host_side.apply(&self.host).await?;
         Ok(WiredPod {
             kind: WiringKind::SharedIpvlan,
             host_ifname: host_slave.name.clone(),
-            host_mac: format_mac(&mac_of(&eni)?),
+            host_mac: mac_of(&eni)?,
             pod_ifname: pod_link.name.clone(),
             // ipvlan slaves share their parent's MAC.
-            pod_mac: format_mac(&mac_of(&eni)?),
-            address: parsed.pod_net(),
-            gateway: parsed.gateway,
+            pod_mac: mac_of(&eni)?,
+            address: checked.pod_net(),
+            gateway: checked.gateway,
             routes: vec![
                 PodRoute {
                     destination: DEFAULT,
-                    gateway: Some(parsed.gateway),
+                    gateway: Some(checked.gateway),
                 },
                 PodRoute {
                     destination: Ipv4Net::from(self.config.node_ip),
@@ -119,9 +120,9 @@ impl Dataplane {
     pub(super) async fn check_ipvlan(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<Vec<String>, DataplaneError> {
-        let Some(eni) = self.host.link_by_mac(parsed.eni_mac).await? else {
+        let Some(eni) = self.host.link_by_mac(checked.eni_mac).await? else {
             return Ok(vec![format!(
                 "host: no ENI link with MAC {}",
                 request.allocation.eni_mac
@@ -138,7 +139,7 @@ impl Dataplane {
                 request.ifname
             )]);
         };
-        let (host_side, pod_side) = self.ipvlan_expectations(parsed, &eni, &host_slave, &pod_link);
+        let (host_side, pod_side) = self.ipvlan_expectations(checked, &eni, &host_slave, &pod_link);
         let mut differences = host_side.differences(&self.host, "host").await?;
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
@@ -146,7 +147,7 @@ impl Dataplane {
 
     fn ipvlan_expectations(
         &self,
-        parsed: &Parsed,
+        checked: &Checked,
         eni: &Link,
         host_slave: &Link,
         pod_link: &Link,
@@ -156,16 +157,16 @@ impl Dataplane {
             up: vec![eni.clone(), host_slave.clone()],
             addresses: vec![(host_slave.clone(), node)],
             routes: vec![
-                Route::direct(MAIN_TABLE, Ipv4Net::from(parsed.address), host_slave.index)
+                Route::direct(MAIN_TABLE, Ipv4Net::from(checked.address), host_slave.index)
                     .with_source(self.config.node_ip),
             ],
             ..Expect::default()
         };
         let pod = Expect {
             up: vec![pod_link.clone()],
-            addresses: vec![(pod_link.clone(), parsed.pod_net())],
+            addresses: vec![(pod_link.clone(), checked.pod_net())],
             routes: vec![
-                Route::via_onlink(MAIN_TABLE, DEFAULT, parsed.gateway, pod_link.index),
+                Route::via_onlink(MAIN_TABLE, DEFAULT, checked.gateway, pod_link.index),
                 Route::direct(MAIN_TABLE, node, pod_link.index),
             ],
             ..Expect::default()

@@ -9,16 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use eni_crds::{Allocation, Datapath, Mode, PodNetwork, PodNetworkSpec, PodNetworkStatus};
+use eni_crds::{Allocation, Datapath, Mac, Mode, PodNetwork, PodNetworkSpec, PodNetworkStatus};
 use eni_node_agent::agent::cache::{self, CacheWriter};
 use eni_node_agent::agent::kube::StatusWriter;
 use eni_node_agent::agent::metrics::Metrics;
 use eni_node_agent::agent::server;
 use eni_node_agent::agent::state::StateDir;
-use eni_node_agent::agent::wiring::{Feature, Link, PodWiring, Unwire, Wired, Wiring, WiringError};
+use eni_node_agent::agent::wiring::Wiring;
 use eni_node_agent::agent::{Agent, AgentConfig};
-use eni_node_agent::dataplane::{Dataplane, DataplaneConfig};
-use eni_node_agent::protocol::Route;
+use eni_node_agent::dataplane::{
+    Dataplane, DataplaneConfig, DataplaneError, KernelFeatures, PodRequest, PodRoute,
+    RecoveredPod, UnwireRequest, WiredPod, WiringKind,
+};
 use kube::runtime::watcher::Event;
 use serde_json::Value;
 
@@ -34,16 +36,19 @@ pub fn podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodN
             pool: "default".into(),
             mode: Mode::SharedIp,
             allocation: Allocation {
-                address: address.into(),
+                address: address.parse().unwrap(),
                 prefix_length: 32,
-                gateway: "10.0.1.1".into(),
-                subnet_cidr: "10.0.1.0/24".into(),
+                gateway: "10.0.1.1".parse().unwrap(),
+                subnet_cidr: "10.0.1.0/24".parse().unwrap(),
                 subnet_id: "subnet-1".into(),
                 eni_id: "eni-0a1b".into(),
-                eni_mac: "02:00:00:00:01:01".into(),
+                eni_mac: ENI_MAC.parse().unwrap(),
                 device_index: 1,
                 route_table: Some(1001),
-                ..Allocation::default()
+                vlan_id: None,
+                trunk_mac: None,
+                security_groups: Vec::new(),
+                datapath: None,
             },
         },
     );
@@ -90,90 +95,86 @@ impl StatusWriter for RecordingStatus {
     }
 }
 
-/// A dataplane that keeps its "kernel" in memory and, like a kernel, lacks ipvlan.
-/// It behaves as the real one is specified to: idempotent wire, unwire of anything
-/// gone succeeds, check fails when the wiring vanished.
+/// A dataplane that keeps its "kernel" in memory and, like this machine's kernel,
+/// lacks ipvlan and VLAN. It behaves as the real one is specified to: idempotent wire,
+/// unwire of anything gone succeeds, check reports wiring that vanished.
 #[derive(Clone, Default)]
 pub struct MemoryWiring {
-    pub wired: Arc<Mutex<HashMap<String, PodWiring>>>,
+    pub wired: Arc<Mutex<HashMap<String, PodRequest>>>,
     pub wire_calls: Arc<Mutex<usize>>,
 }
 
 impl Wiring for MemoryWiring {
-    fn features(&self) -> Vec<Feature> {
-        vec![Feature {
-            name: "ipvlan".into(),
-            available: false,
-        }]
+    fn features(&self) -> KernelFeatures {
+        KernelFeatures::default()
     }
 
-    fn unsupported(&self, _mode: Mode, allocation: &Allocation) -> Option<String> {
-        (allocation.datapath == Some(Datapath::IpVlan))
-            .then(|| "the kernel lacks ipvlan, which datapath IPVlan needs".to_string())
-    }
-
-    async fn wire(&self, wiring: &PodWiring) -> Result<Wired, WiringError> {
-        if !Path::new(&wiring.netns).exists() {
-            return Err(WiringError {
-                message: format!("network namespace {} does not exist", wiring.netns),
-                unsupported: false,
+    async fn wire(&self, request: &PodRequest) -> Result<WiredPod, DataplaneError> {
+        if !request.netns_path.exists() {
+            return Err(DataplaneError::Netns {
+                path: request.netns_path.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
             });
         }
         *self.wire_calls.lock().unwrap() += 1;
         self.wired
             .lock()
             .unwrap()
-            .insert(wiring.container_id.clone(), wiring.clone());
-        Ok(Wired {
-            pod_interface: Link {
-                name: wiring.ifname.clone(),
-                mac: Some("02:00:00:00:aa:01".into()),
-            },
-            host_interface: Some(Link {
-                name: format!(
-                    "eni{}",
-                    &wiring.container_id[..wiring.container_id.len().min(8)]
-                ),
-                mac: Some("02:00:00:00:bb:01".into()),
-            }),
-            address: format!(
-                "{}/{}",
-                wiring.allocation.address, wiring.allocation.prefix_length
-            ),
-            gateway: "169.254.1.1".into(),
-            routes: vec![Route {
-                dst: "0.0.0.0/0".into(),
-                gw: Some("169.254.1.1".into()),
+            .insert(request.container_id.clone(), request.clone());
+        let id = &request.container_id;
+        Ok(WiredPod {
+            kind: WiringKind::SharedVeth,
+            host_ifname: format!("eni{}", &id[..id.len().min(8)]),
+            host_mac: Mac::new([2, 0, 0, 0, 0xbb, 1]),
+            pod_ifname: request.ifname.clone(),
+            pod_mac: Mac::new([2, 0, 0, 0, 0xaa, 1]),
+            address: ipnet::Ipv4Net::new(
+                request.allocation.address,
+                request.allocation.prefix_length,
+            )
+            .unwrap(),
+            gateway: "169.254.1.1".parse().unwrap(),
+            routes: vec![PodRoute {
+                destination: "0.0.0.0/0".parse().unwrap(),
+                gateway: Some("169.254.1.1".parse().unwrap()),
             }],
         })
     }
 
-    async fn unwire(&self, unwire: &Unwire) -> Result<(), WiringError> {
-        self.wired.lock().unwrap().remove(&unwire.container_id);
+    async fn unwire(&self, request: &UnwireRequest) -> Result<(), DataplaneError> {
+        self.wired.lock().unwrap().remove(&request.container_id);
         Ok(())
     }
 
-    async fn check(&self, wiring: &PodWiring) -> Result<(), WiringError> {
-        match self.wired.lock().unwrap().get(&wiring.container_id) {
-            Some(w) if w == wiring => Ok(()),
-            _ => Err(WiringError {
-                message: "the pod's veth is gone".into(),
-                unsupported: false,
-            }),
+    async fn check(&self, request: &PodRequest) -> Result<Vec<String>, DataplaneError> {
+        match self.wired.lock().unwrap().get(&request.container_id) {
+            Some(wired) if wired == request => Ok(Vec::new()),
+            _ => Ok(vec!["the pod's veth is gone".into()]),
         }
     }
 
-    async fn gc(&self, keep: &HashSet<String>) -> Result<Vec<String>, WiringError> {
+    async fn gc(&self, keep: &HashSet<String>) -> Result<Vec<RecoveredPod>, DataplaneError> {
         let mut wired = self.wired.lock().unwrap();
         let doomed: Vec<String> = wired
             .keys()
             .filter(|id| !keep.contains(*id))
             .cloned()
             .collect();
-        for id in &doomed {
-            wired.remove(id);
-        }
-        Ok(doomed)
+        Ok(doomed
+            .into_iter()
+            .filter_map(|id| {
+                let request = wired.remove(&id)?;
+                Some(RecoveredPod {
+                    kind: WiringKind::SharedVeth,
+                    container_id: Some(id),
+                    ifname: Some(request.ifname),
+                    netns: Some(request.netns_path),
+                    host_ifname: String::new(),
+                    addresses: vec![request.allocation.address],
+                    tables: Vec::new(),
+                })
+            })
+            .collect())
     }
 }
 
