@@ -14,11 +14,11 @@ mod mode;
 mod podnetwork;
 mod trunkeni;
 
+pub use contract::FINALIZER;
 pub use enipool::{
     AddressCounts, ENIPool, ENIPoolSpec, ENIPoolStatus, StickyIPs, SubnetPolicy, SubnetSelection,
     WarmTargets,
 };
-pub use contract::FINALIZER;
 pub use mac::{Mac, MacParseError};
 pub use manifest::{ManifestError, crd_manifests};
 pub use mode::{Datapath, Mode};

@@ -207,8 +207,14 @@ mod tests {
         let allocation: Allocation = serde_json::from_value(written()).expect("read");
         assert_eq!(allocation.address, Ipv4Addr::new(10, 0, 1, 20));
         assert_eq!(allocation.gateway, Ipv4Addr::new(10, 0, 1, 1));
-        assert_eq!(allocation.subnet_cidr, "10.0.1.0/24".parse::<Ipv4Net>().expect("cidr"));
-        assert_eq!(allocation.eni_mac, Mac::new([0x02, 0xab, 0xcd, 0xef, 0x01, 0x23]));
+        assert_eq!(
+            allocation.subnet_cidr,
+            "10.0.1.0/24".parse::<Ipv4Net>().expect("cidr")
+        );
+        assert_eq!(
+            allocation.eni_mac,
+            Mac::new([0x02, 0xab, 0xcd, 0xef, 0x01, 0x23])
+        );
         assert_eq!(allocation.trunk_mac, Some(Mac::new([2, 0, 0, 0, 0, 0xaa])));
         assert_eq!(serde_json::to_value(&allocation).expect("write"), written());
     }

@@ -664,7 +664,11 @@ mod tests {
             .allocation(&t, Mode::Trunk, Datapath::VethPolicyRouting)
             .expect("alloc");
         assert_eq!(
-            (a.vlan_id, a.trunk_mac.map(|m| m.to_string()), a.device_index),
+            (
+                a.vlan_id,
+                a.trunk_mac.map(|m| m.to_string()),
+                a.device_index
+            ),
             (Some(7), Some("02:00:00:00:00:aa".to_string()), 2)
         );
         assert_eq!(a.prefix_length, 24);

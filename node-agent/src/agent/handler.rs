@@ -222,7 +222,11 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
         Ok(())
     }
 
-    async fn unwire(&self, request: &UnwireRequest, command: &'static str) -> Result<(), ErrorReply> {
+    async fn unwire(
+        &self,
+        request: &UnwireRequest,
+        command: &'static str,
+    ) -> Result<(), ErrorReply> {
         if let Err(e) = self.wiring.unwire(request).await {
             self.metrics.wiring_error(command);
             return Err(reply(
@@ -256,7 +260,11 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
         let request = UnwireRequest {
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
-            netns_path: a.netns.as_deref().filter(|p| !p.is_empty()).map(PathBuf::from),
+            netns_path: a
+                .netns
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             address,
         };
         self.unwire(&request, "DEL").await?;

@@ -232,7 +232,11 @@ mod tests {
         assert!(state.list().unwrap()[0].is_err());
         let mut malformed = serde_json::to_value(record("mac")).unwrap();
         malformed["allocation"]["eniMAC"] = "02:00".into();
-        fs::write(dir.path().join("containers/mac.json"), malformed.to_string()).unwrap();
+        fs::write(
+            dir.path().join("containers/mac.json"),
+            malformed.to_string(),
+        )
+        .unwrap();
         assert!(matches!(state.load("mac"), Err(StateError::Corrupt { .. })));
     }
 }

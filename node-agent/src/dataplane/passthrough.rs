@@ -104,7 +104,10 @@ impl Dataplane {
             });
         }
         match trunk::vlan_relay(request.mode, checked.trunk_mac, request.allocation.vlan_id) {
-            Some(relay) => self.relay_as_vlan(request, checked, relay, pod, pod_file).await,
+            Some(relay) => {
+                self.relay_as_vlan(request, checked, relay, pod, pod_file)
+                    .await
+            }
             None => Err(DataplaneError::EniNotFound {
                 mac: checked.eni_mac,
             }),

@@ -13,14 +13,14 @@ use std::os::fd::AsFd;
 use ipnet::Ipv4Net;
 
 use super::error::{DataplaneError, KernelFeature};
+use super::expect::Expect;
 use super::kernel::{Link, Netlink};
 use super::naming::{
     IPVLAN_HOST_ALIAS, PodLinkMarker, PodLinkOrigin, WiringKind, ipvlan_host_ifname,
 };
 use super::requests::{self, MAIN_TABLE, Route};
-use super::expect::Expect;
 use super::veth_pair::{mac_of, require_link};
-use super::{Dataplane, Checked, PodRequest, PodRoute, WiredPod, netns};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -36,9 +36,7 @@ impl Dataplane {
                 needed_by: "SharedIP with datapath IPVlan",
             });
         }
-        let eni = self
-            .eni_link(checked.eni_mac)
-            .await?;
+        let eni = self.eni_link(checked.eni_mac).await?;
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
         let pod_link = match own_slave(&pod, request).await? {

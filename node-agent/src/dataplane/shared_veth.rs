@@ -12,12 +12,12 @@ use std::os::fd::AsFd;
 use ipnet::Ipv4Net;
 
 use super::error::DataplaneError;
+use super::expect::Expect;
 use super::kernel::Link;
 use super::naming::{PodMarker, WiringKind, host_ifname};
 use super::requests::{LINK_LOCAL_GATEWAY, MAIN_TABLE, Route, Rule};
-use super::expect::Expect;
 use super::veth_pair::{VethPair, ensure_veth, mac_of};
-use super::{Dataplane, Checked, PodRequest, PodRoute, WiredPod, netns};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -27,9 +27,7 @@ impl Dataplane {
         request: &PodRequest,
         checked: &Checked,
     ) -> Result<WiredPod, DataplaneError> {
-        let eni = self
-            .eni_link(checked.eni_mac)
-            .await?;
+        let eni = self.eni_link(checked.eni_mac).await?;
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
         let host_name = host_ifname(&request.container_id, &request.ifname);
@@ -111,7 +109,10 @@ fn expectations(
             Route::direct(checked.table, checked.subnet, eni.index),
             Route::direct(MAIN_TABLE, Ipv4Net::from(address), pair.host.index),
         ],
-        rules: vec![Rule::to_pod(address), Rule::from_pod(address, checked.table)],
+        rules: vec![
+            Rule::to_pod(address),
+            Rule::from_pod(address, checked.table),
+        ],
         proxies: vec![(eni.clone(), address)],
         ..Expect::default()
     };

@@ -56,13 +56,13 @@ impl Dataplane {
                 needed_by: "a Trunk member relayed as a VLAN sub-interface",
             });
         }
-        let trunk = self
-            .host
-            .link_by_mac(relay.trunk_mac)
-            .await?
-            .ok_or(DataplaneError::EniNotFound {
-                mac: relay.trunk_mac,
-            })?;
+        let trunk =
+            self.host
+                .link_by_mac(relay.trunk_mac)
+                .await?
+                .ok_or(DataplaneError::EniNotFound {
+                    mac: relay.trunk_mac,
+                })?;
         self.host
             .add_link(
                 requests::vlan_link(
@@ -72,7 +72,10 @@ impl Dataplane {
                     checked.eni_mac.octets(),
                     Some(pod_file.as_fd()),
                 ),
-                &format!("creating VLAN {} of {} in the pod", relay.vlan_id, trunk.name),
+                &format!(
+                    "creating VLAN {} of {} in the pod",
+                    relay.vlan_id, trunk.name
+                ),
             )
             .await?;
         let link = require_link(pod, &request.ifname, "pod").await?;

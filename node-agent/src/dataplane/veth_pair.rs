@@ -89,8 +89,10 @@ pub async fn require_link(nl: &Netlink, name: &str, side: &str) -> Result<Link, 
 
 /// MAC of a link that must have one (veth, ENI).
 pub fn mac_of(link: &Link) -> Result<Mac, DataplaneError> {
-    link.mac.map(Mac::new).ok_or_else(|| DataplaneError::Conflict {
-        name: link.name.clone(),
-        detail: "link has no Ethernet address".into(),
-    })
+    link.mac
+        .map(Mac::new)
+        .ok_or_else(|| DataplaneError::Conflict {
+            name: link.name.clone(),
+            detail: "link has no Ethernet address".into(),
+        })
 }

@@ -18,8 +18,8 @@ use eni_node_agent::agent::state::StateDir;
 use eni_node_agent::agent::wiring::Wiring;
 use eni_node_agent::agent::{Agent, AgentConfig};
 use eni_node_agent::dataplane::{
-    Dataplane, DataplaneConfig, DataplaneError, KernelFeatures, PodRequest, PodRoute,
-    RecoveredPod, UnwireRequest, WiredPod, WiringKind,
+    Dataplane, DataplaneConfig, DataplaneError, KernelFeatures, PodRequest, PodRoute, RecoveredPod,
+    UnwireRequest, WiredPod, WiringKind,
 };
 use kube::runtime::watcher::Event;
 use serde_json::Value;
