@@ -219,11 +219,7 @@ fn allocation(eni: &Eni, host: u8, prefix_length: u8, device_index: u32) -> Allo
         eni_id: "eni-0abc".into(),
         eni_mac: mac(eni.mac),
         device_index,
-        route_table: None,
-        vlan_id: None,
-        trunk_mac: None,
-        security_groups: Vec::new(),
-        datapath: None,
+        ..Allocation::default()
     }
 }
 

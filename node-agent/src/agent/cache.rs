@@ -167,11 +167,7 @@ mod tests {
                     eni_id: "eni-1".into(),
                     eni_mac: Mac::new([2, 0, 0, 0, 0, 1]),
                     device_index: 1,
-                    route_table: None,
-                    vlan_id: None,
-                    trunk_mac: None,
-                    security_groups: Vec::new(),
-                    datapath: None,
+                    ..Allocation::default()
                 },
             },
         );

@@ -178,10 +178,7 @@ mod tests {
                     eni_mac: Mac::new([2, 0, 0, 0, 0, 1]),
                     device_index: 1,
                     route_table: Some(1001),
-                    vlan_id: None,
-                    trunk_mac: None,
-                    security_groups: Vec::new(),
-                    datapath: None,
+                    ..Allocation::default()
                 },
             },
             network: "eni".into(),

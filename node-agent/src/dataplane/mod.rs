@@ -67,6 +67,18 @@ pub struct PodRequest {
     pub allocation: Allocation,
 }
 
+impl PodRequest {
+    /// The identity the host end of this container's wiring carries in its ifalias.
+    fn marker(&self, kind: WiringKind) -> PodMarker {
+        PodMarker {
+            kind,
+            ifname: self.ifname.clone(),
+            container_id: self.container_id.clone(),
+            netns: self.netns_path.clone(),
+        }
+    }
+}
+
 /// One CNI DEL: everything needed is read from the kernel, so no allocation.
 #[derive(Clone, Debug)]
 pub struct UnwireRequest {
@@ -140,13 +152,7 @@ impl Checked {
             )));
         }
         // The identity marker must fit an ifalias; find out before making links.
-        PodMarker {
-            kind: WiringKind::SharedVeth,
-            ifname: request.ifname.clone(),
-            container_id: request.container_id.clone(),
-            netns: request.netns_path.clone(),
-        }
-        .encode()?;
+        request.marker(WiringKind::SharedVeth).encode()?;
         let allocation = &request.allocation;
         let invalid = |what: &str, value: &dyn std::fmt::Display| {
             DataplaneError::InvalidRequest(format!("allocation {what} \"{value}\" is invalid"))
@@ -183,6 +189,11 @@ impl Checked {
     fn pod_net(&self) -> Ipv4Net {
         Ipv4Net::new(self.address, self.prefix_len).unwrap_or_else(|_| Ipv4Net::from(self.address))
     }
+}
+
+/// CHECK's report of an ENI link that is not in the host (any more).
+fn missing_eni(mac: Mac) -> String {
+    format!("host: no ENI link with MAC {mac}")
 }
 
 /// Which datapath a request takes.
@@ -311,6 +322,7 @@ impl Dataplane {
         }
     }
 
+    /// The ENI link with `mac` in the host.
     async fn eni_link(&self, mac: Mac) -> Result<Link, DataplaneError> {
         self.host
             .link_by_mac(mac)
@@ -357,11 +369,7 @@ mod tests {
                 eni_id: "eni-1".into(),
                 eni_mac: Mac::new([2, 0, 0, 0, 0, 5]),
                 device_index: 2,
-                route_table: None,
-                vlan_id: None,
-                trunk_mac: None,
-                security_groups: Vec::new(),
-                datapath: None,
+                ..Allocation::default()
             },
         }
     }

@@ -19,9 +19,7 @@ use tracing::info;
 use super::error::DataplaneError;
 use super::expect::Expect;
 use super::kernel::{Link, Netlink};
-use super::naming::{
-    PodLinkMarker, PodLinkOrigin, PodMarker, WiringKind, host_ifname, host_path_ifname,
-};
+use super::naming::{PodLinkMarker, PodLinkOrigin, WiringKind, host_ifname, host_path_ifname};
 use super::requests::{self, LINK_LOCAL_GATEWAY, MAIN_TABLE, Route};
 use super::veth_pair::{VethPair, ensure_veth, mac_of, require_link};
 use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns, trunk};
@@ -41,19 +39,13 @@ impl Dataplane {
             None => self.hand_over(request, checked, &pod, &pod_file).await?,
         };
         let pod_link = require_link(&pod, &request.ifname, "pod").await?;
-        let marker = PodMarker {
-            kind,
-            ifname: request.ifname.clone(),
-            container_id: request.container_id.clone(),
-            netns: request.netns_path.clone(),
-        };
         let pair = ensure_veth(
             &self.host,
             &pod,
             pod_file.as_fd(),
-            &host_ifname(&request.container_id, &request.ifname),
+            request,
+            kind,
             &host_path_ifname(&request.ifname),
-            &marker,
         )
         .await?;
         self.prepare_host(None).await?;

@@ -19,8 +19,8 @@ use super::naming::{
     IPVLAN_HOST_ALIAS, PodLinkMarker, PodLinkOrigin, WiringKind, ipvlan_host_ifname,
 };
 use super::requests::{self, MAIN_TABLE, Route};
-use super::veth_pair::{mac_of, require_link};
-use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns};
+use super::veth_pair::{mac_of, mark_pod_link, require_link};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, missing_eni, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -54,17 +54,13 @@ impl Dataplane {
                         &format!("creating an ipvlan slave of {} in the pod", eni.name),
                     )
                     .await?;
-                let link = require_link(&pod, &request.ifname, "pod").await?;
-                let marker = PodLinkMarker {
-                    container_id: request.container_id.clone(),
-                    origin: PodLinkOrigin::Ipvlan,
-                };
-                pod.set_link(
-                    requests::link_alias(link.index, &marker.encode()?),
+                mark_pod_link(
+                    &pod,
+                    request,
+                    PodLinkOrigin::Ipvlan,
                     "marking the ipvlan slave",
                 )
-                .await?;
-                link
+                .await?
             }
         };
         let host_slave = self.ensure_host_slave(&eni).await?;
@@ -121,10 +117,7 @@ impl Dataplane {
         checked: &Checked,
     ) -> Result<Vec<String>, DataplaneError> {
         let Some(eni) = self.host.link_by_mac(checked.eni_mac).await? else {
-            return Ok(vec![format!(
-                "host: no ENI link with MAC {}",
-                request.allocation.eni_mac
-            )]);
+            return Ok(vec![missing_eni(checked.eni_mac)]);
         };
         let name = ipvlan_host_ifname(eni.index);
         let Some(host_slave) = self.host.link_by_name(&name).await? else {

@@ -14,10 +14,10 @@ use ipnet::Ipv4Net;
 use super::error::DataplaneError;
 use super::expect::Expect;
 use super::kernel::Link;
-use super::naming::{PodMarker, WiringKind, host_ifname};
+use super::naming::{WiringKind, host_ifname};
 use super::requests::{LINK_LOCAL_GATEWAY, MAIN_TABLE, Route, Rule};
 use super::veth_pair::{VethPair, ensure_veth, mac_of};
-use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, missing_eni, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -30,20 +30,13 @@ impl Dataplane {
         let eni = self.eni_link(checked.eni_mac).await?;
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
-        let host_name = host_ifname(&request.container_id, &request.ifname);
-        let marker = PodMarker {
-            kind: WiringKind::SharedVeth,
-            ifname: request.ifname.clone(),
-            container_id: request.container_id.clone(),
-            netns: request.netns_path.clone(),
-        };
         let pair = ensure_veth(
             &self.host,
             &pod,
             pod_file.as_fd(),
-            &host_name,
+            request,
+            WiringKind::SharedVeth,
             &request.ifname,
-            &marker,
         )
         .await?;
         self.prepare_host(Some(&eni)).await?;
@@ -71,10 +64,7 @@ impl Dataplane {
         checked: &Checked,
     ) -> Result<Vec<String>, DataplaneError> {
         let Some(eni) = self.host.link_by_mac(checked.eni_mac).await? else {
-            return Ok(vec![format!(
-                "host: no ENI link with MAC {}",
-                request.allocation.eni_mac
-            )]);
+            return Ok(vec![missing_eni(checked.eni_mac)]);
         };
         let host_name = host_ifname(&request.container_id, &request.ifname);
         let Some(host_link) = self.host.link_by_name(&host_name).await? else {

@@ -13,9 +13,9 @@ use eni_crds::{Mac, Mode};
 
 use super::error::{DataplaneError, KernelFeature};
 use super::kernel::Netlink;
-use super::naming::{PodLinkMarker, PodLinkOrigin, WiringKind};
+use super::naming::{PodLinkOrigin, WiringKind};
 use super::requests;
-use super::veth_pair::require_link;
+use super::veth_pair::mark_pod_link;
 use super::{Checked, Dataplane, PodRequest};
 
 /// How a member ENI that is not a link of its own reaches the pod.
@@ -78,16 +78,7 @@ impl Dataplane {
                 ),
             )
             .await?;
-        let link = require_link(pod, &request.ifname, "pod").await?;
-        let marker = PodLinkMarker {
-            container_id: request.container_id.clone(),
-            origin: PodLinkOrigin::Vlan,
-        };
-        pod.set_link(
-            requests::link_alias(link.index, &marker.encode()?),
-            "marking the VLAN link",
-        )
-        .await?;
+        mark_pod_link(pod, request, PodLinkOrigin::Vlan, "marking the VLAN link").await?;
         Ok(WiringKind::TrunkVlan)
     }
 }

@@ -5,9 +5,10 @@ use std::os::fd::BorrowedFd;
 
 use eni_crds::Mac;
 
+use super::PodRequest;
 use super::error::DataplaneError;
 use super::kernel::{Link, Netlink};
-use super::naming::PodMarker;
+use super::naming::{PodLinkMarker, PodLinkOrigin, PodMarker, WiringKind, host_ifname};
 use super::requests;
 
 /// The two ends of a pod's veth pair.
@@ -16,17 +17,20 @@ pub struct VethPair {
     pub pod: Link,
 }
 
-/// Makes sure the veth pair `host_name` (host) / `pod_name` (pod) exists and is the
-/// pod's: reuses it when already wired (ADD twice), recreates it when only the host
-/// end is left, refuses names held by something else.
+/// Makes sure the veth pair of `request`'s container exists and is the pod's: the host
+/// end named for the container and marked with `kind`, the pod end `pod_name`. Reuses
+/// it when already wired (ADD twice), recreates it when only the host end is left,
+/// refuses names held by something else.
 pub async fn ensure_veth(
     host: &Netlink,
     pod: &Netlink,
     pod_netns: BorrowedFd<'_>,
-    host_name: &str,
+    request: &PodRequest,
+    kind: WiringKind,
     pod_name: &str,
-    marker: &PodMarker,
 ) -> Result<VethPair, DataplaneError> {
+    let host_name = &host_ifname(&request.container_id, &request.ifname);
+    let marker = &request.marker(kind);
     let host_link = host.link_by_name(host_name).await?;
     let pod_link = pod.link_by_name(pod_name).await?;
     if let Some(link) = &host_link {
@@ -85,6 +89,24 @@ pub async fn require_link(nl: &Netlink, name: &str, side: &str) -> Result<Link, 
             name: name.to_string(),
             detail: format!("vanished from the {side} namespace while wiring"),
         })
+}
+
+/// The link `<ifname>` just made in the pod, marked as this container's, made as
+/// `origin` says; `what` names the step in errors.
+pub async fn mark_pod_link(
+    pod: &Netlink,
+    request: &PodRequest,
+    origin: PodLinkOrigin,
+    what: &str,
+) -> Result<Link, DataplaneError> {
+    let link = require_link(pod, &request.ifname, "pod").await?;
+    let marker = PodLinkMarker {
+        container_id: request.container_id.clone(),
+        origin,
+    };
+    pod.set_link(requests::link_alias(link.index, &marker.encode()?), what)
+        .await?;
+    Ok(link)
 }
 
 /// MAC of a link that must have one (veth, ENI).

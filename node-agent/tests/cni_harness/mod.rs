@@ -45,10 +45,7 @@ pub fn podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodN
                 eni_mac: ENI_MAC.parse().unwrap(),
                 device_index: 1,
                 route_table: Some(1001),
-                vlan_id: None,
-                trunk_mac: None,
-                security_groups: Vec::new(),
-                datapath: None,
+                ..Allocation::default()
             },
         },
     );
