@@ -11,8 +11,10 @@ use ipnet::Ipv4Net;
 pub const NODE_LABEL: &str = "eni-operator.io/node";
 /// Label on every PodNetwork naming the ENIPool its allocation came from.
 pub const POOL_LABEL: &str = "eni-operator.io/pool";
-/// Label (value `"true"`) on the PodNetwork of a StatefulSet pod: its address is held
-/// for the next pod of the same name.
+/// Label (value `"true"`) on the PodNetwork of a pod a StatefulSet owns, whose address
+/// a sticky pool holds for the next pod of the same name. On the PodNetwork because the
+/// pod cache may have lost the pod by the time its PodNetwork is released (a restarted
+/// operator surely has).
 pub const STATEFUL_LABEL: &str = "eni-operator.io/statefulset-pod";
 /// Finalizer the operator puts on PodNetworks, Nodes and ENIPools it manages.
 pub const FINALIZER: &str = "eni-operator.io/cleanup";
