@@ -25,9 +25,8 @@ use kube::{
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
-use vpc_sim::{behaviour::SimConfig, server::ServerConfig};
-
 use eni_test_support::{SimCloud, SimError};
+use vpc_sim::{behaviour::SimConfig, server::ServerConfig};
 
 use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard};
 

@@ -47,28 +47,8 @@ async fn create_enter_configure_and_delete() {
 
     // The netlink socket sees the namespace's links: only lo, and it is up.
     let (handle, task) = eni_netns::netlink(&path).await.expect("netlink");
-    let links: Vec<_> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .expect("links");
+    assert_eq!(links(&handle).await, vec![("lo".to_string(), true)]);
     task.abort();
-    let names: Vec<(String, bool)> = links
-        .iter()
-        .map(|l| {
-            let name = l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
-                _ => None,
-            });
-            (
-                name.unwrap_or_default(),
-                l.header.flags.contains(LinkFlags::Up),
-            )
-        })
-        .collect();
-    assert_eq!(names, vec![("lo".to_string(), true)]);
 
     eni_netns::delete(&ns).expect("delete");
     assert!(!eni_netns::exists(&ns));
@@ -84,13 +64,32 @@ async fn scratch_namespace_is_fresh() {
     let inside = eni_netns::run_in_scratch(own_netns).await.expect("scratch");
     assert_ne!(inside, outside);
     let (handle, task) = eni_netns::scratch_netlink().await.expect("netlink");
-    let links: Vec<_> = handle
+    let links = links(&handle).await;
+    task.abort();
+    assert_eq!(links.len(), 1, "only lo in a fresh namespace: {links:?}");
+    assert_eq!(links[0].0, "lo");
+}
+
+/// `(name, up)` of every link the handle's namespace has.
+async fn links(handle: &rtnetlink::Handle) -> Vec<(String, bool)> {
+    let messages: Vec<_> = handle
         .link()
         .get()
         .execute()
         .try_collect()
         .await
         .expect("links");
-    task.abort();
-    assert_eq!(links.len(), 1, "only lo in a fresh namespace");
+    messages
+        .iter()
+        .map(|l| {
+            let name = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            (
+                name.unwrap_or_default(),
+                l.header.flags.contains(LinkFlags::Up),
+            )
+        })
+        .collect()
 }

@@ -52,7 +52,7 @@ pub struct EchoServer {
 impl EchoServer {
     pub fn start(ns: &str, port: u16) -> Result<Self, ProbeError> {
         // The listening socket stays in the namespace it was created in.
-        let listener = eni_netns::run_in_blocking(&eni_netns::path(ns), move || {
+        let listener = eni_netns::run_in_blocking(&eni_netns::path(ns), move || -> std::io::Result<_> {
             let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
             listener.set_nonblocking(true)?;
             Ok(listener)

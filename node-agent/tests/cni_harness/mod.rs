@@ -5,11 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-
-use std::net::Ipv4Addr;
 
 use eni_crds::{Allocation, Datapath, Mode, PodNetwork, PodNetworkStatus};
 use eni_node_agent::agent::cache::{self, CacheWriter};

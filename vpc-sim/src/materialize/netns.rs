@@ -5,7 +5,7 @@ use rtnetlink::Handle;
 
 use super::MaterializeError;
 
-pub use eni_netns::{delete, exists, list, path, write_sysctl};
+pub use eni_netns::{delete, exists, list, path};
 
 /// Creates the named namespace (loopback up); a namespace that already exists is kept.
 pub async fn create(name: &str) -> Result<(), MaterializeError> {
@@ -13,13 +13,17 @@ pub async fn create(name: &str) -> Result<(), MaterializeError> {
 }
 
 /// Runs `work` on a thread that has entered namespace `name`.
-pub async fn run_in<T, E, F>(name: &str, work: F) -> Result<T, MaterializeError>
+pub async fn run_in<T, F>(name: &str, work: F) -> Result<T, MaterializeError>
 where
     T: Send + 'static,
-    E: Into<MaterializeError> + Send + 'static,
-    F: FnOnce() -> Result<T, E> + Send + 'static,
+    F: FnOnce() -> Result<T, MaterializeError> + Send + 'static,
 {
-    eni_netns::run_in(&path(name), work).await?.map_err(Into::into)
+    eni_netns::run_in(&path(name), work).await?
+}
+
+/// Writes a sysctl under /proc/sys/net of the calling thread's namespace.
+pub fn write_sysctl(key: &str, value: &str) -> Result<(), MaterializeError> {
+    Ok(eni_netns::write_sysctl(key, value)?)
 }
 
 /// A netlink handle whose socket lives in namespace `name`. The connection runs on the
