@@ -119,6 +119,8 @@ async fn allocate_release_reuse(
     tune: fn(PoolBuilder, &str) -> PoolBuilder,
     per_node: usize,
 ) -> Result<(), ClusterError> {
+    // The API's name of the mode, quoted, for the JSON lines below.
+    let mode_name = serde_json::to_string(&mode).expect("a mode serialises");
     // What a pod holds exclusively: its address (SharedIP) or its ENI.
     let unit = |p: &PodNetwork| match mode {
         Mode::SharedIp => p.spec.allocation.address.clone(),
@@ -175,7 +177,7 @@ async fn allocate_release_reuse(
         }
     }
     println!(
-        "{{\"mode\":\"{mode_name}\",\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
+        "{{\"mode\":{mode_name},\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64()
     );
@@ -279,7 +281,7 @@ async fn allocate_release_reuse(
         .map(|(_, n, _)| n)
         .sum();
     println!(
-        "{{\"mode\":\"{mode_name}\",\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
+        "{{\"mode\":{mode_name},\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
         3 * half,
         st.enis,
         total + 3 * half

@@ -57,7 +57,7 @@ pub(crate) async fn set_loopback_up(path: &Path) -> Result<(), NetnsError> {
         let lo = handle
             .link()
             .get()
-            .match_name("lo".into())
+            .match_name("lo")
             .execute()
             .try_next()
             .await

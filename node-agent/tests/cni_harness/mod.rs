@@ -20,7 +20,6 @@ use eni_node_agent::agent::wiring::{Feature, Link, PodWiring, Unwire, Wired, Wir
 use eni_node_agent::agent::{Agent, AgentConfig};
 use eni_node_agent::dataplane::{Dataplane, DataplaneConfig};
 use eni_node_agent::protocol::Route;
-pub use eni_test_support::command::must;
 use eni_test_support::podnetwork as fixtures;
 use eni_test_support::{AllocationBuilder, FakeEni, FakeEniKind, FakeVpc, allocation};
 use ipnet::Ipv4Net;
