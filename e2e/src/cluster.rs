@@ -16,6 +16,7 @@ use eni_operator::{
     metrics::Metrics,
     operator::{self, Config},
 };
+use eni_test_support::{SimCloud, SimError};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
@@ -25,7 +26,6 @@ use kube::{
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
-use eni_test_support::{SimCloud, SimError};
 use vpc_sim::{behaviour::SimConfig, server::ServerConfig};
 
 use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard};

@@ -10,8 +10,8 @@ use std::{
 
 use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
 use eni_e2e::cluster::{Cluster, ClusterError, fast_cloud};
-use eni_test_support::{PoolBuilder, pool};
 use eni_operator::{cloud::RateLimit, operator::Config, sticky::STATEFUL_LABEL};
+use eni_test_support::{PoolBuilder, pool};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{Event, Node, Pod},

@@ -38,7 +38,9 @@ where
 {
     let file = open(path)?;
     let inside = path.to_path_buf();
-    let worker = spawn(inside.clone(), move || enter(&file, &inside).map(|()| work()))?;
+    let worker = spawn(inside.clone(), move || {
+        enter(&file, &inside).map(|()| work())
+    })?;
     worker.join().map_err(|_| NetnsError::Thread {
         path: path.to_path_buf(),
         detail: "panicked".into(),

@@ -54,7 +54,10 @@ async fn create_enter_configure_and_delete() {
     assert!(!eni_netns::exists(&ns));
     eni_netns::delete(&ns).expect("delete twice");
     let error = eni_netns::run_in(&path, || ()).await.expect_err("gone");
-    assert!(matches!(error, eni_netns::NetnsError::Open { .. }), "{error}");
+    assert!(
+        matches!(error, eni_netns::NetnsError::Open { .. }),
+        "{error}"
+    );
     assert_eq!(error.label(), "netns_open");
 }
 

@@ -67,8 +67,8 @@ struct Bed {
 
 impl Bed {
     fn new() -> Self {
-        let vpc = FakeVpc::node("dpt", &[PRIMARY, SHARED, EXCLUSIVE, MEMBER, TRUNK])
-            .expect("fake VPC");
+        let vpc =
+            FakeVpc::node("dpt", &[PRIMARY, SHARED, EXCLUSIVE, MEMBER, TRUNK]).expect("fake VPC");
         let host = vpc.host();
         Bed { vpc, host }
     }
@@ -325,7 +325,10 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
     let pod_link = must(&["ip", "-n", &pod, "link", "show", "eth0"]);
     assert!(pod_link.contains(EXCLUSIVE.mac), "{pod_link}");
     assert!(
-        pod_link.contains(&format!("alias eni-agent/v1 lent {} ctr-x", EXCLUSIVE.link())),
+        pod_link.contains(&format!(
+            "alias eni-agent/v1 lent {} ctr-x",
+            EXCLUSIVE.link()
+        )),
         "{pod_link}"
     );
 

@@ -59,7 +59,10 @@ pub enum FakeEniKind {
     Trunk,
     /// A member ENI of trunk `trunk` (an ENI id) on VLAN `vlan_id`, handed to the node
     /// as its own link.
-    Member { trunk: &'static str, vlan_id: u16 },
+    Member {
+        trunk: &'static str,
+        vlan_id: u16,
+    },
 }
 
 /// One ENI attached to the fake node.

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use eni_crds::{
-    ENIPool, ENIPoolSpec, Mode, StickyIPs, SubnetPolicy, SubnetSelection, WarmTargets,
-};
+use eni_crds::{ENIPool, ENIPoolSpec, Mode, StickyIPs, SubnetPolicy, SubnetSelection, WarmTargets};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// Tag that marks vpc-sim's layout subnets meant for pods.

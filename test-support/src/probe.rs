@@ -52,16 +52,17 @@ pub struct EchoServer {
 impl EchoServer {
     pub fn start(ns: &str, port: u16) -> Result<Self, ProbeError> {
         // The listening socket stays in the namespace it was created in.
-        let listener = eni_netns::run_in_blocking(&eni_netns::path(ns), move || -> std::io::Result<_> {
-            let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })?
-        .map_err(|source| ProbeError::Listen {
-            ns: ns.to_owned(),
-            port,
-            source,
-        })?;
+        let listener =
+            eni_netns::run_in_blocking(&eni_netns::path(ns), move || -> std::io::Result<_> {
+                let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            })?
+            .map_err(|source| ProbeError::Listen {
+                ns: ns.to_owned(),
+                port,
+                source,
+            })?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {

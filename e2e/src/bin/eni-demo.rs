@@ -75,10 +75,19 @@ async fn run(once: bool) -> DemoResult<bool> {
     let pool_for = |name: &str, mode: Mode, node_mode: &str| {
         pool(name, mode).nodes("eni-operator.io/mode", node_mode)
     };
-    bed.apply_yaml(&pool_for("shared", Mode::SharedIp, "shared").min_ips(4).warm_ips(2).yaml())
-        .await?;
-    bed.apply_yaml(&pool_for("exclusive", Mode::Exclusive, "exclusive").warm_enis(1).yaml())
-        .await?;
+    bed.apply_yaml(
+        &pool_for("shared", Mode::SharedIp, "shared")
+            .min_ips(4)
+            .warm_ips(2)
+            .yaml(),
+    )
+    .await?;
+    bed.apply_yaml(
+        &pool_for("exclusive", Mode::Exclusive, "exclusive")
+            .warm_enis(1)
+            .yaml(),
+    )
+    .await?;
     for (name, app, group) in [("web", "web", &web), ("db", "db", &db)] {
         let trunk = pool_for(name, Mode::Trunk, "trunk")
             .pods("app", app)

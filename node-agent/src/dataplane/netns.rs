@@ -42,9 +42,7 @@ pub async fn netlink(path: &Path) -> Result<Netlink, DataplaneError> {
 
 /// A netlink connection inside a fresh scratch namespace (for probing features).
 pub async fn scratch_netlink() -> Result<Netlink, DataplaneError> {
-    let (handle, task) = eni_netns::scratch_netlink()
-        .await
-        .map_err(into_dataplane)?;
+    let (handle, task) = eni_netns::scratch_netlink().await.map_err(into_dataplane)?;
     Ok(Netlink::new(handle, task, "<scratch>".into()))
 }
 

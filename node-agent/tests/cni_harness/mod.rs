@@ -324,9 +324,14 @@ pub fn eni_cni() -> &'static str {
 
 /// Runs a CNI plugin binary with exactly `env` and `stdin`.
 pub fn run_plugin(binary: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut child = Command::new(binary)
-        .env_clear()
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(binary);
+    cmd.env_clear().envs(env.iter().copied());
+    run_with_stdin(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` as its input; stderr goes to the test's output.
+fn run_with_stdin(mut cmd: Command, stdin: &str) -> Run {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -422,28 +427,13 @@ impl NodeBed {
 
     /// Runs a CNI plugin inside the node namespace, as a runtime on the node would.
     pub fn run_plugin(&self, plugin: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host])
             .arg(plugin)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-        }
+            .envs(env.iter().copied());
+        run_with_stdin(cmd, stdin)
     }
 }
 

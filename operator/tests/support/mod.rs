@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use eni_test_support::cloud::sdk_config;
 use eni_operator::cloud::aws::{AwsProvider, AwsSettings};
+use eni_test_support::cloud::sdk_config;
 use std::num::NonZeroU32;
 
 use eni_operator::cloud::{Backoff, CloudProvider, Eni, EniQuery, RateLimit, Tags};

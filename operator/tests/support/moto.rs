@@ -74,8 +74,7 @@ impl MotoServer {
 
     /// Builds the VPC, subnet, security group and one instance the suite works on.
     pub async fn fixture(&self) -> Fixture {
-        let ec2 =
-            aws_sdk_ec2::Client::new(&sdk_config(&self.url, ACCESS_KEY, SECRET_KEY).await);
+        let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&self.url, ACCESS_KEY, SECRET_KEY).await);
         let vpc = ec2
             .create_vpc()
             .cidr_block("10.0.0.0/16")
