@@ -440,9 +440,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
-    // per_node is at most ENIS_PER_NODE * SLOTS_PER_ENI (checked above).
-    c.apply_yaml(&pool().min_ips(per_node as u32).yaml())
-        .await?;
+    c.apply_yaml(&pool().min_ips(per_node).yaml()).await?;
     let warm_target = per_node * args.nodes;
     wait(&operator, "warm pool", PHASE_TIMEOUT, || async {
         let pns = Api::<PodNetwork>::namespaced(c.client.clone(), NAMESPACE)
