@@ -8,9 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::{ENIPool, Mode, PodNetwork};
+use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
 use eni_e2e::cluster::{Cluster, ClusterError, fast_cloud};
 use eni_operator::{cloud::RateLimit, operator::Config, sticky::STATEFUL_LABEL};
+use eni_test_support::{PoolBuilder, pool};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{Event, Node, Pod},
@@ -39,10 +40,10 @@ fn config() -> Config {
     }
 }
 
-fn pool_yaml(name: &str, mode: &str, node_label: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: {mode}\n  nodeSelector: {{matchLabels: {{pool: {node_label}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n  ipCooldown: 2s\n{extra}"
-    )
+/// Pool `name` for the nodes labelled `pool=<node_label>`; addresses cool down for 2 s
+/// so that reuse shows within a test.
+fn pool_for(name: &str, mode: Mode, node_label: &str) -> PoolBuilder {
+    pool(name, mode).nodes("pool", node_label).ip_cooldown("2s")
 }
 
 /// Waits until every pod matching `prefix` has a PodNetwork; returns them by pod name.
@@ -111,14 +112,12 @@ async fn pool_status(c: &Cluster, name: &str) -> Option<eni_crds::ENIPoolStatus>
 async fn allocate_release_reuse(
     mode: Mode,
     instance_type: &str,
-    extra: &str,
+    // Completes the pool; gets the id of the layout's `default` security group.
+    tune: fn(PoolBuilder, &str) -> PoolBuilder,
     per_node: usize,
 ) -> Result<(), ClusterError> {
-    let mode_name = match mode {
-        Mode::SharedIp => "SharedIP",
-        Mode::Exclusive => "Exclusive",
-        Mode::Trunk => "Trunk",
-    };
+    // The API's name of the mode, quoted, for the JSON lines below.
+    let mode_name = serde_json::to_string(&mode).expect("a mode serialises");
     // What a pod holds exclusively: its address (SharedIP) or its ENI.
     let unit = |p: &PodNetwork| match mode {
         Mode::SharedIp => p.spec.allocation.address.to_string(),
@@ -126,7 +125,7 @@ async fn allocate_release_reuse(
     };
     let mut c = Cluster::start(fast_cloud()).await?;
     let sg = c.sim.group_id("default")?;
-    c.apply_yaml(&pool_yaml("p", mode_name, "a", &extra.replace("SG", &sg)))
+    c.apply_yaml(&tune(pool_for("p", mode, "a"), &sg).yaml())
         .await?;
     let nodes = ["n1", "n2", "n3"];
     for n in nodes {
@@ -175,7 +174,7 @@ async fn allocate_release_reuse(
         }
     }
     println!(
-        "{{\"mode\":\"{mode_name}\",\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
+        "{{\"mode\":{mode_name},\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64()
     );
@@ -279,7 +278,7 @@ async fn allocate_release_reuse(
         .map(|(_, n, _)| n)
         .sum();
     println!(
-        "{{\"mode\":\"{mode_name}\",\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
+        "{{\"mode\":{mode_name},\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
         3 * half,
         st.enis,
         total + 3 * half
@@ -293,7 +292,7 @@ async fn shared_ip_allocate_release_reuse() {
     allocate_release_reuse(
         Mode::SharedIp,
         "m5.xlarge",
-        "  warm: {warmIPs: 4, releaseDelay: 1h}\n",
+        |p, _| p.warm_ips(4).release_delay("1h"),
         20,
     )
     .await
@@ -307,7 +306,7 @@ async fn exclusive_allocate_release_reuse() {
     allocate_release_reuse(
         Mode::Exclusive,
         "c5.9xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
+        |p, sg| p.security_groups(&[sg]).warm_enis(1),
         7,
     )
     .await
@@ -319,7 +318,7 @@ async fn trunk_allocate_release_reuse() {
     allocate_release_reuse(
         Mode::Trunk,
         "m5.4xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
+        |p, sg| p.security_groups(&[sg]).warm_enis(2),
         20,
     )
     .await
@@ -329,7 +328,7 @@ async fn trunk_allocate_release_reuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_matching_pool_gets_an_event() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", ""))
+    c.apply_yaml(&pool_for("p", Mode::SharedIp, "a").yaml())
         .await
         .expect("pool");
     c.add_node("lonely", "m5.large", &[("pool", "none")])
@@ -364,7 +363,7 @@ async fn no_matching_pool_gets_an_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_deletion_returns_its_enis_and_leaks_are_collected() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", "  warm: {warmIPs: 3}\n"))
+    c.apply_yaml(&pool_for("p", Mode::SharedIp, "a").warm_ips(3).yaml())
         .await
         .expect("pool");
     let instance = c
@@ -454,7 +453,7 @@ async fn throttled_cloud_still_converges() {
         b.refill_per_sec = 2.0;
     }
     let mut c = Cluster::start(cloud).await.expect("cluster");
-    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", "  warm: {warmIPs: 2}\n"))
+    c.apply_yaml(&pool_for("p", Mode::SharedIp, "a").warm_ips(2).yaml())
         .await
         .expect("pool");
     for n in ["n1", "n2"] {
@@ -498,12 +497,17 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
     let tiny = c.sim.subnet_id("tiny-a").expect("tiny subnet");
     let pods_a = c.sim.subnet_id("pods-a").expect("pods subnet");
-    let pool = |ids: &str| {
-        format!(
-            "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: p}}\nspec:\n  mode: SharedIP\n  nodeSelector: {{}}\n  subnets: {{ids: [{ids}], policy: Ordered}}\n  ipCooldown: 2s\n  warm: {{warmIPs: 2}}\n"
-        )
+    // Every node; the subnets in the order given.
+    let ordered_pool = |ids: &[&str]| {
+        pool("p", Mode::SharedIp)
+            .subnet_ids(ids, SubnetPolicy::Ordered)
+            .ip_cooldown("2s")
+            .warm_ips(2)
+            .yaml()
     };
-    c.apply_yaml(&pool(&tiny)).await.expect("pool");
+    c.apply_yaml(&ordered_pool(&[tiny.as_str()]))
+        .await
+        .expect("pool");
     c.add_node("n1", "m5.4xlarge", &[]).await.expect("node");
     c.start_operator(config(), rate(100, 100))
         .await
@@ -553,7 +557,7 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
         calls_after - calls_before
     );
 
-    c.apply_yaml(&pool(&format!("{tiny}, {pods_a}")))
+    c.apply_yaml(&ordered_pool(&[tiny.as_str(), pods_a.as_str()]))
         .await
         .expect("second subnet");
     wait_networks(&c, "x", 30, Duration::from_secs(60))
@@ -565,12 +569,12 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() {
     let c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml(
-        "p",
-        "SharedIP",
-        "a",
-        "  warm: {warmIPs: 2, releaseDelay: 1h}\n",
-    ))
+    c.apply_yaml(
+        &pool_for("p", Mode::SharedIp, "a")
+            .warm_ips(2)
+            .release_delay("1h")
+            .yaml(),
+    )
     .await
     .expect("pool");
     let nodes = ["n1", "n2", "n3"];
@@ -679,12 +683,13 @@ async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn statefulset_pod_gets_its_address_back_across_a_restart() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml(
-        "p",
-        "SharedIP",
-        "a",
-        "  warm: {warmIPs: 4, releaseDelay: 1h}\n  stickyIPForStatefulSets: {releaseAfter: 20s}\n",
-    ))
+    c.apply_yaml(
+        &pool_for("p", Mode::SharedIp, "a")
+            .warm_ips(4)
+            .release_delay("1h")
+            .sticky("20s")
+            .yaml(),
+    )
     .await
     .expect("pool");
     c.add_node("n1", "m5.xlarge", &[("pool", "a")])
