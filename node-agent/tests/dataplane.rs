@@ -32,12 +32,12 @@ const fn eni(id: &'static str, index: u8, subnet: u8, kind: FakeEniKind) -> Fake
     }
 }
 
-const MACS: [&str; 5] = [
-    "02:00:00:00:00:04",
-    "02:00:00:00:00:05",
-    "02:00:00:00:00:06",
-    "02:00:00:00:00:07",
-    "02:00:00:00:00:08",
+const MACS: [Mac; 5] = [
+    Mac::new([2, 0, 0, 0, 0, 4]),
+    Mac::new([2, 0, 0, 0, 0, 5]),
+    Mac::new([2, 0, 0, 0, 0, 6]),
+    Mac::new([2, 0, 0, 0, 0, 7]),
+    Mac::new([2, 0, 0, 0, 0, 8]),
 ];
 
 /// The node's own ENI: its address and default route are set at boot.
@@ -137,10 +137,6 @@ impl Drop for ChildGuard {
 fn allocation(eni: &FakeEni, host: u8, prefix_length: u8) -> AllocationBuilder {
     let [a, b, c, _] = eni.subnet.network().octets();
     eni_test_support::allocation(eni, Ipv4Addr::new(a, b, c, host)).prefix_length(prefix_length)
-}
-
-fn mac(text: &str) -> Mac {
-    text.parse().unwrap()
 }
 
 fn request(id: &str, netns: &Path, mode: Mode, allocation: Allocation) -> PodRequest {
@@ -317,7 +313,7 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
     );
     let wired = dp.wire(&req).await.expect("wire");
     assert_eq!(wired.kind, WiringKind::Exclusive);
-    assert_eq!(wired.pod_mac, mac(EXCLUSIVE.mac));
+    assert_eq!(wired.pod_mac, EXCLUSIVE.mac);
     assert_eq!(wired.address.to_string(), "10.0.2.20/24");
     assert_eq!(wired.gateway, Ipv4Addr::new(10, 0, 2, 1));
     let host_links = must(&["ip", "-n", &bed.host, "link"]);
@@ -326,7 +322,7 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
         "ENI still in the host: {host_links}"
     );
     let pod_link = must(&["ip", "-n", &pod, "link", "show", "eth0"]);
-    assert!(pod_link.contains(EXCLUSIVE.mac), "{pod_link}");
+    assert!(pod_link.contains(&EXCLUSIVE.mac.to_string()), "{pod_link}");
     assert!(
         pod_link.contains(&format!(
             "alias eni-agent/v1 lent {} ctr-x",
@@ -402,7 +398,7 @@ async fn trunk_member_link_is_handed_to_the_pod() {
     let req = request("ctr-t", &ns, Mode::Trunk, alloc);
     let wired = dp.wire(&req).await.expect("wire");
     assert_eq!(wired.kind, WiringKind::TrunkMember);
-    assert_eq!(wired.pod_mac, mac(MEMBER.mac));
+    assert_eq!(wired.pod_mac, MEMBER.mac);
     assert!(bed.ping(&pod, "10.0.3.1"));
     assert!(bed.ping(&pod, "10.0.0.10"));
     assert_eq!(dp.wire(&req).await.expect("ADD twice"), wired);
@@ -429,7 +425,7 @@ async fn missing_kernel_features_fail_cleanly() {
         .await;
     // Member ENI not attached as its own link: the VLAN sub-interface path.
     let vlan = allocation(&MEMBER, 30, 24)
-        .eni_mac("02:00:00:00:00:99")
+        .eni_mac(Mac::new([2, 0, 0, 0, 0, 0x99]))
         .trunk(7, &TRUNK)
         .build();
     let vlan_result = dp.wire(&request("ctr-v", &ns, Mode::Trunk, vlan)).await;
@@ -462,7 +458,7 @@ async fn missing_kernel_features_fail_cleanly() {
 
     // Other refusals change nothing either.
     let absent = allocation(&SHARED, 31, 32)
-        .eni_mac("02:00:00:00:00:98")
+        .eni_mac(Mac::new([2, 0, 0, 0, 0, 0x98]))
         .build();
     let error = dp
         .wire(&request("ctr-n", &ns, Mode::SharedIp, absent))

@@ -12,6 +12,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use eni_crds::Mac;
+use eni_crds::contract::gateway_of;
 use ipnet::Ipv4Net;
 use vpc_sim::dataplane_view::{
     DataplaneView, EniKind, EniPortView, IngressRule, NodeView, Protocol, SecurityGroupView,
@@ -69,8 +71,7 @@ pub enum FakeEniKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FakeEni {
     pub id: &'static str,
-    /// Lower-case colon form.
-    pub mac: &'static str,
+    pub mac: Mac,
     pub device_index: u32,
     pub subnet: Ipv4Net,
     /// Addresses the cloud has assigned to the ENI, as one delegated block; pods take
@@ -80,11 +81,6 @@ pub struct FakeEni {
 }
 
 impl FakeEni {
-    /// The subnet's gateway (the VPC router, `.1` as on AWS).
-    pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet.network()) + 1)
-    }
-
     /// Name of the ENI's link in the node namespace.
     pub fn link(&self) -> String {
         node_link(&self.view())
@@ -107,14 +103,14 @@ impl FakeEni {
         };
         EniPortView {
             eni_id: self.id.to_owned(),
-            mac: self.mac.to_owned(),
+            mac: self.mac.to_string(),
             device_index: self.device_index,
             kind,
             addresses,
             prefixes,
             security_group_ids: vec![OPEN_GROUP.to_owned()],
             subnet_cidr: self.subnet,
-            gateway: self.gateway(),
+            gateway: gateway_of(self.subnet),
         }
     }
 }

@@ -1,12 +1,9 @@
 //! PodNetwork and Allocation fixtures.
-//!
-//! Allocations are written in the CRD's wire form (strings, as the API server stores
-//! them) and decoded, so a fixture reads the same whatever Rust types the fields have.
 
 use std::net::Ipv4Addr;
 
-use eni_crds::{Allocation, Datapath, Mode, PodNetwork, PodNetworkSpec};
-use serde_json::{Map, Value, json};
+use eni_crds::contract::gateway_of;
+use eni_crds::{Allocation, Datapath, Mac, Mode, PodNetwork, PodNetworkSpec};
 
 use crate::fake_vpc::FakeEni;
 
@@ -16,60 +13,59 @@ const SUBNET_ID: &str = "subnet-1";
 /// An Allocation being built.
 #[derive(Clone, Debug)]
 pub struct AllocationBuilder {
-    wire: Map<String, Value>,
+    allocation: Allocation,
 }
 
 /// `address` on `eni`, as SharedIP pods get it: a /32, the subnet's gateway, the ENI's
 /// MAC and device index.
 pub fn allocation(eni: &FakeEni, address: Ipv4Addr) -> AllocationBuilder {
-    let wire = json!({
-        "address": address.to_string(),
-        "prefixLength": 32,
-        "gateway": eni.gateway().to_string(),
-        "subnetCIDR": eni.subnet.to_string(),
-        "subnetID": SUBNET_ID,
-        "eniID": eni.id,
-        "eniMAC": eni.mac,
-        "deviceIndex": eni.device_index,
-    });
-    let Value::Object(wire) = wire else {
-        unreachable!("a JSON object literal")
-    };
-    AllocationBuilder { wire }
+    AllocationBuilder {
+        allocation: Allocation {
+            address,
+            prefix_length: 32,
+            gateway: gateway_of(eni.subnet),
+            subnet_cidr: eni.subnet,
+            subnet_id: SUBNET_ID.into(),
+            eni_id: eni.id.into(),
+            eni_mac: eni.mac,
+            device_index: eni.device_index,
+            ..Allocation::default()
+        },
+    }
 }
 
 impl AllocationBuilder {
     /// The prefix length the pod configures (its subnet's, for an ENI of its own).
-    pub fn prefix_length(self, length: u8) -> Self {
-        self.set("prefixLength", json!(length))
+    pub fn prefix_length(mut self, length: u8) -> Self {
+        self.allocation.prefix_length = length;
+        self
     }
 
-    pub fn route_table(self, table: u32) -> Self {
-        self.set("routeTable", json!(table))
+    pub fn route_table(mut self, table: u32) -> Self {
+        self.allocation.route_table = Some(table);
+        self
     }
 
-    pub fn datapath(self, datapath: Datapath) -> Self {
-        self.set("datapath", json!(datapath))
+    pub fn datapath(mut self, datapath: Datapath) -> Self {
+        self.allocation.datapath = Some(datapath);
+        self
     }
 
     /// A MAC no link has (an ENI that is not attached).
-    pub fn eni_mac(self, mac: &str) -> Self {
-        self.set("eniMAC", json!(mac))
+    pub fn eni_mac(mut self, mac: Mac) -> Self {
+        self.allocation.eni_mac = mac;
+        self
     }
 
     /// A member ENI on VLAN `vlan_id` of `trunk`.
-    pub fn trunk(self, vlan_id: u16, trunk: &FakeEni) -> Self {
-        self.set("vlanID", json!(vlan_id))
-            .set("trunkMAC", json!(trunk.mac))
+    pub fn trunk(mut self, vlan_id: u16, trunk: &FakeEni) -> Self {
+        self.allocation.vlan_id = Some(vlan_id);
+        self.allocation.trunk_mac = Some(trunk.mac);
+        self
     }
 
     pub fn build(self) -> Allocation {
-        serde_json::from_value(Value::Object(self.wire)).expect("a fixture allocation decodes")
-    }
-
-    fn set(mut self, key: &str, value: Value) -> Self {
-        self.wire.insert(key.to_owned(), value);
-        self
+        self.allocation
     }
 }
 
@@ -125,7 +121,7 @@ mod tests {
 
     const ENI: FakeEni = FakeEni {
         id: "eni-0a1b",
-        mac: "02:00:00:00:01:01",
+        mac: Mac::new([2, 0, 0, 0, 1, 1]),
         device_index: 1,
         subnet: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 1, 0), 24),
         block: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 1, 0), 25),
@@ -146,9 +142,10 @@ mod tests {
             .prefix_length(24)
             .trunk(7, &ENI)
             .datapath(Datapath::IpVlan)
-            .eni_mac("02:00:00:00:00:99")
+            .eni_mac(Mac::new([2, 0, 0, 0, 0, 0x99]))
             .build();
         assert_eq!(trunk.vlan_id, Some(7));
+        assert_eq!(trunk.trunk_mac, Some(ENI.mac));
         assert_eq!(trunk.prefix_length, 24);
         assert_eq!(trunk.datapath, Some(Datapath::IpVlan));
         assert_eq!(

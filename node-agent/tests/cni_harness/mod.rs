@@ -33,7 +33,7 @@ pub const NODE: &str = "node-a";
 /// The node's own ENI in the fake VPC: address 10.0.0.10, default route via 10.0.0.1.
 pub const PRIMARY: FakeEni = FakeEni {
     id: "eni-0004",
-    mac: "02:00:00:00:00:04",
+    mac: Mac::new([2, 0, 0, 0, 0, 4]),
     device_index: 0,
     subnet: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 24),
     block: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 10), 32),
@@ -44,7 +44,7 @@ pub const PRIMARY: FakeEni = FakeEni {
 /// addresses below 10.0.1.128.
 pub const SHARED: FakeEni = FakeEni {
     id: "eni-0a1b",
-    mac: "02:00:00:00:01:01",
+    mac: Mac::new([2, 0, 0, 0, 1, 1]),
     device_index: 1,
     subnet: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 1, 0), 24),
     block: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 1, 0), 25),
