@@ -4,17 +4,22 @@
 //! written by the operator) and [`PodNetwork`] (one per pod: spec by the operator, status
 //! by the node agent). Schema rules that a JSON schema alone cannot express are CEL rules
 //! on the types, so the API server refuses bad objects with a message a user understands.
+//! [`contract`] holds what the operator and the node agent agree on beyond the types.
 
+pub mod contract;
 mod enipool;
+mod mac;
 mod manifest;
 mod mode;
 mod podnetwork;
 mod trunkeni;
 
+pub use contract::FINALIZER;
 pub use enipool::{
     AddressCounts, ENIPool, ENIPoolSpec, ENIPoolStatus, StickyIPs, SubnetPolicy, SubnetSelection,
     WarmTargets,
 };
+pub use mac::{Mac, MacParseError};
 pub use manifest::{ManifestError, crd_manifests};
 pub use mode::{Datapath, Mode};
 pub use podnetwork::{Allocation, PodNetwork, PodNetworkPhase, PodNetworkSpec, PodNetworkStatus};
@@ -22,5 +27,3 @@ pub use trunkeni::{MemberState, PodRef, TrunkENI, TrunkENISpec, TrunkENIStatus, 
 
 /// API group of every kind in this crate.
 pub const GROUP: &str = "eni-operator.io";
-/// Finalizer the operator puts on PodNetworks, Nodes and ENIPools it manages.
-pub const FINALIZER: &str = "eni-operator.io/cleanup";

@@ -1,8 +1,12 @@
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::mac::Mac;
 use crate::mode::{Datapath, Mode};
 
 /// The network of one pod: same namespace and name as the pod, owned by it.
@@ -51,25 +55,29 @@ pub struct PodNetworkSpec {
 }
 
 /// One pod's share of the VPC.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+///
+/// Addresses, the CIDR and MACs are typed here and travel as the strings the schema
+/// describes, so a malformed value fails when the object is read, once, and nothing
+/// downstream parses them again.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Allocation {
     /// The pod's IPv4 address.
     #[x_kube(validation = Rule::new("isIP(self) && ip(self).family() == 4").message("address must be an IPv4 address"))]
-    #[schemars(length(max = 64))]
-    pub address: String,
+    #[schemars(with = "String", length(max = 64))]
+    pub address: Ipv4Addr,
     /// Prefix length the pod's address is configured with (32 for SharedIP).
     #[schemars(range(min = 1, max = 32))]
     pub prefix_length: u8,
     /// The subnet's gateway (the VPC router).
     #[x_kube(validation = Rule::new("isIP(self)").message("gateway must be an IP address"))]
-    #[schemars(length(max = 64))]
-    pub gateway: String,
+    #[schemars(with = "String", length(max = 64))]
+    pub gateway: Ipv4Addr,
     /// CIDR of the subnet the address is in.
     #[serde(rename = "subnetCIDR")]
     #[x_kube(validation = Rule::new("isCIDR(self)").message("subnetCIDR must be a CIDR such as 10.0.1.0/24"))]
-    #[schemars(length(max = 64))]
-    pub subnet_cidr: String,
+    #[schemars(with = "String", length(max = 64))]
+    pub subnet_cidr: Ipv4Net,
     /// Subnet id.
     #[serde(rename = "subnetID")]
     #[schemars(length(max = 32))]
@@ -82,8 +90,8 @@ pub struct Allocation {
     /// MAC address of that ENI; the agent finds the ENI's link by it.
     #[serde(rename = "eniMAC")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9a-f]{2}:){5}[0-9a-f]{2}$')").message("eniMAC must be a lower-case MAC like 02:ab:cd:ef:01:23"))]
-    #[schemars(length(max = 64))]
-    pub eni_mac: String,
+    #[schemars(with = "String", length(max = 64))]
+    pub eni_mac: Mac,
     /// Device index of the ENI on the instance (0 is the primary ENI).
     #[schemars(range(min = 0, max = 128))]
     pub device_index: u32,
@@ -97,7 +105,8 @@ pub struct Allocation {
     pub vlan_id: Option<u16>,
     /// MAC of the trunk ENI a member ENI is relayed over (Trunk).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "trunkMAC")]
-    pub trunk_mac: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub trunk_mac: Option<Mac>,
     /// Security groups that guard this pod's traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5), inner(length(max = 32)))]
@@ -105,6 +114,28 @@ pub struct Allocation {
     /// SharedIP datapath.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datapath: Option<Datapath>,
+}
+
+/// The zero allocation (unspecified addresses, all-zero MAC, no ENI), for building
+/// one field by field.
+impl Default for Allocation {
+    fn default() -> Self {
+        Allocation {
+            address: Ipv4Addr::UNSPECIFIED,
+            prefix_length: 0,
+            gateway: Ipv4Addr::UNSPECIFIED,
+            subnet_cidr: Ipv4Net::default(),
+            subnet_id: String::new(),
+            eni_id: String::new(),
+            eni_mac: Mac::default(),
+            device_index: 0,
+            route_table: None,
+            vlan_id: None,
+            trunk_mac: None,
+            security_groups: Vec::new(),
+            datapath: None,
+        }
+    }
 }
 
 /// Phase of a PodNetwork.
@@ -146,4 +177,73 @@ pub struct PodNetworkStatus {
     /// A human-readable explanation of the phase, e.g. why wiring failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A Trunk allocation as operators before typed fields wrote it.
+    fn written() -> Value {
+        json!({
+            "address": "10.0.1.20",
+            "prefixLength": 24,
+            "gateway": "10.0.1.1",
+            "subnetCIDR": "10.0.1.0/24",
+            "subnetID": "subnet-1",
+            "eniID": "eni-0a1b",
+            "eniMAC": "02:ab:cd:ef:01:23",
+            "deviceIndex": 2,
+            "vlanID": 7,
+            "trunkMAC": "02:00:00:00:00:aa",
+            "securityGroups": ["sg-1"]
+        })
+    }
+
+    #[test]
+    fn todays_json_reads_typed_and_writes_back_unchanged() {
+        let allocation: Allocation = serde_json::from_value(written()).expect("read");
+        assert_eq!(allocation.address, Ipv4Addr::new(10, 0, 1, 20));
+        assert_eq!(allocation.gateway, Ipv4Addr::new(10, 0, 1, 1));
+        assert_eq!(
+            allocation.subnet_cidr,
+            "10.0.1.0/24".parse::<Ipv4Net>().expect("cidr")
+        );
+        assert_eq!(
+            allocation.eni_mac,
+            Mac::new([0x02, 0xab, 0xcd, 0xef, 0x01, 0x23])
+        );
+        assert_eq!(allocation.trunk_mac, Some(Mac::new([2, 0, 0, 0, 0, 0xaa])));
+        assert_eq!(serde_json::to_value(&allocation).expect("write"), written());
+    }
+
+    #[test]
+    fn upper_case_macs_are_read_and_written_lower_case() {
+        let mut upper = written();
+        upper["eniMAC"] = json!("02:AB:CD:EF:01:23");
+        let allocation: Allocation = serde_json::from_value(upper).expect("read");
+        assert_eq!(serde_json::to_value(&allocation).expect("write"), written());
+    }
+
+    #[test]
+    fn malformed_values_are_read_errors() {
+        for (field, value) in [
+            ("address", json!("10.0.1")),
+            ("address", json!("fe80::1")),
+            ("address", json!(42)),
+            ("gateway", json!("")),
+            ("subnetCIDR", json!("10.0.1.0")),
+            ("subnetCIDR", json!("10.0.1.0/33")),
+            ("eniMAC", json!("02:ab:cd:ef:01")),
+            ("eniMAC", json!("zz:ab:cd:ef:01:23")),
+            ("trunkMAC", json!("02-ab")),
+        ] {
+            let mut bad = written();
+            bad[field] = value.clone();
+            let read = serde_json::from_value::<Allocation>(bad);
+            assert!(read.is_err(), "{field} = {value} accepted");
+        }
+    }
 }

@@ -50,6 +50,8 @@ pub enum BedError {
     Vpc(#[from] crate::vpc::VpcError),
     #[error(transparent)]
     Netns(#[from] netns::NetnsError),
+    #[error(transparent)]
+    Probe(#[from] eni_test_support::probe::ProbeError),
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
     #[error("{0}")]

@@ -17,6 +17,7 @@ use eni_operator::{
     metrics::Metrics,
     run,
 };
+use eni_test_support::{SimCloud, SimError};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
@@ -28,14 +29,14 @@ use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
 use vpc_sim::{behaviour::SimConfig, server::ServerConfig};
 
-use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard, sim::SimCloud};
+use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(transparent)]
     ControlPlane(#[from] ControlPlaneError),
     #[error(transparent)]
-    Sim(#[from] crate::sim::SimError),
+    Sim(#[from] SimError),
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
     #[error("building {0}: {1}")]
@@ -80,7 +81,7 @@ pub fn fast_cloud() -> SimConfig {
 
 impl Cluster {
     pub async fn start(behaviour: SimConfig) -> Result<Self, ClusterError> {
-        let mut config = ServerConfig::new().map_err(crate::sim::SimError::from)?;
+        let mut config = ServerConfig::new().map_err(SimError::from)?;
         config.behaviour = behaviour;
         Self::start_with(config).await
     }

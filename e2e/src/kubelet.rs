@@ -197,7 +197,7 @@ async fn start_sandbox(
     pod: &Pod,
     deleted: &mut watch::Receiver<bool>,
 ) -> bool {
-    if let Err(e) = netns::add(cni.sandbox) {
+    if let Err(e) = netns::add(cni.sandbox).await {
         warn!(sandbox = cni.sandbox, error = %e, "creating the sandbox");
         return false;
     }

@@ -9,7 +9,6 @@ pub mod kubelet;
 pub mod mgmt;
 pub mod netns;
 pub mod process;
-pub mod sim;
 pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};

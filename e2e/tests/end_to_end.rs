@@ -10,12 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::PodNetwork;
+use eni_crds::{Mode, PodNetwork};
 use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
     netns,
 };
+use eni_test_support::{PoolBuilder, pool, probe};
 use kube::ResourceExt;
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -47,10 +48,10 @@ where
     })
 }
 
-fn pool(name: &str, mode: &str, node_label: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: {mode}\n  nodeSelector: {{matchLabels: {{pool: {node_label}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n  ipCooldown: 2s\n{extra}"
-    )
+/// Pool `name` for the nodes labelled `pool=<node_label>`; addresses cool down for 2 s
+/// so that reuse shows within a test.
+fn pool_for(name: &str, mode: Mode, node_label: &str) -> PoolBuilder {
+    pool(name, mode).nodes("pool", node_label).ip_cooldown("2s")
 }
 
 /// Runs `f` on a started bed; on failure the processes' logs are printed.
@@ -73,20 +74,14 @@ where
 async fn one_pool_per_mode(bed: &Bed) -> Result<(), BedError> {
     let sg = bed.vpc.group_id("default").await?;
     let pools = [
-        ("shared", "SharedIP", "  warm: {warmIPs: 2}\n".to_string()),
-        (
-            "exclusive",
-            "Exclusive",
-            "  warm: {warmENIs: 1}\n".to_string(),
-        ),
-        (
-            "trunk",
-            "Trunk",
-            format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 1}}\n"),
-        ),
+        pool_for("shared", Mode::SharedIp, "shared").warm_ips(2),
+        pool_for("exclusive", Mode::Exclusive, "exclusive").warm_enis(1),
+        pool_for("trunk", Mode::Trunk, "trunk")
+            .security_groups(&[sg.as_str()])
+            .warm_enis(1),
     ];
-    for (name, mode, extra) in pools {
-        bed.apply_yaml(&pool(name, mode, name, &extra)).await?;
+    for pool in pools {
+        bed.apply_yaml(&pool.yaml()).await?;
     }
     bed.start_operator("op-0")?;
     bed.wait_agents().await?;
@@ -208,7 +203,7 @@ async fn connectivity() -> Result<(), Failed> {
             let pn = pns.get(&p.name);
             check(
                 &format!("{} holds its PodNetwork's address {}", p.name, p.ip),
-                pn.is_some_and(|pn| pn.spec.allocation.address == p.ip.to_string()),
+                pn.is_some_and(|pn| pn.spec.allocation.address == p.ip),
                 &mut failures,
             );
         }
@@ -226,18 +221,18 @@ async fn connectivity() -> Result<(), Failed> {
         ];
         let echo: Vec<_> = pods
             .values()
-            .map(|p| netns::EchoServer::start(&p.sandbox, 7000))
+            .map(|p| probe::EchoServer::start(&p.sandbox, 7000))
             .collect::<Result<_, _>>()?;
         for (from, to) in pairs {
             let (a, b) = (&pods[from], &pods[to]);
             check(
                 &format!("ping {from} -> {to} ({})", b.ip),
-                netns::ping(&a.sandbox, b.ip),
+                probe::ping(&a.sandbox, b.ip),
                 &mut failures,
             );
             check(
                 &format!("tcp echo {from} -> {to}:7000"),
-                netns::tcp_echo(&a.sandbox, SocketAddr::from((b.ip, 7000))),
+                probe::tcp_echo(&a.sandbox, SocketAddr::from((b.ip, 7000))),
                 &mut failures,
             );
         }
@@ -245,7 +240,7 @@ async fn connectivity() -> Result<(), Failed> {
         for p in ["s1-0", "x1-0", "t1-0"] {
             check(
                 &format!("ping {p} -> VM outside the cluster ({})", vm.primary_ip),
-                netns::ping(&pods[p].sandbox, vm.primary_ip),
+                probe::ping(&pods[p].sandbox, vm.primary_ip),
                 &mut failures,
             );
         }
@@ -262,7 +257,7 @@ async fn connectivity() -> Result<(), Failed> {
             .any(|e| e.secondary.contains(&unassigned.to_string()));
         check(
             &format!("{unassigned} (on no ENI) is unreachable from s1-0"),
-            !held && !netns::ping(&pods["s1-0"].sandbox, unassigned),
+            !held && !probe::ping(&pods["s1-0"].sandbox, unassigned),
             &mut failures,
         );
         if failures.is_empty() {
@@ -282,10 +277,13 @@ fn result(failures: Vec<String>) -> Result<(), BedError> {
     }
 }
 
+/// Trunk pool `name` on the nodes labelled `pool=trunk` for pods labelled `app=<app>`.
 fn trunk_pool(name: &str, app: &str, group: &str) -> String {
-    format!(
-        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: Trunk\n  nodeSelector: {{matchLabels: {{pool: trunk}}}}\n  podSelector: {{matchLabels: {{app: {app}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n  securityGroups: [{group}]\n  ipCooldown: 2s\n  warm: {{warmENIs: 1}}\n"
-    )
+    pool_for(name, Mode::Trunk, "trunk")
+        .pods("app", app)
+        .security_groups(&[group])
+        .warm_enis(1)
+        .yaml()
 }
 
 /// Two trunk pools with different groups (vpc-sim's layout: `web` lets TCP 80 and ICMP
@@ -318,10 +316,10 @@ async fn security_groups() -> Result<(), Failed> {
         .await?;
         let servers: Vec<_> = ["web-0", "db-0"]
             .iter()
-            .flat_map(|p| [80, 5432].map(|port| netns::EchoServer::start(&pods[*p].sandbox, port)))
+            .flat_map(|p| [80, 5432].map(|port| probe::EchoServer::start(&pods[*p].sandbox, port)))
             .collect::<Result<_, _>>()?;
         let tcp = |from: &str, to: &str, port: u16| {
-            netns::tcp_echo(&pods[from].sandbox, SocketAddr::from((pods[to].ip, port)))
+            probe::tcp_echo(&pods[from].sandbox, SocketAddr::from((pods[to].ip, port)))
         };
         let mut failures = Vec::new();
         check(
@@ -341,7 +339,7 @@ async fn security_groups() -> Result<(), Failed> {
         );
         check(
             "ping web-0 -> db-0 dropped (db admits no ICMP)",
-            !netns::ping(&pods["web-0"].sandbox, pods["db-0"].ip),
+            !probe::ping(&pods["web-0"].sandbox, pods["db-0"].ip),
             &mut failures,
         );
         check(
@@ -351,7 +349,7 @@ async fn security_groups() -> Result<(), Failed> {
         );
         check(
             "ping plain-0 -> web-0 passes",
-            netns::ping(&pods["plain-0"].sandbox, pods["web-0"].ip),
+            probe::ping(&pods["plain-0"].sandbox, pods["web-0"].ip),
             &mut failures,
         );
         check(
@@ -366,15 +364,15 @@ async fn security_groups() -> Result<(), Failed> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let more = start_pods(&bed, &[("db-1", "t2", &[("app", "db")])]).await?;
         let db1 = &more["db-1"];
-        let server = netns::EchoServer::start(&db1.sandbox, 80)?;
+        let server = probe::EchoServer::start(&db1.sandbox, 80)?;
         check(
             "after the change, ping plain-0 -> new db-1 passes (web group)",
-            netns::ping(&pods["plain-0"].sandbox, db1.ip),
+            probe::ping(&pods["plain-0"].sandbox, db1.ip),
             &mut failures,
         );
         check(
             "after the change, plain-0 -> db-1 tcp/80 passes",
-            netns::tcp_echo(&pods["plain-0"].sandbox, SocketAddr::from((db1.ip, 80))),
+            probe::tcp_echo(&pods["plain-0"].sandbox, SocketAddr::from((db1.ip, 80))),
             &mut failures,
         );
         drop(server);
@@ -517,8 +515,12 @@ async fn chaos() -> Result<(), Failed> {
         }
         let vm = bed.add_host("vm", "t3.medium").await?;
         let sg = bed.vpc.group_id("default").await?;
-        bed.apply_yaml(&pool("shared", "SharedIP", "shared", "  warm: {warmIPs: 3}\n")).await?;
-        bed.apply_yaml(&pool("trunk", "Trunk", "trunk", &format!("  securityGroups: [{sg}]\n  warm: {{warmENIs: 2}}\n"))).await?;
+        bed.apply_yaml(&pool_for("shared", Mode::SharedIp, "shared").warm_ips(3).yaml())
+            .await?;
+        let trunk = pool_for("trunk", Mode::Trunk, "trunk")
+            .security_groups(&[sg.as_str()])
+            .warm_enis(2);
+        bed.apply_yaml(&trunk.yaml()).await?;
         bed.vpc
             .configure(serde_json::json!({
                 "faults": {"error_probability": 0.05},
@@ -662,7 +664,7 @@ async fn chaos() -> Result<(), Failed> {
         check(&format!("{} leaked ENIs in vpc-sim {leaked_enis:?}", leaked_enis.len()), leaked_enis.is_empty(), &mut failures);
         // Every secondary address in the cloud is a live pod's or the pool's warm stock,
         // within the pool's bound (warmIPs 3 per node, plus at most one ENI's batch).
-        let used: BTreeSet<String> = pns.iter().map(|p| p.spec.allocation.address.clone()).collect();
+        let used: BTreeSet<String> = pns.iter().map(|p| p.spec.allocation.address.to_string()).collect();
         let secondaries: Vec<&String> = owned.iter().flat_map(|e| e.secondary.iter()).collect();
         let idle: Vec<&&String> = secondaries.iter().filter(|a| !used.contains(a.as_str())).collect();
         let status = kube::Api::<eni_crds::ENIPool>::all(bed.client.clone()).get("shared").await?;
@@ -680,7 +682,7 @@ async fn chaos() -> Result<(), Failed> {
         let mut unreachable = Vec::new();
         for (name, _) in &live {
             let ip = bed.wait_ready("default", name, Duration::from_secs(5)).await?;
-            if !netns::ping(&vm.netns, ip) {
+            if !probe::ping(&vm.netns, ip) {
                 unreachable.push(format!("{name} {ip}"));
             }
         }

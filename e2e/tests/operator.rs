@@ -8,12 +8,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::{ENIPool, Mode, PodNetwork};
+use eni_crds::contract::STATEFUL_LABEL;
+use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy, TrunkENI};
 use eni_e2e::cluster::{Cluster, ClusterError, fast_cloud};
-use eni_operator::{cloud::RateLimit, context::Config, engine::sticky::STATEFUL_LABEL};
-use k8s_openapi::api::{
-    apps::v1::StatefulSet,
-    core::v1::{Event, Node, Pod},
+use eni_operator::{cloud::RateLimit, context::Config, controllers::trunk::MEMBER_RESOURCE};
+use eni_test_support::{PoolBuilder, pool};
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{Event, Node, Pod},
+    },
+    apimachinery::pkg::api::resource::Quantity,
 };
 use kube::{
     Api, ResourceExt,
@@ -39,10 +44,10 @@ fn config() -> Config {
     }
 }
 
-fn pool_yaml(name: &str, mode: &str, node_label: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: {mode}\n  nodeSelector: {{matchLabels: {{pool: {node_label}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n  ipCooldown: 2s\n{extra}"
-    )
+/// Pool `name` for the nodes labelled `pool=<node_label>`; addresses cool down for 2 s
+/// so that reuse shows within a test.
+fn pool_for(name: &str, mode: Mode, node_label: &str) -> PoolBuilder {
+    pool(name, mode).nodes("pool", node_label).ip_cooldown("2s")
 }
 
 /// Waits until every pod matching `prefix` has a PodNetwork; returns them by pod name.
@@ -88,15 +93,12 @@ async fn wait_used(c: &Cluster, total: usize) -> Result<eni_crds::ENIPoolStatus,
 
 fn assert_unique(pns: &[PodNetwork], mode: Mode) {
     let key = |p: &PodNetwork| match mode {
-        Mode::SharedIp => p.spec.allocation.address.clone(),
+        Mode::SharedIp => p.spec.allocation.address.to_string(),
         _ => p.spec.allocation.eni_id.clone(),
     };
     let unique: BTreeSet<String> = pns.iter().map(key).collect();
     assert_eq!(unique.len(), pns.len(), "a unit was handed to two pods");
-    let addrs: BTreeSet<&str> = pns
-        .iter()
-        .map(|p| p.spec.allocation.address.as_str())
-        .collect();
+    let addrs: BTreeSet<_> = pns.iter().map(|p| p.spec.allocation.address).collect();
     assert_eq!(addrs.len(), pns.len(), "an address was handed to two pods");
 }
 
@@ -114,22 +116,20 @@ async fn pool_status(c: &Cluster, name: &str) -> Option<eni_crds::ENIPoolStatus>
 async fn allocate_release_reuse(
     mode: Mode,
     instance_type: &str,
-    extra: &str,
+    // Completes the pool; gets the id of the layout's `default` security group.
+    tune: fn(PoolBuilder, &str) -> PoolBuilder,
     per_node: usize,
 ) -> Result<(), ClusterError> {
-    let mode_name = match mode {
-        Mode::SharedIp => "SharedIP",
-        Mode::Exclusive => "Exclusive",
-        Mode::Trunk => "Trunk",
-    };
+    // The API's name of the mode, quoted, for the JSON lines below.
+    let mode_name = serde_json::to_string(&mode).expect("a mode serialises");
     // What a pod holds exclusively: its address (SharedIP) or its ENI.
     let unit = |p: &PodNetwork| match mode {
-        Mode::SharedIp => p.spec.allocation.address.clone(),
+        Mode::SharedIp => p.spec.allocation.address.to_string(),
         _ => p.spec.allocation.eni_id.clone(),
     };
     let mut c = Cluster::start(fast_cloud()).await?;
     let sg = c.sim.group_id("default")?;
-    c.apply_yaml(&pool_yaml("p", mode_name, "a", &extra.replace("SG", &sg)))
+    c.apply_yaml(&tune(pool_for("p", mode, "a"), &sg).yaml())
         .await?;
     let nodes = ["n1", "n2", "n3"];
     for n in nodes {
@@ -178,7 +178,7 @@ async fn allocate_release_reuse(
         }
     }
     println!(
-        "{{\"mode\":\"{mode_name}\",\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
+        "{{\"mode\":{mode_name},\"pods\":{total},\"seconds_to_all_networks\":{:.2},\"pods_per_second\":{:.1}}}",
         took.as_secs_f64(),
         total as f64 / took.as_secs_f64()
     );
@@ -223,7 +223,7 @@ async fn allocate_release_reuse(
         let cap = node
             .status
             .and_then(|s| s.capacity)
-            .and_then(|c| c.get("eni-operator.io/member-eni").cloned());
+            .and_then(|c| c.get(MEMBER_RESOURCE).cloned());
         assert!(cap.is_some(), "member-ENI capacity advertised");
     }
 
@@ -282,7 +282,7 @@ async fn allocate_release_reuse(
         .map(|(_, n, _)| n)
         .sum();
     println!(
-        "{{\"mode\":\"{mode_name}\",\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
+        "{{\"mode\":{mode_name},\"reused\":{reused},\"of\":{},\"status_enis\":{},\"mutating_cloud_calls\":{calls},\"allocations\":{}}}",
         3 * half,
         st.enis,
         total + 3 * half
@@ -296,7 +296,7 @@ async fn shared_ip_allocate_release_reuse() {
     allocate_release_reuse(
         Mode::SharedIp,
         "m5.xlarge",
-        "  warm: {warmIPs: 4, releaseDelay: 1h}\n",
+        |p, _| p.warm_ips(4).release_delay("1h"),
         20,
     )
     .await
@@ -310,7 +310,7 @@ async fn exclusive_allocate_release_reuse() {
     allocate_release_reuse(
         Mode::Exclusive,
         "c5.9xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
+        |p, sg| p.security_groups(&[sg]).warm_enis(1),
         7,
     )
     .await
@@ -322,7 +322,7 @@ async fn trunk_allocate_release_reuse() {
     allocate_release_reuse(
         Mode::Trunk,
         "m5.4xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
+        |p, sg| p.security_groups(&[sg]).warm_enis(2),
         20,
     )
     .await
@@ -332,7 +332,7 @@ async fn trunk_allocate_release_reuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_matching_pool_gets_an_event() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", ""))
+    c.apply_yaml(&pool_for("p", Mode::SharedIp, "a").yaml())
         .await
         .expect("pool");
     c.add_node("lonely", "m5.large", &[("pool", "none")])
@@ -367,7 +367,7 @@ async fn no_matching_pool_gets_an_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_deletion_returns_its_enis_and_leaks_are_collected() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", "  warm: {warmIPs: 3}\n"))
+    c.apply_yaml(&pool_for("p", Mode::SharedIp, "a").warm_ips(3).yaml())
         .await
         .expect("pool");
     let instance = c
@@ -457,7 +457,7 @@ async fn throttled_cloud_still_converges() {
         b.refill_per_sec = 2.0;
     }
     let mut c = Cluster::start(cloud).await.expect("cluster");
-    c.apply_yaml(&pool_yaml("p", "SharedIP", "a", "  warm: {warmIPs: 2}\n"))
+    c.apply_yaml(&pool_for("p", Mode::SharedIp, "a").warm_ips(2).yaml())
         .await
         .expect("pool");
     for n in ["n1", "n2"] {
@@ -501,12 +501,17 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
     let tiny = c.sim.subnet_id("tiny-a").expect("tiny subnet");
     let pods_a = c.sim.subnet_id("pods-a").expect("pods subnet");
-    let pool = |ids: &str| {
-        format!(
-            "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: p}}\nspec:\n  mode: SharedIP\n  nodeSelector: {{}}\n  subnets: {{ids: [{ids}], policy: Ordered}}\n  ipCooldown: 2s\n  warm: {{warmIPs: 2}}\n"
-        )
+    // Every node; the subnets in the order given.
+    let ordered_pool = |ids: &[&str]| {
+        pool("p", Mode::SharedIp)
+            .subnet_ids(ids, SubnetPolicy::Ordered)
+            .ip_cooldown("2s")
+            .warm_ips(2)
+            .yaml()
     };
-    c.apply_yaml(&pool(&tiny)).await.expect("pool");
+    c.apply_yaml(&ordered_pool(&[tiny.as_str()]))
+        .await
+        .expect("pool");
     c.add_node("n1", "m5.4xlarge", &[]).await.expect("node");
     c.start_operator(config(), rate(100, 100))
         .await
@@ -556,7 +561,7 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
         calls_after - calls_before
     );
 
-    c.apply_yaml(&pool(&format!("{tiny}, {pods_a}")))
+    c.apply_yaml(&ordered_pool(&[tiny.as_str(), pods_a.as_str()]))
         .await
         .expect("second subnet");
     wait_networks(&c, "x", 30, Duration::from_secs(60))
@@ -568,12 +573,12 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() {
     let c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml(
-        "p",
-        "SharedIP",
-        "a",
-        "  warm: {warmIPs: 2, releaseDelay: 1h}\n",
-    ))
+    c.apply_yaml(
+        &pool_for("p", Mode::SharedIp, "a")
+            .warm_ips(2)
+            .release_delay("1h")
+            .yaml(),
+    )
     .await
     .expect("pool");
     let nodes = ["n1", "n2", "n3"];
@@ -682,12 +687,13 @@ async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn statefulset_pod_gets_its_address_back_across_a_restart() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
-    c.apply_yaml(&pool_yaml(
-        "p",
-        "SharedIP",
-        "a",
-        "  warm: {warmIPs: 4, releaseDelay: 1h}\n  stickyIPForStatefulSets: {releaseAfter: 20s}\n",
-    ))
+    c.apply_yaml(
+        &pool_for("p", Mode::SharedIp, "a")
+            .warm_ips(4)
+            .release_delay("1h")
+            .sticky("20s")
+            .yaml(),
+    )
     .await
     .expect("pool");
     c.add_node("n1", "m5.xlarge", &[("pool", "a")])
@@ -745,7 +751,7 @@ async fn statefulset_pod_gets_its_address_back_across_a_restart() {
             .await
             .expect("plain network"),
     );
-    let addr = |n: &str| first[n].spec.allocation.address.clone();
+    let addr = |n: &str| first[n].spec.allocation.address;
     let label = |n: &str| first[n].labels().get(STATEFUL_LABEL).cloned();
     assert_eq!(label("db-0").as_deref(), Some("true"));
     assert_eq!(label("web-0"), None);
@@ -862,27 +868,54 @@ fn pool_in_cloud(c: &Cluster, pool: &str) -> (usize, usize) {
     })
 }
 
+/// The node's member-ENI resource: `(capacity, allocatable)`.
+async fn member_resource(
+    c: &Cluster,
+    node: &str,
+) -> Result<(Option<String>, Option<String>), ClusterError> {
+    let status = Api::<Node>::all(c.client.clone())
+        .get(node)
+        .await?
+        .status
+        .unwrap_or_default();
+    let of = |m: Option<BTreeMap<String, Quantity>>| {
+        m.and_then(|m| m.get(MEMBER_RESOURCE).map(|q| q.0.clone()))
+    };
+    Ok((of(status.capacity), of(status.allocatable)))
+}
+
 /// Deleting a pool with running pods: the pods keep their units and PodNetworks, no new
 /// pod gets one, warm units go at once; once the pods go, so does everything of the pool
 /// in the cloud, and then the ENIPool object.
 async fn pool_deletion_drains(
     mode: Mode,
     instance_type: &str,
-    extra: &str,
+    // Completes the pool; gets the id of the layout's `default` security group.
+    tune: fn(PoolBuilder, &str) -> PoolBuilder,
 ) -> Result<(), ClusterError> {
-    let mode_name = match mode {
-        Mode::SharedIp => "SharedIP",
-        Mode::Exclusive => "Exclusive",
-        Mode::Trunk => "Trunk",
-    };
+    // The API's name of the mode, for the JSON line printed at the end.
+    let mode_name = serde_json::to_value(mode).expect("a mode serialises");
     let mut c = Cluster::start(fast_cloud()).await?;
     let sg = c.sim.group_id("default")?;
-    c.apply_yaml(&pool_yaml("p", mode_name, "a", &extra.replace("SG", &sg)))
+    c.apply_yaml(&tune(pool_for("p", mode, "a"), &sg).yaml())
         .await?;
     c.add_node("n1", instance_type, &[("pool", "a")]).await?;
     c.start_operator(config(), rate(100, 100)).await?;
     c.create_pods("default", "d", 3, "n1", &[]).await?;
     let before = wait_networks(&c, "d", 3, Duration::from_secs(60)).await?;
+    if mode == Mode::Trunk {
+        let trunks: Api<TrunkENI> = Api::all(c.client.clone());
+        c.wait_for(
+            "TrunkENI and member-ENI capacity published",
+            Duration::from_secs(20),
+            || async {
+                let (cap, free) = member_resource(&c, "n1").await?;
+                let trunk = trunks.get_opt("n1").await?;
+                Ok((cap.is_some() && free.is_some() && trunk.is_some()).then_some(()))
+            },
+        )
+        .await?;
+    }
     let pools: Api<ENIPool> = Api::all(c.client.clone());
     c.wait_for("finalizer on the pool", Duration::from_secs(20), || async {
         let p = pools.get("p").await?;
@@ -978,8 +1011,21 @@ async fn pool_deletion_drains(
     );
     assert!(c.podnetworks().await?.is_empty());
     assert!(c.sim.violations().is_empty(), "{:?}", c.sim.violations());
+    // No trunk pool selects the node any more: neither its TrunkENI nor its member-ENI
+    // resource stays for schedulers to count on.
+    let trunks: Api<TrunkENI> = Api::all(c.client.clone());
+    c.wait_for(
+        "no TrunkENI, no member-ENI resource on the node",
+        Duration::from_secs(10),
+        || async {
+            let trunk = trunks.get_opt("n1").await?;
+            let resource = member_resource(&c, "n1").await?;
+            Ok((trunk.is_none() && resource == (None, None)).then_some(()))
+        },
+    )
+    .await?;
     println!(
-        "{{\"pool_deletion\":\"{mode_name}\",\"warm_addresses_before\":{warm_addrs},\"seconds_to_drain_warm\":{:.2},\"seconds_from_last_pod_to_pool_gone\":{:.2},\"enis_left\":{enis_left},\"addresses_left\":{addrs_left},\"deleting_message\":{:?}}}",
+        "{{\"pool_deletion\":{mode_name},\"warm_addresses_before\":{warm_addrs},\"seconds_to_drain_warm\":{:.2},\"seconds_from_last_pod_to_pool_gone\":{:.2},\"enis_left\":{enis_left},\"addresses_left\":{addrs_left},\"deleting_message\":{:?}}}",
         warm_drained.as_secs_f64(),
         pods_gone.elapsed().as_secs_f64(),
         status
@@ -994,25 +1040,19 @@ async fn pool_deletion_drains(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_a_pool_drains_it_in_every_mode() {
-    pool_deletion_drains(
-        Mode::SharedIp,
-        "m5.xlarge",
-        "  warm: {warmIPs: 4, releaseDelay: 1h}\n",
-    )
+    pool_deletion_drains(Mode::SharedIp, "m5.xlarge", |p, _| {
+        p.warm_ips(4).release_delay("1h")
+    })
     .await
     .expect("SharedIP");
-    pool_deletion_drains(
-        Mode::Exclusive,
-        "c5.9xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 1}\n",
-    )
+    pool_deletion_drains(Mode::Exclusive, "c5.9xlarge", |p, sg| {
+        p.security_groups(&[sg]).warm_enis(1)
+    })
     .await
     .expect("Exclusive");
-    pool_deletion_drains(
-        Mode::Trunk,
-        "m5.xlarge",
-        "  securityGroups: [SG]\n  warm: {warmENIs: 2}\n",
-    )
+    pool_deletion_drains(Mode::Trunk, "m5.xlarge", |p, sg| {
+        p.security_groups(&[sg]).warm_enis(2)
+    })
     .await
     .expect("Trunk");
 }

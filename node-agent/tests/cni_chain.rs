@@ -8,6 +8,7 @@ mod cni_harness;
 use std::path::{Path, PathBuf};
 
 use cni_harness::*;
+use eni_test_support::command::must;
 use serde_json::{Value, json};
 
 const REFERENCE_DIR: &str = "/usr/lib/cni";

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cni_harness::*;
-use eni_crds::PodNetworkPhase;
+use eni_crds::{Datapath, PodNetworkPhase};
 
 const POD: (&str, &str, &str) = ("default", "web-0", "uid-1");
 
@@ -270,7 +270,18 @@ fn allocation_timeout_and_stale_uid_are_try_again_later() {
 fn a_mode_the_kernel_cannot_do_is_refused_clearly() {
     let agent = TestAgent::start(
         MemoryWiring::default(),
-        vec![ipvlan_podnetwork("default", "web-0", "uid-1", "10.0.1.5")],
+        vec![
+            eni_test_support::podnetwork(
+                "default",
+                "web-0",
+                NODE,
+                shared_allocation("10.0.1.5")
+                    .datapath(Datapath::IpVlan)
+                    .build(),
+            )
+            .uid("uid-1")
+            .build(),
+        ],
         true,
         1000,
     );

@@ -1,148 +1,84 @@
-//! The dataplane against the real kernel: a "host" namespace stands for the node and a
-//! "vpc" namespace for the VPC router; each ENI is a veth whose host end has the ENI's
-//! MAC and whose router end holds the subnet gateway. Needs root.
+//! The dataplane against the real kernel, in a fake VPC made by vpc-sim's materializer:
+//! a node namespace whose ENIs are veth ends with the ENI's MAC, named as on an
+//! instance (`eth<device index>`, `vlan<id>` for a trunk member), and a VPC router
+//! namespace holding each subnet's gateway and routing each ENI's addresses to it.
+//! Needs root.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Child, Command, Stdio};
 
-use eni_crds::{Allocation, Datapath, Mode};
+use eni_crds::{Allocation, Datapath, Mac, Mode};
 use eni_node_agent::dataplane::{
     Dataplane, DataplaneConfig, DataplaneError, KernelFeature, PodRequest, UnwireRequest,
     WiringKind,
 };
+use eni_test_support::command::must;
+use eni_test_support::{AllocationBuilder, FakeEni, FakeEniKind, FakeVpc, probe};
+use ipnet::Ipv4Net;
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+/// An ENI of subnet `10.0.<subnet>.0/24`; pods take addresses from its lower half.
+const fn eni(id: &'static str, index: u8, subnet: u8, kind: FakeEniKind) -> FakeEni {
+    FakeEni {
+        id,
+        mac: MACS[index as usize],
+        device_index: index as u32,
+        subnet: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, subnet, 0), 24),
+        block: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, subnet, 0), 25),
+        kind,
+    }
 }
 
-fn must(args: &[&str]) -> String {
-    let output = run(args);
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+const MACS: [Mac; 5] = [
+    Mac::new([2, 0, 0, 0, 0, 4]),
+    Mac::new([2, 0, 0, 0, 0, 5]),
+    Mac::new([2, 0, 0, 0, 0, 6]),
+    Mac::new([2, 0, 0, 0, 0, 7]),
+    Mac::new([2, 0, 0, 0, 0, 8]),
+];
 
-/// One ENI stand-in: host link name, MAC, subnet (router holds `.1`).
-struct Eni {
-    name: &'static str,
-    mac: &'static str,
-    subnet: u8,
-}
+/// The node's own ENI: its address and default route are set at boot.
+const PRIMARY: FakeEni = FakeEni {
+    block: Ipv4Net::new_assert(NODE_IP, 32),
+    ..eni("eni-0004", 0, 0, FakeEniKind::Primary)
+};
+const SHARED: FakeEni = eni("eni-0005", 1, 1, FakeEniKind::Secondary);
+const EXCLUSIVE: FakeEni = eni("eni-0006", 2, 2, FakeEniKind::Secondary);
+const MEMBER: FakeEni = eni(
+    "eni-0007",
+    3,
+    3,
+    FakeEniKind::Member {
+        trunk: TRUNK.id,
+        vlan_id: 7,
+    },
+);
+const TRUNK: FakeEni = eni("eni-0008", 4, 4, FakeEniKind::Trunk);
 
-const PRIMARY: Eni = Eni {
-    name: "ens4",
-    mac: "02:00:00:00:00:04",
-    subnet: 0,
-};
-const SHARED: Eni = Eni {
-    name: "ens5",
-    mac: "02:00:00:00:00:05",
-    subnet: 1,
-};
-const EXCLUSIVE: Eni = Eni {
-    name: "ens6",
-    mac: "02:00:00:00:00:06",
-    subnet: 2,
-};
-const MEMBER: Eni = Eni {
-    name: "ens7",
-    mac: "02:00:00:00:00:07",
-    subnet: 3,
-};
-const TRUNK: Eni = Eni {
-    name: "ens8",
-    mac: "02:00:00:00:00:08",
-    subnet: 4,
-};
-
-/// Namespaces of one test; all deleted on drop, also when the test panics.
+/// The fake VPC of one test and its pod namespaces; all removed on drop, also when the
+/// test panics.
 struct Bed {
+    vpc: FakeVpc,
     host: String,
-    vpc: String,
-    pods: Vec<String>,
 }
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Bed {
     fn new() -> Self {
-        let id = format!(
-            "dpt{}x{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        let bed = Bed {
-            host: format!("{id}-host"),
-            vpc: format!("{id}-vpc"),
-            pods: Vec::new(),
-        };
-        for ns in [&bed.host, &bed.vpc] {
-            must(&["ip", "netns", "add", ns]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &bed.vpc,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        for eni in [PRIMARY, SHARED, EXCLUSIVE, MEMBER, TRUNK] {
-            let port = format!("r-{}", eni.name);
-            must(&[
-                "ip", "-n", &bed.vpc, "link", "add", &port, "type", "veth", "peer", "name",
-                eni.name, "address", eni.mac, "netns", &bed.host,
-            ]);
-            let gateway = format!("10.0.{}.1/24", eni.subnet);
-            must(&["ip", "-n", &bed.vpc, "addr", "add", &gateway, "dev", &port]);
-            must(&["ip", "-n", &bed.vpc, "link", "set", &port, "up"]);
-        }
-        // The node's own address on its primary ENI, as the instance's OS sets it up.
-        must(&[
-            "ip",
-            "-n",
-            &bed.host,
-            "addr",
-            "add",
-            "10.0.0.10/24",
-            "dev",
-            PRIMARY.name,
-        ]);
-        must(&["ip", "-n", &bed.host, "link", "set", PRIMARY.name, "up"]);
-        must(&[
-            "ip", "-n", &bed.host, "route", "add", "default", "via", "10.0.0.1",
-        ]);
-        bed
+        let vpc =
+            FakeVpc::node("dpt", &[PRIMARY, SHARED, EXCLUSIVE, MEMBER, TRUNK]).expect("fake VPC");
+        let host = vpc.host();
+        Bed { vpc, host }
     }
 
     fn host_path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.host))
+        self.vpc.host_path()
     }
 
     fn pod(&mut self) -> (String, PathBuf) {
-        let name = format!(
-            "{}-p{}",
-            self.host.trim_end_matches("-host"),
-            self.pods.len()
-        );
-        must(&["ip", "netns", "add", &name]);
-        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        self.pods.push(name.clone());
-        let path = PathBuf::from(format!("/run/netns/{name}"));
-        (name, path)
+        self.vpc.pod().expect("pod namespace")
     }
 
     async fn dataplane(&self) -> Dataplane {
@@ -181,19 +117,7 @@ impl Bed {
     }
 
     fn ping(&self, ns: &str, target: &str) -> bool {
-        run(&[
-            "ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "2", target,
-        ])
-        .status
-        .success()
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        for ns in self.pods.iter().chain([&self.host, &self.vpc]) {
-            let _ = run(&["ip", "netns", "del", ns]);
-        }
+        probe::ping(ns, target.parse().expect("an IPv4 address"))
     }
 }
 
@@ -209,18 +133,10 @@ impl Drop for ChildGuard {
     }
 }
 
-fn allocation(eni: &Eni, host: u8, prefix_length: u8, device_index: u32) -> Allocation {
-    Allocation {
-        address: format!("10.0.{}.{host}", eni.subnet),
-        prefix_length,
-        gateway: format!("10.0.{}.1", eni.subnet),
-        subnet_cidr: format!("10.0.{}.0/24", eni.subnet),
-        subnet_id: "subnet-1".into(),
-        eni_id: "eni-0abc".into(),
-        eni_mac: eni.mac.into(),
-        device_index,
-        ..Allocation::default()
-    }
+/// Address `10.0.<subnet>.<host>/<prefix_length>` on `eni`.
+fn allocation(eni: &FakeEni, host: u8, prefix_length: u8) -> AllocationBuilder {
+    let [a, b, c, _] = eni.subnet.network().octets();
+    eni_test_support::allocation(eni, Ipv4Addr::new(a, b, c, host)).prefix_length(prefix_length)
 }
 
 fn request(id: &str, netns: &Path, mode: Mode, allocation: Allocation) -> PodRequest {
@@ -228,7 +144,6 @@ fn request(id: &str, netns: &Path, mode: Mode, allocation: Allocation) -> PodReq
         container_id: id.into(),
         netns_path: netns.to_path_buf(),
         ifname: "eth0".into(),
-        pod_key: format!("default/{id}"),
         mode,
         allocation,
     }
@@ -262,7 +177,7 @@ async fn shared_ip_veth_policy_routing() {
         "ctr-a",
         &ns_a,
         Mode::SharedIp,
-        allocation(&SHARED, 20, 32, 1),
+        allocation(&SHARED, 20, 32).build(),
     );
     let wired = dp.wire(&req_a).await.expect("wire a");
     assert_eq!(wired.kind, WiringKind::SharedVeth);
@@ -274,7 +189,7 @@ async fn shared_ip_veth_policy_routing() {
     // The pod reaches its gateway through the ENI, the node, and the VPC reaches it.
     assert!(bed.ping(&pod_a, "10.0.1.1"), "pod -> subnet gateway");
     assert!(bed.ping(&pod_a, "10.0.0.10"), "pod -> node");
-    assert!(bed.ping(&bed.vpc, "10.0.1.20"), "VPC router -> pod");
+    assert!(bed.ping(bed.vpc.router(), "10.0.1.20"), "VPC router -> pod");
 
     let rules = must(&["ip", "-n", &bed.host, "rule"]);
     assert_eq!(
@@ -284,9 +199,12 @@ async fn shared_ip_veth_policy_routing() {
             "2048: from 10.0.1.20 lookup 1001 proto 225",
         ]
     );
+    let shared = SHARED.link();
     assert_eq!(
         must(&["ip", "-n", &bed.host, "route", "show", "table", "1001"]),
-        "default via 10.0.1.1 dev ens5 proto 225 onlink \n10.0.1.0/24 dev ens5 proto 225 scope link \n"
+        format!(
+            "default via 10.0.1.1 dev {shared} proto 225 onlink \n10.0.1.0/24 dev {shared} proto 225 scope link \n"
+        )
     );
     let main = must(&["ip", "-n", &bed.host, "route"]);
     assert_eq!(
@@ -298,7 +216,7 @@ async fn shared_ip_veth_policy_routing() {
     );
     assert_eq!(
         must(&["ip", "-n", &bed.host, "neigh", "show", "proxy"]).trim(),
-        "10.0.1.20 dev ens5 proxy proto 225"
+        format!("10.0.1.20 dev {shared} proxy proto 225")
     );
     assert_eq!(
         must(&["ip", "-n", &pod_a, "route"]),
@@ -345,7 +263,7 @@ async fn shared_ip_veth_policy_routing() {
         "ctr-b",
         &ns_b,
         Mode::SharedIp,
-        allocation(&SHARED, 21, 32, 1),
+        allocation(&SHARED, 21, 32).build(),
     );
     dp.wire(&req_b).await.expect("wire b");
     assert!(bed.ping(&pod_b, "10.0.1.1"));
@@ -391,7 +309,7 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
         "ctr-x",
         &ns,
         Mode::Exclusive,
-        allocation(&EXCLUSIVE, 20, 24, 2),
+        allocation(&EXCLUSIVE, 20, 24).build(),
     );
     let wired = dp.wire(&req).await.expect("wire");
     assert_eq!(wired.kind, WiringKind::Exclusive);
@@ -400,13 +318,16 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
     assert_eq!(wired.gateway, Ipv4Addr::new(10, 0, 2, 1));
     let host_links = must(&["ip", "-n", &bed.host, "link"]);
     assert!(
-        !host_links.contains("ens6"),
+        !host_links.contains(&EXCLUSIVE.link()),
         "ENI still in the host: {host_links}"
     );
     let pod_link = must(&["ip", "-n", &pod, "link", "show", "eth0"]);
-    assert!(pod_link.contains(EXCLUSIVE.mac), "{pod_link}");
+    assert!(pod_link.contains(&EXCLUSIVE.mac.to_string()), "{pod_link}");
     assert!(
-        pod_link.contains("alias eni-agent/v1 lent ens6 ctr-x"),
+        pod_link.contains(&format!(
+            "alias eni-agent/v1 lent {} ctr-x",
+            EXCLUSIVE.link()
+        )),
         "{pod_link}"
     );
 
@@ -418,7 +339,7 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
         bed.ping(&pod, "10.0.0.10"),
         "pod -> node over the host veth"
     );
-    assert!(bed.ping(&bed.vpc, "10.0.2.20"), "VPC -> pod");
+    assert!(bed.ping(bed.vpc.router(), "10.0.2.20"), "VPC -> pod");
     assert_eq!(
         must(&["ip", "-n", &pod, "route"]),
         "default via 10.0.2.1 dev eth0 proto 225 onlink \n\
@@ -473,9 +394,7 @@ async fn trunk_member_link_is_handed_to_the_pod() {
     let dp = bed.dataplane().await;
     let (pod, ns) = bed.pod();
 
-    let mut alloc = allocation(&MEMBER, 20, 24, 3);
-    alloc.vlan_id = Some(7);
-    alloc.trunk_mac = Some(TRUNK.mac.into());
+    let alloc = allocation(&MEMBER, 20, 24).trunk(7, &TRUNK).build();
     let req = request("ctr-t", &ns, Mode::Trunk, alloc);
     let wired = dp.wire(&req).await.expect("wire");
     assert_eq!(wired.kind, WiringKind::TrunkMember);
@@ -498,16 +417,17 @@ async fn missing_kernel_features_fail_cleanly() {
     let host_before = bed.snapshot(&bed.host);
     let pod_before = bed.snapshot(&pod);
 
-    let mut ipvlan = allocation(&SHARED, 30, 24, 1);
-    ipvlan.datapath = Some(Datapath::IpVlan);
+    let ipvlan = allocation(&SHARED, 30, 24)
+        .datapath(Datapath::IpVlan)
+        .build();
     let ipvlan_result = dp
         .wire(&request("ctr-i", &ns, Mode::SharedIp, ipvlan))
         .await;
     // Member ENI not attached as its own link: the VLAN sub-interface path.
-    let mut vlan = allocation(&MEMBER, 30, 24, 3);
-    vlan.eni_mac = "02:00:00:00:00:99".into();
-    vlan.vlan_id = Some(7);
-    vlan.trunk_mac = Some(TRUNK.mac.into());
+    let vlan = allocation(&MEMBER, 30, 24)
+        .eni_mac(Mac::new([2, 0, 0, 0, 0, 0x99]))
+        .trunk(7, &TRUNK)
+        .build();
     let vlan_result = dp.wire(&request("ctr-v", &ns, Mode::Trunk, vlan)).await;
 
     let features = dp.features();
@@ -537,8 +457,9 @@ async fn missing_kernel_features_fail_cleanly() {
     }
 
     // Other refusals change nothing either.
-    let mut absent = allocation(&SHARED, 31, 32, 1);
-    absent.eni_mac = "02:00:00:00:00:98".into();
+    let absent = allocation(&SHARED, 31, 32)
+        .eni_mac(Mac::new([2, 0, 0, 0, 0, 0x98]))
+        .build();
     let error = dp
         .wire(&request("ctr-n", &ns, Mode::SharedIp, absent))
         .await
@@ -547,8 +468,7 @@ async fn missing_kernel_features_fail_cleanly() {
         matches!(error, DataplaneError::EniNotFound { .. }),
         "{error}"
     );
-    let mut outside = allocation(&SHARED, 31, 32, 1);
-    outside.address = "10.9.9.9".into();
+    let outside = eni_test_support::allocation(&SHARED, Ipv4Addr::new(10, 9, 9, 9)).build();
     let error = dp
         .wire(&request("ctr-n", &ns, Mode::SharedIp, outside))
         .await
@@ -575,7 +495,7 @@ async fn unwire_after_the_pod_namespace_is_gone() {
         "ctr-s",
         &ns_s,
         Mode::SharedIp,
-        allocation(&SHARED, 40, 32, 1),
+        allocation(&SHARED, 40, 32).build(),
     ))
     .await
     .expect("wire shared");
@@ -583,7 +503,7 @@ async fn unwire_after_the_pod_namespace_is_gone() {
         "ctr-x",
         &ns_x,
         Mode::Exclusive,
-        allocation(&EXCLUSIVE, 40, 24, 2),
+        allocation(&EXCLUSIVE, 40, 24).build(),
     ))
     .await
     .expect("wire exclusive");
@@ -600,13 +520,14 @@ async fn unwire_after_the_pod_namespace_is_gone() {
     let after = bed.snapshot(&bed.host);
     // The exclusive ENI was a veth stand-in: it died with the pod's namespace (a
     // real NIC would come back to the init namespace), so compare without it.
-    let without_ens6 = |s: &str| {
+    let exclusive = EXCLUSIVE.link();
+    let without_exclusive = |s: &str| {
         s.lines()
-            .filter(|l| !l.contains("ens6"))
+            .filter(|l| !l.contains(&exclusive))
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(without_ens6(&after), without_ens6(&before));
+    assert_eq!(without_exclusive(&after), without_exclusive(&before));
 }
 
 #[tokio::test]
@@ -621,7 +542,7 @@ async fn gc_removes_containers_that_are_gone() {
         "keep",
         &ns_a,
         Mode::SharedIp,
-        allocation(&SHARED, 50, 32, 1),
+        allocation(&SHARED, 50, 32).build(),
     ))
     .await
     .unwrap();
@@ -629,7 +550,7 @@ async fn gc_removes_containers_that_are_gone() {
         "drop",
         &ns_b,
         Mode::SharedIp,
-        allocation(&SHARED, 51, 32, 1),
+        allocation(&SHARED, 51, 32).build(),
     ))
     .await
     .unwrap();
@@ -637,7 +558,7 @@ async fn gc_removes_containers_that_are_gone() {
         "drop-x",
         &ns_x,
         Mode::Exclusive,
-        allocation(&EXCLUSIVE, 51, 24, 2),
+        allocation(&EXCLUSIVE, 51, 24).build(),
     ))
     .await
     .unwrap();
@@ -654,7 +575,7 @@ async fn gc_removes_containers_that_are_gone() {
     assert_eq!(recovered[0].container_id.as_deref(), Some("keep"));
     assert!(bed.ping(&pod_a, "10.0.1.1"));
     assert!(
-        must(&["ip", "-n", &bed.host, "link"]).contains("ens6"),
+        must(&["ip", "-n", &bed.host, "link"]).contains(&EXCLUSIVE.link()),
         "ENI returned by gc"
     );
     dp.unwire(&unwire_request("keep", &ns_a)).await.unwrap();
@@ -675,7 +596,7 @@ async fn agent_restart_recovers_twenty_pods_without_disturbing_traffic() {
             &id,
             &ns,
             Mode::SharedIp,
-            allocation(&SHARED, 100 + i, 32, 1),
+            allocation(&SHARED, 100 + i, 32).build(),
         ))
         .await
         .unwrap_or_else(|e| panic!("wire {id}: {e}"));
@@ -721,7 +642,7 @@ async fn agent_restart_recovers_twenty_pods_without_disturbing_traffic() {
         "ctr-3",
         &pods[3].2,
         Mode::SharedIp,
-        allocation(&SHARED, 103, 32, 1),
+        allocation(&SHARED, 103, 32).build(),
     ))
     .await
     .unwrap();

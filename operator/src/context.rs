@@ -243,6 +243,11 @@ impl Context {
             .any(|p| selector::matches(&p.spec.node_selector, &labels))
     }
 
+    /// The cached Node (status trimmed to its member-ENI capacity).
+    pub fn k8s_node(&self, name: &str) -> Option<Arc<K8sNode>> {
+        self.stores.nodes.get(&ObjectRef::new(name))
+    }
+
     pub fn k8s_nodes(&self) -> Vec<Arc<K8sNode>> {
         self.stores.nodes.state()
     }

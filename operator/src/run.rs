@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::{
     cloud::CloudProvider,
     context::{Config, Context, MANAGER, Stores},
-    controllers::{gc, nodes, podnetworks, pods, pools},
+    controllers::{gc, nodes, podnetworks, pods, pools, trunk},
     metrics::Metrics,
 };
 
@@ -103,7 +103,7 @@ pub async fn run(
         nodes_w,
         watcher(Api::<K8sNode>::all(client.clone()), wc()).modify(|n| {
             trim_meta(n);
-            n.status = None;
+            trunk::trim_status(n);
         }),
     )
     .default_backoff();

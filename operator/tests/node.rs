@@ -7,17 +7,18 @@ mod support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use eni_crds::{Datapath, Mode, SubnetPolicy};
+use eni_crds::{Mode, SubnetPolicy};
 use eni_operator::{
     cloud::{Backoff, CloudProvider, EniQuery},
     engine::{eni::PodKey, inventory::PoolCounts, plan::PoolState, settings::PoolSettings},
     node::{Cloud, Node, NodeError, SubnetCache},
 };
-use support::{Fixture, generous_rate, quick_backoff, vpc_sim::VpcSim};
+use eni_test_support::SimCloud;
+use support::{Fixture, generous_rate, quick_backoff};
 use vpc_sim::behaviour::SimConfig;
 
 struct Bed {
-    sim: VpcSim,
+    sim: SimCloud,
     fx: Fixture,
     provider: Arc<dyn CloudProvider>,
     subnets: SubnetCache,
@@ -29,8 +30,8 @@ impl Bed {
     }
 
     async fn with_backoff(instance_type: &str, backoff: Backoff) -> Bed {
-        let sim = VpcSim::start(SimConfig::instant()).await;
-        let fx = sim.fixture(instance_type, "pods-a").await;
+        let sim = support::vpc_sim::start(SimConfig::instant()).await;
+        let fx = support::vpc_sim::fixture(&sim, instance_type, "pods-a");
         let (provider, _registry) = support::provider(&fx, generous_rate(), backoff).await;
         Bed {
             sim,
@@ -88,26 +89,17 @@ impl Bed {
     }
 }
 
+/// Pool `name` on the layout's pod subnets keeping `warm` units, releasing idle excess
+/// at once.
 fn pool(name: &str, mode: Mode, warm: u32) -> PoolSettings {
-    PoolSettings {
-        name: name.into(),
-        mode,
-        priority: 0,
-        min_units: 0,
-        warm_units: warm,
-        max_units: None,
-        max_enis: None,
-        release_delay: Duration::ZERO,
-        cooldown: Duration::from_secs(1),
-        prefix_delegation: false,
-        datapath: Datapath::default(),
-        subnet_ids: Vec::new(),
-        subnet_tags: BTreeMap::from([("eni-operator.io/pods".to_owned(), "true".to_owned())]),
-        subnet_policy: SubnetPolicy::default(),
-        security_groups: Vec::new(),
-        tags: BTreeMap::new(),
-        sticky_release_after: None,
-    }
+    let p = eni_test_support::pool(name, mode)
+        .ip_cooldown("1s")
+        .release_delay("0s");
+    let p = match mode {
+        Mode::SharedIp => p.warm_ips(warm),
+        Mode::Exclusive | Mode::Trunk => p.warm_enis(warm),
+    };
+    PoolSettings::from_pool(&p.build()).expect("fixture pool settings")
 }
 
 fn pod(n: &str) -> PodKey {
@@ -221,11 +213,11 @@ async fn a_deleted_pool_drains_around_the_pods_that_use_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_subnet_is_skipped_for_the_next() {
     let bed = Bed::start("m5.large").await;
-    let tiny = bed.sim.subnet_id(&bed.fx, "tiny-a").await;
+    let tiny = bed.sim.subnet_id("tiny-a").expect("tiny-a");
     let roomy = bed.fx.subnet_id.clone();
     // tiny-a has 11 usable addresses: one ENI of 1 + 9, then nothing.
     let mut s = pool("ordered", Mode::SharedIp, 15);
-    s.subnet_ids = vec![tiny.clone(), roomy.clone()];
+    s.subnet_ids = vec![tiny, roomy];
     s.subnet_policy = SubnetPolicy::Ordered;
     let node = bed.load(&s).await;
     bed.maintain(&node, &s).await.expect("grow across subnets");
@@ -233,9 +225,8 @@ async fn an_exhausted_subnet_is_skipped_for_the_next() {
     assert!(!node.health("ordered").subnet_exhausted);
 
     let mut only_tiny = pool("tiny", Mode::SharedIp, 9);
-    only_tiny.subnet_ids = vec![tiny];
     let bed2 = Bed::start("m5.large").await;
-    let tiny2 = bed2.sim.subnet_id(&bed2.fx, "tiny-a").await;
+    let tiny2 = bed2.sim.subnet_id("tiny-a").expect("tiny-a");
     only_tiny.subnet_ids = vec![tiny2];
     let node = bed2.load(&only_tiny).await;
     bed2.maintain(&node, &only_tiny)

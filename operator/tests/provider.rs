@@ -12,7 +12,6 @@ use eni_operator::cloud::{
     AddressAssignment, Backoff, CloudError, CloudProvider, EniQuery, EniStatus, RateLimit,
 };
 use support::moto::MotoServer;
-use support::vpc_sim::VpcSim;
 use support::{generous_rate, quick_backoff, strict, suite, token};
 use tokio::task::JoinSet;
 use vpc_sim::behaviour::SimConfig;
@@ -31,8 +30,8 @@ async fn moto_round_trip_and_latency() {
 /// detach taking time, rate limits).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_round_trip() {
-    let sim = VpcSim::start(SimConfig::default()).await;
-    let fx = sim.fixture("m5.large", "pods-a").await;
+    let sim = support::vpc_sim::start(SimConfig::default()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
     let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
     let provider: Arc<dyn CloudProvider> = provider;
     suite::round_trip(provider.as_ref(), &fx).await;
@@ -42,33 +41,33 @@ async fn vpc_sim_round_trip() {
 /// simulator themselves, comparable with moto's figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_latency() {
-    let sim = VpcSim::start(SimConfig::instant()).await;
-    let fx = sim.fixture("m5.large", "pods-a").await;
+    let sim = support::vpc_sim::start(SimConfig::instant()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
     let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
     suite::latency(provider.as_ref(), &fx, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_trunks() {
-    let sim = VpcSim::start(SimConfig::instant()).await;
-    let fx = sim.fixture("m5.large", "pods-a").await;
-    let t3 = sim.fixture("t3.medium", "pods-a").await;
+    let sim = support::vpc_sim::start(SimConfig::instant()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
+    let t3 = support::vpc_sim::fixture(&sim, "t3.medium", "pods-a");
     let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
     strict::trunk(provider.as_ref(), &fx, &t3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_limits() {
-    let sim = VpcSim::start(SimConfig::instant()).await;
-    let fx = sim.fixture("m5.large", "pods-a").await;
+    let sim = support::vpc_sim::start(SimConfig::instant()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
     let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
     strict::limits(provider.as_ref(), &fx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_subnet_exhaustion() {
-    let sim = VpcSim::start(SimConfig::instant()).await;
-    let fx = sim.fixture("m5.large", "tiny-a").await;
+    let sim = support::vpc_sim::start(SimConfig::instant()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "tiny-a");
     let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
     strict::subnet_exhaustion(provider.as_ref(), &fx).await;
 }
@@ -79,8 +78,8 @@ async fn vpc_sim_subnet_exhaustion() {
 /// the retried creates from making duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_throttling_is_absorbed() {
-    let sim = VpcSim::start(SimConfig::default()).await;
-    let fx = sim.fixture("m5.large", "pods-a").await;
+    let sim = support::vpc_sim::start(SimConfig::default()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
     let rate = RateLimit {
         qps: NonZeroU32::new(1000).expect("non-zero"),
         burst: NonZeroU32::new(1000).expect("non-zero"),
@@ -170,8 +169,8 @@ async fn vpc_sim_throttling_is_absorbed() {
 /// assigns are not retried after a timeout, so they never assign twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_faults_keep_mutations_idempotent() {
-    let sim = VpcSim::start(SimConfig::instant()).await;
-    let fx = sim.fixture("m5.large", "pods-a").await;
+    let sim = support::vpc_sim::start(SimConfig::instant()).await;
+    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
     let (provider, _registry) = support::provider_with_timeout(
         &fx,
         generous_rate(),

@@ -25,12 +25,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::{ENIPool, PodNetwork};
+use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
 use eni_e2e::{
     cluster::{Cluster, ClusterError},
     process::ChildGuard,
-    sim::SimError,
 };
+use eni_test_support::{SimError, pool};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -351,12 +351,16 @@ async fn run(args: Args) -> Result<(), BenchError> {
     });
     let c = Cluster::start_with(config).await?;
     let subnet = c.sim.subnet_id("pods-bench")?;
-    let pool = |warm: &str| {
-        format!(
-            "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: bench}}\nspec:\n  mode: SharedIP\n  nodeSelector: {{matchLabels: {{bench: \"true\"}}}}\n  subnets: {{ids: [{subnet}]}}\n  ipCooldown: 1s\n  warm: {{{warm}, releaseDelay: 1h}}\n"
-        )
+    // Addresses stay once warmed: the measurement sees allocation, not release.
+    let pool = || {
+        pool("bench", Mode::SharedIp)
+            .nodes("bench", "true")
+            .subnet_ids(&[subnet.as_str()], SubnetPolicy::MostFree)
+            .ip_cooldown("1s")
+            .warm_ips(0)
+            .release_delay("1h")
     };
-    c.apply_yaml(&pool("warmIPs: 0")).await?;
+    c.apply_yaml(&pool().yaml()).await?;
     let nodes: Vec<String> = (0..args.nodes).map(|i| format!("bench-{i}")).collect();
     for n in &nodes {
         c.add_node(n, INSTANCE_TYPE, &[("bench", "true")]).await?;
@@ -436,8 +440,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
-    c.apply_yaml(&pool(&format!("warmIPs: 0, minIPs: {per_node}")))
-        .await?;
+    c.apply_yaml(&pool().min_ips(per_node).yaml()).await?;
     let warm_target = per_node * args.nodes;
     wait(&operator, "warm pool", PHASE_TIMEOUT, || async {
         let pns = Api::<PodNetwork>::namespaced(c.client.clone(), NAMESPACE)

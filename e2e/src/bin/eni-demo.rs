@@ -10,8 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::PodNetwork;
-use eni_e2e::{bed::Bed, cluster::fast_cloud, netns};
+use eni_crds::{Mode, PodNetwork};
+use eni_e2e::{bed::Bed, cluster::fast_cloud};
+use eni_test_support::{pool, probe};
 use kube::ResourceExt;
 
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
@@ -27,12 +28,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn pool(name: &str, mode: &str, node_mode: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: eni-operator.io/v1alpha1\nkind: ENIPool\nmetadata: {{name: {name}}}\nspec:\n  mode: {mode}\n  nodeSelector: {{matchLabels: {{eni-operator.io/mode: {node_mode}}}}}\n  subnets: {{tags: {{eni-operator.io/pods: \"true\"}}}}\n{extra}"
-    )
 }
 
 struct Pod {
@@ -76,28 +71,29 @@ async fn run(once: bool) -> DemoResult<bool> {
     step("applying one ENIPool per mode (two trunk pools: security groups web and db)");
     let web = bed.vpc.group_id("web").await?;
     let db = bed.vpc.group_id("db").await?;
-    bed.apply_yaml(&pool(
-        "shared",
-        "SharedIP",
-        "shared",
-        "  warm: {minIPs: 4, warmIPs: 2}\n",
-    ))
+    // Nodes carry `eni-operator.io/mode=<mode>`; each pool selects one kind.
+    let pool_for = |name: &str, mode: Mode, node_mode: &str| {
+        pool(name, mode).nodes("eni-operator.io/mode", node_mode)
+    };
+    bed.apply_yaml(
+        &pool_for("shared", Mode::SharedIp, "shared")
+            .min_ips(4)
+            .warm_ips(2)
+            .yaml(),
+    )
     .await?;
-    bed.apply_yaml(&pool(
-        "exclusive",
-        "Exclusive",
-        "exclusive",
-        "  warm: {warmENIs: 1}\n",
-    ))
+    bed.apply_yaml(
+        &pool_for("exclusive", Mode::Exclusive, "exclusive")
+            .warm_enis(1)
+            .yaml(),
+    )
     .await?;
     for (name, app, group) in [("web", "web", &web), ("db", "db", &db)] {
-        bed.apply_yaml(&pool(
-            name,
-            "Trunk",
-            "trunk",
-            &format!("  podSelector: {{matchLabels: {{app: {app}}}}}\n  securityGroups: [{group}]\n  warm: {{warmENIs: 1}}\n"),
-        ))
-        .await?;
+        let trunk = pool_for(name, Mode::Trunk, "trunk")
+            .pods("app", app)
+            .security_groups(&[group.as_str()])
+            .warm_enis(1);
+        bed.apply_yaml(&trunk.yaml()).await?;
     }
     step("starting the operator (leader-elected) and waiting for the agents");
     bed.start_operator("eni-operator-0")?;
@@ -140,9 +136,9 @@ async fn run(once: bool) -> DemoResult<bool> {
     ) else {
         return Err("a pod is missing".into());
     };
-    let _servers: Vec<netns::EchoServer> = [(s1, 80), (x0, 80), (w0, 80), (d0, 5432), (d0, 80)]
+    let _servers: Vec<probe::EchoServer> = [(s1, 80), (x0, 80), (w0, 80), (d0, 5432), (d0, 80)]
         .iter()
-        .map(|(p, port)| netns::EchoServer::start(&p.sandbox, *port))
+        .map(|(p, port)| probe::EchoServer::start(&p.sandbox, *port))
         .collect::<Result<_, _>>()?;
     step("checking connectivity across nodes and modes, and security groups");
     let mut passed = 0;
@@ -156,12 +152,12 @@ async fn run(once: bool) -> DemoResult<bool> {
         }
     };
     let tcp = |from: &Pod, to: &Pod, port: u16| {
-        netns::tcp_echo(&from.sandbox, SocketAddr::from((to.ip, port)))
+        probe::tcp_echo(&from.sandbox, SocketAddr::from((to.ip, port)))
     };
     for (a, b) in [(s0, x0), (x0, w0), (w0, s1), (s1, x0)] {
         check(
             format!("ping {} -> {} ({})", a.name, b.name, b.ip),
-            netns::ping(&a.sandbox, b.ip),
+            probe::ping(&a.sandbox, b.ip),
         );
         check(
             format!("tcp echo {} -> {}:80", a.name, b.name),
@@ -174,7 +170,7 @@ async fn run(once: bool) -> DemoResult<bool> {
                 "ping {} -> VM outside the cluster ({})",
                 p.name, vm.primary_ip
             ),
-            netns::ping(&p.sandbox, vm.primary_ip),
+            probe::ping(&p.sandbox, vm.primary_ip),
         );
     }
     check(
@@ -191,7 +187,7 @@ async fn run(once: bool) -> DemoResult<bool> {
     );
     check(
         "db-0 drops ping from exclusive-0".into(),
-        !netns::ping(&x0.sandbox, d0.ip),
+        !probe::ping(&x0.sandbox, d0.ip),
     );
 
     let pns: Vec<PodNetwork> = bed.podnetworks().await?;

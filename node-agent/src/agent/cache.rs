@@ -148,7 +148,7 @@ impl PodNetworkCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eni_crds::{Allocation, Mode, PodNetworkSpec};
+    use eni_crds::{Allocation, Mac, Mode, PodNetworkSpec};
 
     fn pn(name: &str, uid: &str) -> PodNetwork {
         let mut pn = PodNetwork::new(
@@ -158,7 +158,17 @@ mod tests {
                 node_name: "node-a".into(),
                 pool: "pool".into(),
                 mode: Mode::SharedIp,
-                allocation: Allocation::default(),
+                allocation: Allocation {
+                    address: "10.0.1.5".parse().unwrap(),
+                    prefix_length: 32,
+                    gateway: "10.0.1.1".parse().unwrap(),
+                    subnet_cidr: "10.0.1.0/24".parse().unwrap(),
+                    subnet_id: "subnet-1".into(),
+                    eni_id: "eni-1".into(),
+                    eni_mac: Mac::new([2, 0, 0, 0, 0, 1]),
+                    device_index: 1,
+                    ..Allocation::default()
+                },
             },
         );
         pn.metadata.namespace = Some("ns".into());

@@ -1,21 +1,24 @@
 //! Request handling: what ADD, DEL, CHECK, GC and STATUS do on the node.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eni_crds::{PodNetwork, PodNetworkPhase, PodNetworkStatus};
+use tracing::Instrument;
 
+use crate::dataplane::{PodRequest, UnwireRequest, WiredPod};
 use crate::protocol::{
     Attachment, AttachmentKey, AttachmentResult, ErrorReply, GcRequest, Interface, IpConfig,
-    Request, Response, codes,
+    Request, Response, Route, codes,
 };
 
 use super::cache::{LookupError, PodNetworkCache};
 use super::kube::StatusWriter;
 use super::metrics::Metrics;
-use super::state::StateDir;
-use super::wiring::{PodWiring, Unwire, Wired, Wiring};
+use super::state::{Record, StateDir};
+use super::wiring::Wiring;
 
 /// Settings of the request handler.
 #[derive(Debug, Clone)]
@@ -53,13 +56,13 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
         state: StateDir,
         metrics: Arc<Metrics>,
     ) -> Self {
-        for feature in wiring.features() {
-            metrics.set_feature(&feature.name, feature.available);
-            if feature.available {
-                tracing::info!(feature = feature.name, "kernel feature available");
+        for (feature, available) in wiring.features().named() {
+            metrics.set_feature(feature, available);
+            if available {
+                tracing::info!(feature, "kernel feature available");
             } else {
                 tracing::warn!(
-                    feature = feature.name,
+                    feature,
                     "kernel feature missing; pods whose mode needs it will be refused"
                 );
             }
@@ -136,16 +139,22 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
                 ),
             ));
         }
-        let wiring = PodWiring {
-            container_id: a.container_id.clone(),
+        let record = Record {
+            request: PodRequest {
+                container_id: a.container_id.clone(),
+                netns_path: PathBuf::from(netns),
+                ifname: a.ifname.clone(),
+                mode: pn.spec.mode,
+                allocation: pn.spec.allocation.clone(),
+            },
             network: a.network.clone(),
             pod: pod.clone(),
-            netns,
-            ifname: a.ifname.clone(),
-            mode: pn.spec.mode,
-            allocation: pn.spec.allocation.clone(),
         };
-        if let Some(why) = self.wiring.unsupported(pn.spec.mode, &pn.spec.allocation) {
+        let refusal = self
+            .wiring
+            .features()
+            .refusal(pn.spec.mode, &pn.spec.allocation);
+        if let Some(why) = refusal {
             let msg = format!(
                 "cannot wire pod {pod} on node {}: {why}",
                 self.config.node_name
@@ -153,21 +162,26 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
             self.write_failed(&pn, &a, &msg).await;
             return Err(reply(codes::UNSUPPORTED_MODE, msg));
         }
-        self.unwire_stale_sandboxes(&wiring).await?;
+        self.unwire_stale_sandboxes(&record).await?;
         // Record before wiring: if the agent dies half-way, DEL still finds what to undo.
         self.state
-            .save(&wiring)
+            .save(&record)
             .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))?;
-        let wired = match self.wiring.wire(&wiring).await {
+        // The span puts the pod on the dataplane's own log lines.
+        let wiring = self
+            .wiring
+            .wire(&record.request)
+            .instrument(tracing::info_span!("wire", pod = %pod));
+        let wired = match wiring.await {
             Ok(wired) => wired,
             Err(e) => {
                 self.metrics.wiring_error("ADD");
-                let code = if e.unsupported {
+                let code = if e.feature_missing().is_some() {
                     codes::UNSUPPORTED_MODE
                 } else {
                     codes::WIRING_FAILED
                 };
-                let msg = format!("wiring pod {pod} failed: {}", e.message);
+                let msg = format!("wiring pod {pod} failed: {e}");
                 self.write_failed(&pn, &a, &msg).await;
                 return Err(reply(code, msg));
             }
@@ -177,60 +191,54 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
             PodNetworkStatus {
                 phase: Some(PodNetworkPhase::Ready),
                 container_id: Some(a.container_id.clone()),
-                pod_interface: Some(wired.pod_interface.name.clone()),
-                host_interface: wired.host_interface.as_ref().map(|l| l.name.clone()),
+                pod_interface: Some(wired.pod_ifname.clone()),
+                host_interface: Some(wired.host_ifname.clone()),
                 conditions: Vec::new(),
                 message: None,
             },
         )
         .await;
-        tracing::info!(pod = %pod, container = a.container_id, address = wired.address, "pod wired");
-        Ok(to_result(&wiring, wired))
+        tracing::info!(pod = %pod, container = a.container_id, address = %wired.address, "pod wired");
+        Ok(to_result(&record.request, wired))
     }
 
     /// A pod gets a new sandbox (container id) when its old one died without a DEL; the
     /// old sandbox's wiring of the same address must go first, or the pod would be
     /// wired twice.
-    async fn unwire_stale_sandboxes(&self, wiring: &PodWiring) -> Result<(), ErrorReply> {
+    async fn unwire_stale_sandboxes(&self, new: &Record) -> Result<(), ErrorReply> {
         let records = self
             .state
             .list()
             .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))?;
         for old in records.into_iter().flatten() {
-            let same_pod = old.pod.namespace == wiring.pod.namespace
-                && old.pod.name == wiring.pod.name
-                && old.network == wiring.network;
-            if same_pod && old.container_id != wiring.container_id {
-                tracing::info!(pod = %wiring.pod, old = old.container_id, new = wiring.container_id, "removing wiring of a previous sandbox");
-                self.unwire_record(old, "ADD").await?;
+            let same_pod = old.pod.namespace == new.pod.namespace
+                && old.pod.name == new.pod.name
+                && old.network == new.network;
+            if same_pod && old.request.container_id != new.request.container_id {
+                tracing::info!(pod = %new.pod, old = old.request.container_id, new = new.request.container_id, "removing wiring of a previous sandbox");
+                self.unwire(&UnwireRequest::of(&old.request), "ADD").await?;
             }
         }
         Ok(())
     }
 
-    async fn unwire_record(&self, old: PodWiring, command: &'static str) -> Result<(), ErrorReply> {
-        let unwire = Unwire {
-            container_id: old.container_id.clone(),
-            ifname: old.ifname.clone(),
-            netns: Some(old.netns.clone()),
-            wiring: Some(old),
-        };
-        self.unwire(&unwire, command).await
-    }
-
-    async fn unwire(&self, unwire: &Unwire, command: &'static str) -> Result<(), ErrorReply> {
-        if let Err(e) = self.wiring.unwire(unwire).await {
+    async fn unwire(
+        &self,
+        request: &UnwireRequest,
+        command: &'static str,
+    ) -> Result<(), ErrorReply> {
+        if let Err(e) = self.wiring.unwire(request).await {
             self.metrics.wiring_error(command);
             return Err(reply(
                 codes::WIRING_FAILED,
                 format!(
-                    "removing the wiring of container {} failed: {}",
-                    unwire.container_id, e.message
+                    "removing the wiring of container {} failed: {e}",
+                    request.container_id
                 ),
             ));
         }
         self.state
-            .remove(&unwire.container_id)
+            .remove(&request.container_id)
             .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))
     }
 
@@ -241,32 +249,31 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
             tracing::warn!(error = %e, container = a.container_id, "state record unreadable; unwiring by container id");
             None
         });
-        let wiring = from_state.or_else(|| {
-            let pod = a.pod.as_ref()?;
-            let pn = self.cache.lookup(pod).ok()?;
-            Some(PodWiring {
-                container_id: a.container_id.clone(),
-                network: a.network.clone(),
-                pod: pod.clone(),
-                netns: a.netns.clone().unwrap_or_default(),
-                ifname: a.ifname.clone(),
-                mode: pn.spec.mode,
-                allocation: pn.spec.allocation.clone(),
-            })
-        });
-        let unwire = Unwire {
+        let address = match from_state {
+            Some(record) => Some(record.request.allocation.address),
+            None => a
+                .pod
+                .as_ref()
+                .and_then(|pod| self.cache.lookup(pod).ok())
+                .map(|pn| pn.spec.allocation.address),
+        };
+        let request = UnwireRequest {
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
-            netns: a.netns.clone(),
-            wiring,
+            netns_path: a
+                .netns
+                .as_deref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            address,
         };
-        self.unwire(&unwire, "DEL").await?;
+        self.unwire(&request, "DEL").await?;
         tracing::info!(container = a.container_id, "pod unwired");
         Ok(())
     }
 
     async fn check(&self, a: Attachment) -> Result<(), ErrorReply> {
-        let wiring = self
+        let record = self
             .state
             .load(&a.container_id)
             .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))?
@@ -276,25 +283,28 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
                     format!("container {} was not wired by this agent", a.container_id),
                 )
             })?;
-        if wiring.ifname != a.ifname {
+        if record.request.ifname != a.ifname {
             return Err(reply(
                 codes::UNKNOWN_CONTAINER,
                 format!(
                     "container {} was wired with interface {}, not {}",
-                    a.container_id, wiring.ifname, a.ifname
+                    a.container_id, record.request.ifname, a.ifname
                 ),
             ));
         }
-        self.wiring.check(&wiring).await.map_err(|e| {
-            self.metrics.wiring_error("CHECK");
-            reply(
-                codes::CHECK_FAILED,
-                format!(
-                    "pod {} is no longer wired as expected: {}",
-                    wiring.pod, e.message
-                ),
-            )
-        })
+        let problem = match self.wiring.check(&record.request).await {
+            Ok(differences) if differences.is_empty() => return Ok(()),
+            Ok(differences) => differences.join("; "),
+            Err(e) => e.to_string(),
+        };
+        self.metrics.wiring_error("CHECK");
+        Err(reply(
+            codes::CHECK_FAILED,
+            format!(
+                "pod {} is no longer wired as expected: {problem}",
+                record.pod
+            ),
+        ))
     }
 
     async fn gc(&self, gc: GcRequest) -> Result<(), ErrorReply> {
@@ -313,32 +323,32 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
                     continue;
                 }
             };
+            let request = &record.request;
             let key = AttachmentKey {
-                container_id: record.container_id.clone(),
-                ifname: record.ifname.clone(),
+                container_id: request.container_id.clone(),
+                ifname: request.ifname.clone(),
             };
             if record.network != gc.network || valid.contains(&key) {
                 // Another network's attachment is not this GC's to judge.
-                keep.insert(record.container_id);
+                keep.insert(key.container_id);
                 continue;
             }
-            tracing::info!(container = record.container_id, pod = %record.pod, "GC: removing stale wiring");
-            let id = record.container_id.clone();
-            if let Err(e) = self.unwire_record(record, "GC").await {
+            tracing::info!(container = request.container_id, pod = %record.pod, "GC: removing stale wiring");
+            if let Err(e) = self.unwire(&UnwireRequest::of(request), "GC").await {
                 failures.push(e.msg);
-                keep.insert(id);
+                keep.insert(key.container_id);
             }
         }
         // Then wiring the kernel has that no record explains (e.g. a wiped state dir).
         match self.wiring.gc(&keep).await {
             Ok(removed) => {
-                for container in removed {
+                for container in removed.into_iter().filter_map(|pod| pod.container_id) {
                     tracing::info!(container, "GC: removed wiring without a state record");
                 }
             }
             Err(e) => {
                 self.metrics.wiring_error("GC");
-                failures.push(e.message);
+                failures.push(e.to_string());
             }
         }
         if failures.is_empty() {
@@ -391,29 +401,35 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
     }
 }
 
-/// The protocol result: the host interface (if any) first, then the pod interface that
-/// holds the address, as reference plugins order them.
-fn to_result(wiring: &PodWiring, wired: Wired) -> AttachmentResult {
-    let mut interfaces = Vec::new();
-    if let Some(host) = wired.host_interface {
-        interfaces.push(Interface {
-            name: host.name,
-            mac: host.mac,
+/// The protocol result: the host interface first, then the pod interface that holds
+/// the address, as reference plugins order them.
+fn to_result(request: &PodRequest, wired: WiredPod) -> AttachmentResult {
+    let interfaces = vec![
+        Interface {
+            name: wired.host_ifname,
+            mac: Some(wired.host_mac.to_string()),
             sandbox: None,
-        });
-    }
-    interfaces.push(Interface {
-        name: wired.pod_interface.name,
-        mac: wired.pod_interface.mac,
-        sandbox: Some(wiring.netns.clone()),
-    });
+        },
+        Interface {
+            name: wired.pod_ifname,
+            mac: Some(wired.pod_mac.to_string()),
+            sandbox: Some(request.netns_path.display().to_string()),
+        },
+    ];
     AttachmentResult {
         ips: vec![IpConfig {
-            address: wired.address,
-            gateway: Some(wired.gateway),
+            address: wired.address.to_string(),
+            gateway: Some(wired.gateway.to_string()),
             interface: Some(interfaces.len() - 1),
         }],
         interfaces,
-        routes: wired.routes,
+        routes: wired
+            .routes
+            .into_iter()
+            .map(|route| Route {
+                dst: route.destination.to_string(),
+                gw: route.gateway.map(|g| g.to_string()),
+            })
+            .collect(),
     }
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use eni_crds::contract::NODE_LABEL;
 use eni_crds::{PodNetwork, PodNetworkStatus};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
@@ -15,15 +16,12 @@ use std::sync::Arc;
 use super::cache::CacheWriter;
 use super::metrics::Metrics;
 
-/// Label the operator puts on every PodNetwork with the node it is bound to. Custom
-/// resources support no field selectors on spec fields, so this label is how an agent
-/// watches only its own node's PodNetworks.
-pub const NODE_LABEL: &str = "eni-operator.io/node";
-
 /// Field manager of the agent's status writes.
 pub const FIELD_MANAGER: &str = "eni-agent";
 
-/// The label selector an agent on `node` watches with.
+/// The label selector an agent on `node` watches with: custom resources support no
+/// field selectors on spec fields, so the operator's node label is how an agent watches
+/// only its own node's PodNetworks.
 pub fn node_selector(node: &str) -> String {
     format!("{NODE_LABEL}={node}")
 }

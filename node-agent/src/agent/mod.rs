@@ -9,7 +9,6 @@
 //! - [`http`], [`metrics`]: health endpoints and Prometheus metrics.
 
 pub mod cache;
-mod dataplane_wiring;
 pub mod handler;
 pub mod http;
 pub mod kube;

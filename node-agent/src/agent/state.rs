@@ -1,5 +1,6 @@
-//! The agent's state dir: one file per container with the wiring it got, so DEL and GC
-//! can undo a pod's wiring after its PodNetwork is gone and across agent restarts.
+//! The agent's state dir: one file per container with the request it was wired by, so
+//! DEL and GC can undo a pod's wiring after its PodNetwork is gone and across agent
+//! restarts.
 //!
 //! Files are replaced atomically (write, fsync, rename), so a crash leaves either the old
 //! or the new record, never a torn one. Container ids are validated by the plugin
@@ -10,11 +11,22 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cni::install::{InstallError, write_atomically};
+use crate::dataplane::PodRequest;
+use crate::protocol::PodRef;
 
-use super::wiring::PodWiring;
+/// What the agent keeps per container: the dataplane request it wired, and the CNI
+/// network and pod it was for (a new sandbox of the pod, and GC, are judged by those).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Record {
+    #[serde(flatten)]
+    pub request: PodRequest,
+    pub network: String,
+    pub pod: PodRef,
+}
 
 #[derive(Debug, Error)]
 pub enum StateError {
@@ -22,6 +34,11 @@ pub enum StateError {
     Io { path: PathBuf, source: io::Error },
     #[error("writing state: {0}")]
     Write(#[from] InstallError),
+    #[error("encoding the state of container {container_id}: {source}")]
+    Encode {
+        container_id: String,
+        source: serde_json::Error,
+    },
     #[error("state file {path} is corrupt: {source}", path = path.display())]
     Corrupt {
         path: PathBuf,
@@ -63,15 +80,19 @@ impl StateDir {
         Ok(self.dir.join(format!("{container_id}.json")))
     }
 
-    pub fn save(&self, wiring: &PodWiring) -> Result<(), StateError> {
-        let path = self.path(&wiring.container_id)?;
-        let bytes = serde_json::to_vec(wiring)
-            .unwrap_or_else(|e| unreachable!("PodWiring always serialises: {e}"));
+    pub fn save(&self, record: &Record) -> Result<(), StateError> {
+        let container_id = &record.request.container_id;
+        let path = self.path(container_id)?;
+        // A netns path that is not UTF-8 has no JSON form.
+        let bytes = serde_json::to_vec(record).map_err(|source| StateError::Encode {
+            container_id: container_id.clone(),
+            source,
+        })?;
         write_atomically(&path, &bytes, 0o600)?;
         Ok(())
     }
 
-    pub fn load(&self, container_id: &str) -> Result<Option<PodWiring>, StateError> {
+    pub fn load(&self, container_id: &str) -> Result<Option<Record>, StateError> {
         let path = self.path(container_id)?;
         read_record(&path)
     }
@@ -88,7 +109,7 @@ impl StateDir {
     }
 
     /// All records. Corrupt files are reported, not skipped silently.
-    pub fn list(&self) -> Result<Vec<Result<PodWiring, StateError>>, StateError> {
+    pub fn list(&self) -> Result<Vec<Result<Record, StateError>>, StateError> {
         let entries = fs::read_dir(&self.dir).map_err(|source| StateError::Io {
             path: self.dir.clone(),
             source,
@@ -115,7 +136,7 @@ impl StateDir {
     }
 }
 
-fn read_record(path: &Path) -> Result<Option<PodWiring>, StateError> {
+fn read_record(path: &Path) -> Result<Option<Record>, StateError> {
     match fs::read(path) {
         Ok(bytes) => {
             serde_json::from_slice(&bytes)
@@ -135,26 +156,36 @@ fn read_record(path: &Path) -> Result<Option<PodWiring>, StateError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::protocol::PodRef;
-    use eni_crds::{Allocation, Mode};
+    use std::net::Ipv4Addr;
 
-    fn wiring(id: &str) -> PodWiring {
-        PodWiring {
-            container_id: id.into(),
+    use super::*;
+    use eni_crds::{Allocation, Mac, Mode};
+
+    fn record(id: &str) -> Record {
+        Record {
+            request: PodRequest {
+                container_id: id.into(),
+                netns_path: "/var/run/netns/x".into(),
+                ifname: "eth0".into(),
+                mode: Mode::SharedIp,
+                allocation: Allocation {
+                    address: Ipv4Addr::new(10, 0, 0, 5),
+                    prefix_length: 32,
+                    gateway: Ipv4Addr::new(10, 0, 0, 1),
+                    subnet_cidr: "10.0.0.0/24".parse().unwrap(),
+                    subnet_id: "subnet-1".into(),
+                    eni_id: "eni-1".into(),
+                    eni_mac: Mac::new([2, 0, 0, 0, 0, 1]),
+                    device_index: 1,
+                    route_table: Some(1001),
+                    ..Allocation::default()
+                },
+            },
             network: "eni".into(),
             pod: PodRef {
                 namespace: "ns".into(),
                 name: "p".into(),
                 uid: Some("u".into()),
-            },
-            netns: "/var/run/netns/x".into(),
-            ifname: "eth0".into(),
-            mode: Mode::SharedIp,
-            allocation: Allocation {
-                address: "10.0.0.5".into(),
-                prefix_length: 32,
-                ..Allocation::default()
             },
         }
     }
@@ -163,9 +194,9 @@ mod tests {
     fn save_load_list_remove() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path()).unwrap();
-        state.save(&wiring("c1")).unwrap();
-        state.save(&wiring("c2")).unwrap();
-        assert_eq!(state.load("c1").unwrap(), Some(wiring("c1")));
+        state.save(&record("c1")).unwrap();
+        state.save(&record("c2")).unwrap();
+        assert_eq!(state.load("c1").unwrap(), Some(record("c1")));
         assert_eq!(state.load("nope").unwrap(), None);
         assert_eq!(state.list().unwrap().len(), 2);
         state.remove("c1").unwrap();
@@ -173,7 +204,17 @@ mod tests {
         assert_eq!(state.load("c1").unwrap(), None);
         // A restarted agent sees what the previous one wrote.
         let reopened = StateDir::open(dir.path()).unwrap();
-        assert_eq!(reopened.load("c2").unwrap(), Some(wiring("c2")));
+        assert_eq!(reopened.load("c2").unwrap(), Some(record("c2")));
+    }
+
+    /// Records written by earlier agents (the same JSON shape) stay readable.
+    #[test]
+    fn reads_records_of_earlier_agents() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let earlier = r#"{"containerID":"c1","network":"eni","pod":{"namespace":"ns","name":"p","uid":"u"},"netns":"/var/run/netns/x","ifname":"eth0","mode":"SharedIP","allocation":{"address":"10.0.0.5","prefixLength":32,"gateway":"10.0.0.1","subnetCIDR":"10.0.0.0/24","subnetID":"subnet-1","eniID":"eni-1","eniMAC":"02:00:00:00:00:01","deviceIndex":1,"routeTable":1001}}"#;
+        fs::write(dir.path().join("containers/c1.json"), earlier).unwrap();
+        assert_eq!(state.load("c1").unwrap(), Some(record("c1")));
     }
 
     #[test]
@@ -186,5 +227,13 @@ mod tests {
         fs::write(dir.path().join("containers/bad.json"), b"{").unwrap();
         assert!(matches!(state.load("bad"), Err(StateError::Corrupt { .. })));
         assert!(state.list().unwrap()[0].is_err());
+        let mut malformed = serde_json::to_value(record("mac")).unwrap();
+        malformed["allocation"]["eniMAC"] = "02:00".into();
+        fs::write(
+            dir.path().join("containers/mac.json"),
+            malformed.to_string(),
+        )
+        .unwrap();
+        assert!(matches!(state.load("mac"), Err(StateError::Corrupt { .. })));
     }
 }

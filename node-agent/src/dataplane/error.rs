@@ -2,6 +2,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use eni_crds::Mac;
+
 /// A kernel feature some datapaths need and not every kernel has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelFeature {
@@ -34,7 +36,7 @@ pub enum DataplaneError {
     InvalidRequest(String),
     /// No link in the host namespace has the ENI's MAC (not attached yet, or gone).
     #[error("no link with MAC {mac} in the host network namespace")]
-    EniNotFound { mac: String },
+    EniNotFound { mac: Mac },
     /// A link we would create exists and belongs to someone else.
     #[error("link {name} exists and is not ours ({detail})")]
     Conflict { name: String, detail: String },

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use eni_crds::Mac;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
@@ -111,7 +112,8 @@ impl Netlink {
         Ok(self.links().await?.into_iter().find(|l| l.name == name))
     }
 
-    pub async fn link_by_mac(&self, mac: [u8; 6]) -> Result<Option<Link>, DataplaneError> {
+    pub async fn link_by_mac(&self, mac: Mac) -> Result<Option<Link>, DataplaneError> {
+        let mac = mac.octets();
         Ok(self.links().await?.into_iter().find(|l| l.mac == Some(mac)))
     }
 

@@ -8,34 +8,37 @@
 //! are serialised. See docs/datapaths.md for the exact links, routes and rules.
 
 pub mod error;
-mod inventory;
-mod ipvlan;
+mod expect;
 mod kernel;
 pub mod naming;
 mod netns;
 mod passthrough;
 mod probe;
 pub mod requests;
-mod veth;
-mod wiring;
+mod shared_ipvlan;
+mod shared_veth;
+mod teardown;
+mod trunk;
+mod veth_pair;
 
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use eni_crds::{Allocation, Datapath, Mode};
+use eni_crds::contract::route_table;
+use eni_crds::{Allocation, Datapath, Mac, Mode};
 use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 pub use error::{DataplaneError, KernelFeature};
-pub use inventory::RecoveredPod;
 pub use naming::WiringKind;
 pub use probe::{KernelFeatures, probe};
+pub use teardown::RecoveredPod;
 
 use kernel::{Link, Netlink};
 use naming::{PodMarker, validate_container_id, validate_ifname};
-use requests::{ENI_TABLE_BASE, parse_mac};
 
 /// Where and for what the dataplane works.
 #[derive(Clone, Debug)]
@@ -48,19 +51,32 @@ pub struct DataplaneConfig {
     pub service_cidrs: Vec<Ipv4Net>,
 }
 
-/// One CNI ADD or CHECK: which container, where, and what it gets.
-#[derive(Clone, Debug)]
+/// One CNI ADD or CHECK: which container, where, and what it gets. The agent keeps it
+/// in its state dir (as JSON) so that DEL can undo it after the PodNetwork is gone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PodRequest {
     /// CNI_CONTAINERID.
+    #[serde(rename = "containerID")]
     pub container_id: String,
     /// CNI_NETNS.
+    #[serde(rename = "netns")]
     pub netns_path: PathBuf,
     /// CNI_IFNAME.
     pub ifname: String,
-    /// `namespace/name` of the pod, for logs.
-    pub pod_key: String,
     pub mode: Mode,
     pub allocation: Allocation,
+}
+
+impl PodRequest {
+    /// The identity the host end of this container's wiring carries in its ifalias.
+    fn marker(&self, kind: WiringKind) -> PodMarker {
+        PodMarker {
+            kind,
+            ifname: self.ifname.clone(),
+            container_id: self.container_id.clone(),
+            netns: self.netns_path.clone(),
+        }
+    }
 }
 
 /// One CNI DEL: everything needed is read from the kernel, so no allocation.
@@ -73,6 +89,19 @@ pub struct UnwireRequest {
     /// The pod's address, when known: lets an ipvlan pod whose namespace is already
     /// gone be cleaned from the host too.
     pub address: Option<Ipv4Addr>,
+}
+
+impl UnwireRequest {
+    /// Undoes what `request` wired.
+    pub fn of(request: &PodRequest) -> Self {
+        UnwireRequest {
+            container_id: request.container_id.clone(),
+            ifname: request.ifname.clone(),
+            netns_path: Some(request.netns_path.clone())
+                .filter(|path| !path.as_os_str().is_empty()),
+            address: Some(request.allocation.address),
+        }
+    }
 }
 
 /// A route in the pod's main table, for the CNI result.
@@ -88,9 +117,9 @@ pub struct WiredPod {
     pub kind: WiringKind,
     /// Host-side link: the veth end, or the shared ipvlan slave.
     pub host_ifname: String,
-    pub host_mac: String,
+    pub host_mac: Mac,
     pub pod_ifname: String,
-    pub pod_mac: String,
+    pub pod_mac: Mac,
     /// The pod's address as configured on its interface.
     pub address: Ipv4Net,
     /// The pod's default next hop.
@@ -98,19 +127,21 @@ pub struct WiredPod {
     pub routes: Vec<PodRoute>,
 }
 
-/// An allocation checked and parsed once, before anything is touched.
+/// A request checked before anything is touched, with what the datapaths derive from
+/// its allocation.
 #[derive(Clone, Debug)]
-struct Parsed {
+struct Checked {
     address: Ipv4Addr,
     prefix_len: u8,
     gateway: Ipv4Addr,
+    /// The allocation's subnet without host bits.
     subnet: Ipv4Net,
-    eni_mac: [u8; 6],
-    trunk_mac: Option<[u8; 6]>,
+    eni_mac: Mac,
+    trunk_mac: Option<Mac>,
     table: u32,
 }
 
-impl Parsed {
+impl Checked {
     fn from_request(request: &PodRequest) -> Result<Self, DataplaneError> {
         validate_container_id(&request.container_id)?;
         validate_ifname(&request.ifname)?;
@@ -121,56 +152,35 @@ impl Parsed {
             )));
         }
         // The identity marker must fit an ifalias; find out before making links.
-        PodMarker {
-            kind: WiringKind::SharedVeth,
-            ifname: request.ifname.clone(),
-            container_id: request.container_id.clone(),
-            netns: request.netns_path.clone(),
-        }
-        .encode()?;
+        request.marker(WiringKind::SharedVeth).encode()?;
         let allocation = &request.allocation;
-        let invalid = |what: &str, value: &str| {
-            DataplaneError::InvalidRequest(format!("allocation {what} {value:?} is invalid"))
+        let invalid = |what: &str, value: &dyn std::fmt::Display| {
+            DataplaneError::InvalidRequest(format!("allocation {what} \"{value}\" is invalid"))
         };
-        let address: Ipv4Addr = allocation
-            .address
-            .parse()
-            .map_err(|_| invalid("address", &allocation.address))?;
-        let gateway: Ipv4Addr = allocation
-            .gateway
-            .parse()
-            .map_err(|_| invalid("gateway", &allocation.gateway))?;
-        let subnet: Ipv4Net = allocation
-            .subnet_cidr
-            .parse()
-            .map_err(|_| invalid("subnetCIDR", &allocation.subnet_cidr))?;
-        let subnet = subnet.trunc();
+        let address = allocation.address;
+        let subnet = allocation.subnet_cidr.trunc();
         if !(1..=32).contains(&allocation.prefix_length) {
-            return Err(invalid(
-                "prefixLength",
-                &allocation.prefix_length.to_string(),
-            ));
+            return Err(invalid("prefixLength", &allocation.prefix_length));
         }
         if !subnet.contains(&address) {
             return Err(DataplaneError::InvalidRequest(format!(
                 "address {address} is outside subnet {subnet}"
             )));
         }
-        let table = match allocation.route_table {
-            Some(table) => table,
-            None => ENI_TABLE_BASE + allocation.device_index,
-        };
+        let table = allocation
+            .route_table
+            .unwrap_or_else(|| route_table(allocation.device_index));
         // 0 and 253..=255 are the kernel's unspec, default, main and local tables.
         if table == 0 || (253..=255).contains(&table) {
-            return Err(invalid("routeTable", &table.to_string()));
+            return Err(invalid("routeTable", &table));
         }
-        Ok(Parsed {
+        Ok(Checked {
             address,
             prefix_len: allocation.prefix_length,
-            gateway,
+            gateway: allocation.gateway,
             subnet,
-            eni_mac: parse_mac(&allocation.eni_mac)?,
-            trunk_mac: allocation.trunk_mac.as_deref().map(parse_mac).transpose()?,
+            eni_mac: allocation.eni_mac,
+            trunk_mac: allocation.trunk_mac,
             table,
         })
     }
@@ -179,6 +189,11 @@ impl Parsed {
     fn pod_net(&self) -> Ipv4Net {
         Ipv4Net::new(self.address, self.prefix_len).unwrap_or_else(|_| Ipv4Net::from(self.address))
     }
+}
+
+/// CHECK's report of an ENI link that is not in the host (any more).
+fn missing_eni(mac: Mac) -> String {
+    format!("host: no ENI link with MAC {mac}")
 }
 
 /// Which datapath a request takes.
@@ -239,16 +254,16 @@ impl Dataplane {
     /// A request the node cannot serve (bad input, missing kernel feature, ENI not
     /// attached) fails before anything changes; a failure half-way is rolled back.
     pub async fn wire(&self, request: &PodRequest) -> Result<WiredPod, DataplaneError> {
-        let parsed = Parsed::from_request(request)?;
+        let checked = Checked::from_request(request)?;
         let _guard = self.lock.lock().await;
         let result = match path_of(request) {
-            Path::SharedVeth => self.wire_shared_veth(request, &parsed).await,
-            Path::SharedIpvlan => self.wire_ipvlan(request, &parsed).await,
-            Path::Passthrough => self.wire_passthrough(request, &parsed).await,
+            Path::SharedVeth => self.wire_shared_veth(request, &checked).await,
+            Path::SharedIpvlan => self.wire_ipvlan(request, &checked).await,
+            Path::Passthrough => self.wire_passthrough(request, &checked).await,
         };
         match &result {
             Ok(wired) => {
-                info!(pod = %request.pod_key, container = %request.container_id, kind = ?wired.kind, address = %wired.address, "pod wired")
+                info!(container = %request.container_id, kind = ?wired.kind, address = %wired.address, "pod wired")
             }
             Err(
                 DataplaneError::InvalidRequest(_)
@@ -257,17 +272,17 @@ impl Dataplane {
                 | DataplaneError::Conflict { .. },
             ) => {}
             Err(error) => {
-                warn!(pod = %request.pod_key, %error, "wiring failed; rolling back");
+                warn!(container = %request.container_id, %error, "wiring failed; rolling back");
                 if let Err(rollback) = self
                     .unwire_locked(
                         &request.container_id,
                         &request.ifname,
                         Some(&request.netns_path),
-                        Some(parsed.address),
+                        Some(checked.address),
                     )
                     .await
                 {
-                    warn!(pod = %request.pod_key, error = %rollback, "rollback failed");
+                    warn!(container = %request.container_id, error = %rollback, "rollback failed");
                 }
             }
         }
@@ -293,7 +308,7 @@ impl Dataplane {
     /// Compares the pod's wiring with what [`Dataplane::wire`] makes (CNI CHECK);
     /// returns one line per difference, none when all is as wired.
     pub async fn check(&self, request: &PodRequest) -> Result<Vec<String>, DataplaneError> {
-        let parsed = Parsed::from_request(request)?;
+        let checked = Checked::from_request(request)?;
         if !request.netns_path.exists() {
             return Ok(vec![format!(
                 "pod: namespace {} is gone",
@@ -301,19 +316,18 @@ impl Dataplane {
             )]);
         }
         match path_of(request) {
-            Path::SharedVeth => self.check_shared_veth(request, &parsed).await,
-            Path::SharedIpvlan => self.check_ipvlan(request, &parsed).await,
-            Path::Passthrough => self.check_passthrough(request, &parsed).await,
+            Path::SharedVeth => self.check_shared_veth(request, &checked).await,
+            Path::SharedIpvlan => self.check_ipvlan(request, &checked).await,
+            Path::Passthrough => self.check_passthrough(request, &checked).await,
         }
     }
 
-    async fn eni_link(&self, mac: [u8; 6], text: &str) -> Result<Link, DataplaneError> {
+    /// The ENI link with `mac` in the host.
+    async fn eni_link(&self, mac: Mac) -> Result<Link, DataplaneError> {
         self.host
             .link_by_mac(mac)
             .await?
-            .ok_or_else(|| DataplaneError::EniNotFound {
-                mac: text.to_string(),
-            })
+            .ok_or(DataplaneError::EniNotFound { mac })
     }
 
     /// Host sysctls the datapaths rely on: forwarding on, and proxy-ARP answers on the
@@ -345,16 +359,15 @@ mod tests {
             container_id: "abc".into(),
             netns_path: PathBuf::from("/run/netns/pod"),
             ifname: "eth0".into(),
-            pod_key: "default/pod".into(),
             mode: Mode::SharedIp,
             allocation: Allocation {
-                address: "10.0.1.20".into(),
+                address: Ipv4Addr::new(10, 0, 1, 20),
                 prefix_length: 32,
-                gateway: "10.0.1.1".into(),
-                subnet_cidr: "10.0.1.0/24".into(),
+                gateway: Ipv4Addr::new(10, 0, 1, 1),
+                subnet_cidr: "10.0.1.0/24".parse().unwrap(),
                 subnet_id: "subnet-1".into(),
                 eni_id: "eni-1".into(),
-                eni_mac: "02:00:00:00:00:05".into(),
+                eni_mac: Mac::new([2, 0, 0, 0, 0, 5]),
                 device_index: 2,
                 ..Allocation::default()
             },
@@ -363,10 +376,10 @@ mod tests {
 
     #[test]
     fn table_is_1000_plus_device_index_unless_named() {
-        assert_eq!(Parsed::from_request(&request()).unwrap().table, 1002);
+        assert_eq!(Checked::from_request(&request()).unwrap().table, 1002);
         let mut named = request();
         named.allocation.route_table = Some(77);
-        assert_eq!(Parsed::from_request(&named).unwrap().table, 77);
+        assert_eq!(Checked::from_request(&named).unwrap().table, 77);
     }
 
     #[test]
@@ -375,12 +388,9 @@ mod tests {
         let cases: Vec<Change> = vec![
             Box::new(|r| r.allocation.route_table = Some(254)),
             Box::new(|r| r.allocation.route_table = Some(255)),
-            Box::new(|r| r.allocation.address = "10.0.2.5".into()),
-            Box::new(|r| r.allocation.address = "nope".into()),
-            Box::new(|r| r.allocation.gateway = "fe80::1".into()),
+            Box::new(|r| r.allocation.address = Ipv4Addr::new(10, 0, 2, 5)),
             Box::new(|r| r.allocation.prefix_length = 0),
-            Box::new(|r| r.allocation.eni_mac = "02:00".into()),
-            Box::new(|r| r.allocation.trunk_mac = Some("zz".into())),
+            Box::new(|r| r.allocation.prefix_length = 33),
             Box::new(|r| r.container_id = "a b".into()),
             Box::new(|r| r.ifname = "much-too-long-name".into()),
             Box::new(|r| r.netns_path = PathBuf::from("relative")),
@@ -390,7 +400,7 @@ mod tests {
             change(&mut bad);
             assert!(
                 matches!(
-                    Parsed::from_request(&bad),
+                    Checked::from_request(&bad),
                     Err(DataplaneError::InvalidRequest(_))
                 ),
                 "case {i}"
@@ -402,8 +412,8 @@ mod tests {
     fn pod_net_keeps_the_allocation_prefix() {
         let mut exclusive = request();
         exclusive.allocation.prefix_length = 24;
-        let parsed = Parsed::from_request(&exclusive).unwrap();
-        assert_eq!(parsed.pod_net().to_string(), "10.0.1.20/24");
+        let checked = Checked::from_request(&exclusive).unwrap();
+        assert_eq!(checked.pod_net().to_string(), "10.0.1.20/24");
     }
 
     #[test]
@@ -416,5 +426,22 @@ mod tests {
         assert_eq!(path_of(&r), Path::Passthrough);
         r.mode = Mode::Trunk;
         assert_eq!(path_of(&r), Path::Passthrough);
+    }
+
+    #[test]
+    fn ipvlan_is_refused_up_front_only_where_the_kernel_lacks_it() {
+        let mut ipvlan = request();
+        ipvlan.allocation.datapath = Some(Datapath::IpVlan);
+        let lacking = KernelFeatures::default();
+        let having = KernelFeatures {
+            ipvlan: true,
+            vlan: false,
+        };
+        let refusal = lacking.refusal(Mode::SharedIp, &ipvlan.allocation);
+        assert!(refusal.is_some_and(|why| why.contains("ipvlan")));
+        assert_eq!(having.refusal(Mode::SharedIp, &ipvlan.allocation), None);
+        // VLAN need is only known while wiring (a member may arrive as its own link).
+        assert_eq!(lacking.refusal(Mode::Trunk, &request().allocation), None);
+        assert_eq!(lacking.refusal(Mode::SharedIp, &request().allocation), None);
     }
 }

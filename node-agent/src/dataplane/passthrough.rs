@@ -2,12 +2,12 @@
 //!
 //! Exclusive and Trunk (member ENI as its own link): the ENI link, found by MAC, is
 //! moved into the pod and renamed `<ifname>` in one request; its original name is kept
-//! in its ifalias so that unwire can give it back. Trunk (VLAN): a VLAN sub-interface
-//! of the trunk ENI with the member's VLAN id and MAC is created and moved into the
-//! pod by one request. Either way the pod holds `<ip>/<prefix>` and `default via
-//! <gateway> onlink`, and a second veth (`v<ifname>` in the pod) reaches the node:
-//! `<node ip>/32` and the service CIDRs via 169.254.1.1 with source `<ip>`; the host
-//! routes `<ip>/32` back through its end.
+//! in its ifalias so that unwire can give it back. When a Trunk member does not arrive
+//! as its own link, [`super::trunk`] relays it as a VLAN sub-interface of the trunk
+//! ENI instead. Either way the pod holds `<ip>/<prefix>` and `default via <gateway>
+//! onlink`, and a second veth (`v<ifname>` in the pod) reaches the node: `<node ip>/32`
+//! and the service CIDRs via 169.254.1.1 with source `<ip>`; the host routes
+//! `<ip>/32` back through its end.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -16,14 +16,13 @@ use eni_crds::Mode;
 use ipnet::Ipv4Net;
 use tracing::info;
 
-use super::error::{DataplaneError, KernelFeature};
+use super::error::DataplaneError;
+use super::expect::Expect;
 use super::kernel::{Link, Netlink};
-use super::naming::{
-    PodLinkMarker, PodLinkOrigin, PodMarker, WiringKind, host_ifname, host_path_ifname,
-};
-use super::requests::{self, LINK_LOCAL_GATEWAY, MAIN_TABLE, Route, format_mac};
-use super::wiring::{Expect, VethPair, ensure_veth, mac_of, require_link};
-use super::{Dataplane, Parsed, PodRequest, PodRoute, WiredPod, netns};
+use super::naming::{PodLinkMarker, PodLinkOrigin, WiringKind, host_ifname, host_path_ifname};
+use super::requests::{self, LINK_LOCAL_GATEWAY, MAIN_TABLE, Route};
+use super::veth_pair::{VethPair, ensure_veth, mac_of, require_link};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns, trunk};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -31,37 +30,31 @@ impl Dataplane {
     pub(super) async fn wire_passthrough(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<WiredPod, DataplaneError> {
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
         let kind = match own_pod_link(&pod, request).await? {
             Some((_, origin)) => kind_of(request.mode, &origin)?,
-            None => self.hand_over(request, parsed, &pod, &pod_file).await?,
+            None => self.hand_over(request, checked, &pod, &pod_file).await?,
         };
         let pod_link = require_link(&pod, &request.ifname, "pod").await?;
-        let marker = PodMarker {
-            kind,
-            ifname: request.ifname.clone(),
-            container_id: request.container_id.clone(),
-            netns: request.netns_path.clone(),
-        };
         let pair = ensure_veth(
             &self.host,
             &pod,
             pod_file.as_fd(),
-            &host_ifname(&request.container_id, &request.ifname),
+            request,
+            kind,
             &host_path_ifname(&request.ifname),
-            &marker,
         )
         .await?;
         self.prepare_host(None).await?;
-        let (host_side, pod_side) = self.expectations(parsed, &pod_link, &pair)?;
+        let (host_side, pod_side) = self.expectations(checked, &pod_link, &pair)?;
         pod_side.apply(&pod).await?;
         host_side.apply(&self.host).await?;
         let mut routes = vec![PodRoute {
             destination: DEFAULT,
-            gateway: Some(parsed.gateway),
+            gateway: Some(checked.gateway),
         }];
         routes.extend(self.host_prefixes().map(|destination| PodRoute {
             destination,
@@ -70,11 +63,11 @@ impl Dataplane {
         Ok(WiredPod {
             kind,
             host_ifname: pair.host.name.clone(),
-            host_mac: format_mac(&mac_of(&pair.host)?),
+            host_mac: mac_of(&pair.host)?,
             pod_ifname: pod_link.name.clone(),
-            pod_mac: format_mac(&mac_of(&pod_link)?),
-            address: parsed.pod_net(),
-            gateway: parsed.gateway,
+            pod_mac: mac_of(&pod_link)?,
+            address: checked.pod_net(),
+            gateway: checked.gateway,
             routes,
         })
     }
@@ -84,7 +77,7 @@ impl Dataplane {
     async fn hand_over(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
         pod: &Netlink,
         pod_file: &std::fs::File,
     ) -> Result<WiringKind, DataplaneError> {
@@ -94,7 +87,7 @@ impl Dataplane {
                 detail: "the pod already has a link of that name".into(),
             });
         }
-        if let Some(eni) = self.host.link_by_mac(parsed.eni_mac).await? {
+        if let Some(eni) = self.host.link_by_mac(checked.eni_mac).await? {
             self.lend(&eni, request, pod_file).await?;
             return Ok(if request.mode == Mode::Trunk {
                 WiringKind::TrunkMember
@@ -102,51 +95,15 @@ impl Dataplane {
                 WiringKind::Exclusive
             });
         }
-        let vlan = match (&request.mode, &parsed.trunk_mac, request.allocation.vlan_id) {
-            (Mode::Trunk, Some(trunk_mac), Some(vlan_id)) => Some((*trunk_mac, vlan_id)),
-            _ => None,
-        };
-        let Some((trunk_mac, vlan_id)) = vlan else {
-            return Err(DataplaneError::EniNotFound {
-                mac: request.allocation.eni_mac.clone(),
-            });
-        };
-        if !self.features.vlan {
-            return Err(DataplaneError::FeatureMissing {
-                feature: KernelFeature::Vlan,
-                needed_by: "a Trunk member relayed as a VLAN sub-interface",
-            });
+        match trunk::vlan_relay(request.mode, checked.trunk_mac, request.allocation.vlan_id) {
+            Some(relay) => {
+                self.relay_as_vlan(request, checked, relay, pod, pod_file)
+                    .await
+            }
+            None => Err(DataplaneError::EniNotFound {
+                mac: checked.eni_mac,
+            }),
         }
-        let trunk =
-            self.host
-                .link_by_mac(trunk_mac)
-                .await?
-                .ok_or_else(|| DataplaneError::EniNotFound {
-                    mac: format_mac(&trunk_mac),
-                })?;
-        self.host
-            .add_link(
-                requests::vlan_link(
-                    &request.ifname,
-                    trunk.index,
-                    vlan_id,
-                    parsed.eni_mac,
-                    Some(pod_file.as_fd()),
-                ),
-                &format!("creating VLAN {vlan_id} of {} in the pod", trunk.name),
-            )
-            .await?;
-        let link = require_link(pod, &request.ifname, "pod").await?;
-        let marker = PodLinkMarker {
-            container_id: request.container_id.clone(),
-            origin: PodLinkOrigin::Vlan,
-        };
-        pod.set_link(
-            requests::link_alias(link.index, &marker.encode()?),
-            "marking the VLAN link",
-        )
-        .await?;
-        Ok(WiringKind::TrunkVlan)
     }
 
     /// Marks the ENI link with its name and borrower, then moves it into the pod
@@ -199,7 +156,7 @@ impl Dataplane {
     pub(super) async fn check_passthrough(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<Vec<String>, DataplaneError> {
         let pod = netns::netlink(&request.netns_path).await?;
         let Some((pod_link, _)) = own_pod_link(&pod, request).await? else {
@@ -220,7 +177,7 @@ impl Dataplane {
             host: host_link,
             pod: path_link,
         };
-        let (host_side, pod_side) = self.expectations(parsed, &pod_link, &pair)?;
+        let (host_side, pod_side) = self.expectations(checked, &pod_link, &pair)?;
         let mut differences = host_side.differences(&self.host, "host").await?;
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
@@ -234,7 +191,7 @@ impl Dataplane {
 
     fn expectations(
         &self,
-        parsed: &Parsed,
+        checked: &Checked,
         pod_link: &Link,
         pair: &VethPair,
     ) -> Result<(Expect, Expect), DataplaneError> {
@@ -242,7 +199,7 @@ impl Dataplane {
             up: vec![pair.host.clone()],
             routes: vec![Route::direct(
                 MAIN_TABLE,
-                Ipv4Net::from(parsed.address),
+                Ipv4Net::from(checked.address),
                 pair.host.index,
             )],
             ..Expect::default()
@@ -250,16 +207,16 @@ impl Dataplane {
         let mut routes = vec![Route::via_onlink(
             MAIN_TABLE,
             DEFAULT,
-            parsed.gateway,
+            checked.gateway,
             pod_link.index,
         )];
         routes.extend(self.host_prefixes().map(|prefix| {
             Route::via_onlink(MAIN_TABLE, prefix, LINK_LOCAL_GATEWAY, pair.pod.index)
-                .with_source(parsed.address)
+                .with_source(checked.address)
         }));
         let pod = Expect {
             up: vec![pod_link.clone(), pair.pod.clone()],
-            addresses: vec![(pod_link.clone(), parsed.pod_net())],
+            addresses: vec![(pod_link.clone(), checked.pod_net())],
             neighbours: vec![(pair.pod.clone(), LINK_LOCAL_GATEWAY, mac_of(&pair.host)?)],
             routes,
             ..Expect::default()

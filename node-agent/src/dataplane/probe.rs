@@ -2,6 +2,7 @@
 //! in a scratch namespace, then an ipvlan and a VLAN link on top of it. The scratch
 //! namespace disappears with its netlink socket.
 
+use eni_crds::{Allocation, Datapath, Mode};
 use tracing::{info, warn};
 
 use super::error::{DataplaneError, errno};
@@ -16,6 +17,23 @@ pub struct KernelFeatures {
     pub ipvlan: bool,
     /// 802.1Q VLAN links (Trunk members as VLAN sub-interfaces).
     pub vlan: bool,
+}
+
+impl KernelFeatures {
+    /// Each feature with the name logs and metrics give it.
+    pub fn named(&self) -> [(&'static str, bool); 2] {
+        [("ipvlan", self.ipvlan), ("vlan", self.vlan)]
+    }
+
+    /// Why this node cannot wire a pod of `mode` with `allocation`, when that is known
+    /// before wiring. Trunk needs VLAN only when the member ENI does not arrive as its
+    /// own device, which only wiring can tell; the dataplane reports that case itself.
+    pub fn refusal(&self, mode: Mode, allocation: &Allocation) -> Option<String> {
+        let ipvlan = mode == Mode::SharedIp && allocation.datapath == Some(Datapath::IpVlan);
+        (ipvlan && !self.ipvlan).then(|| {
+            "the node's kernel lacks ipvlan, which SharedIP with datapath IPVlan needs; use datapath VethPolicyRouting for this pool".to_string()
+        })
+    }
 }
 
 /// Probes the running kernel.

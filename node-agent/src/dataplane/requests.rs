@@ -20,8 +20,6 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 
-use super::error::DataplaneError;
-
 /// Protocol number on every route, rule and proxy-neighbour entry the agent makes
 /// (`ip route` shows `proto 225`): it tells ours apart after a restart.
 pub const PROTO_ID: u8 = 225;
@@ -33,8 +31,6 @@ pub const RULE_PRIORITY_FROM_POD: u32 = 2048;
 /// The pod's next hop on veth datapaths; answered by a permanent neighbour entry.
 pub const LINK_LOCAL_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
-/// ENI tables are `1000 + device index` unless the allocation names one.
-pub const ENI_TABLE_BASE: u32 = 1000;
 
 /// One IPv4 unicast route as the agent wires it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -414,32 +410,6 @@ pub fn proxy_neighbour(ifindex: u32, ip: Ipv4Addr) -> NeighbourMessage {
     message
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(text: &str) -> Result<[u8; 6], DataplaneError> {
-    let invalid = || DataplaneError::InvalidRequest(format!("{text:?} is not a MAC address"));
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in &mut mac {
-        let part = parts.next().ok_or_else(invalid)?;
-        if part.len() != 2 {
-            return Err(invalid());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
-    }
-    if parts.next().is_some() {
-        return Err(invalid());
-    }
-    Ok(mac)
-}
-
-/// Formats a MAC as lower-case `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use std::fs::File;
@@ -668,26 +638,5 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(_)))
         );
-    }
-
-    #[test]
-    fn mac_parsing() {
-        assert_eq!(
-            parse_mac("02:ab:cd:ef:01:23").unwrap(),
-            [0x02, 0xab, 0xcd, 0xef, 0x01, 0x23]
-        );
-        assert_eq!(
-            format_mac(&[0x02, 0xab, 0xcd, 0xef, 0x01, 0x23]),
-            "02:ab:cd:ef:01:23"
-        );
-        for bad in [
-            "",
-            "02:ab:cd:ef:01",
-            "02:ab:cd:ef:01:23:45",
-            "0g:ab:cd:ef:01:23",
-            "2:ab:cd:ef:01:234",
-        ] {
-            assert!(parse_mac(bad).is_err(), "{bad}");
-        }
     }
 }

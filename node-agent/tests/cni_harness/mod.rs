@@ -5,56 +5,62 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use eni_crds::{Allocation, Datapath, Mode, PodNetwork, PodNetworkSpec, PodNetworkStatus};
+use eni_crds::{Mac, PodNetwork, PodNetworkStatus};
 use eni_node_agent::agent::cache::{self, CacheWriter};
 use eni_node_agent::agent::kube::StatusWriter;
 use eni_node_agent::agent::metrics::Metrics;
 use eni_node_agent::agent::server;
 use eni_node_agent::agent::state::StateDir;
-use eni_node_agent::agent::wiring::{Feature, Link, PodWiring, Unwire, Wired, Wiring, WiringError};
+use eni_node_agent::agent::wiring::Wiring;
 use eni_node_agent::agent::{Agent, AgentConfig};
-use eni_node_agent::dataplane::{Dataplane, DataplaneConfig};
-use eni_node_agent::protocol::Route;
+use eni_node_agent::dataplane::{
+    Dataplane, DataplaneConfig, DataplaneError, KernelFeatures, PodRequest, PodRoute, RecoveredPod,
+    UnwireRequest, WiredPod, WiringKind,
+};
+use eni_test_support::podnetwork as fixtures;
+use eni_test_support::{AllocationBuilder, FakeEni, FakeEniKind, FakeVpc, allocation};
+use ipnet::Ipv4Net;
 use kube::runtime::watcher::Event;
 use serde_json::Value;
 
 pub const NODE: &str = "node-a";
 
-/// A PodNetwork as the operator would write it.
-pub fn podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodNetwork {
-    let mut pn = PodNetwork::new(
-        name,
-        PodNetworkSpec {
-            pod_uid: uid.into(),
-            node_name: NODE.into(),
-            pool: "default".into(),
-            mode: Mode::SharedIp,
-            allocation: Allocation {
-                address: address.into(),
-                prefix_length: 32,
-                gateway: "10.0.1.1".into(),
-                subnet_cidr: "10.0.1.0/24".into(),
-                subnet_id: "subnet-1".into(),
-                eni_id: "eni-0a1b".into(),
-                eni_mac: "02:00:00:00:01:01".into(),
-                device_index: 1,
-                route_table: Some(1001),
-                ..Allocation::default()
-            },
-        },
-    );
-    pn.metadata.namespace = Some(namespace.into());
-    pn
+/// The node's own ENI in the fake VPC: address 10.0.0.10, default route via 10.0.0.1.
+pub const PRIMARY: FakeEni = FakeEni {
+    id: "eni-0004",
+    mac: Mac::new([2, 0, 0, 0, 0, 4]),
+    device_index: 0,
+    subnet: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 24),
+    block: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 10), 32),
+    kind: FakeEniKind::Primary,
+};
+
+/// The shared ENI of subnet 10.0.1.0/24 that the harness's PodNetworks name; pods take
+/// addresses below 10.0.1.128.
+pub const SHARED: FakeEni = FakeEni {
+    id: "eni-0a1b",
+    mac: Mac::new([2, 0, 0, 0, 1, 1]),
+    device_index: 1,
+    subnet: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 1, 0), 24),
+    block: Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 1, 0), 25),
+    kind: FakeEniKind::Secondary,
+};
+
+/// `address` on the shared ENI, route table 1001, as the operator writes it.
+pub fn shared_allocation(address: &str) -> AllocationBuilder {
+    allocation(&SHARED, address.parse().expect("an IPv4 address")).route_table(1001)
 }
 
-pub fn ipvlan_podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodNetwork {
-    let mut pn = podnetwork(namespace, name, uid, address);
-    pn.spec.allocation.datapath = Some(Datapath::IpVlan);
-    pn
+/// A PodNetwork of this node as the operator would write it.
+pub fn podnetwork(namespace: &str, name: &str, uid: &str, address: &str) -> PodNetwork {
+    fixtures::podnetwork(namespace, name, NODE, shared_allocation(address).build())
+        .uid(uid)
+        .build()
 }
 
 /// Status writes, recorded.
@@ -90,90 +96,86 @@ impl StatusWriter for RecordingStatus {
     }
 }
 
-/// A dataplane that keeps its "kernel" in memory and, like a kernel, lacks ipvlan.
-/// It behaves as the real one is specified to: idempotent wire, unwire of anything
-/// gone succeeds, check fails when the wiring vanished.
+/// A dataplane that keeps its "kernel" in memory and, like this machine's kernel,
+/// lacks ipvlan and VLAN. It behaves as the real one is specified to: idempotent wire,
+/// unwire of anything gone succeeds, check reports wiring that vanished.
 #[derive(Clone, Default)]
 pub struct MemoryWiring {
-    pub wired: Arc<Mutex<HashMap<String, PodWiring>>>,
+    pub wired: Arc<Mutex<HashMap<String, PodRequest>>>,
     pub wire_calls: Arc<Mutex<usize>>,
 }
 
 impl Wiring for MemoryWiring {
-    fn features(&self) -> Vec<Feature> {
-        vec![Feature {
-            name: "ipvlan".into(),
-            available: false,
-        }]
+    fn features(&self) -> KernelFeatures {
+        KernelFeatures::default()
     }
 
-    fn unsupported(&self, _mode: Mode, allocation: &Allocation) -> Option<String> {
-        (allocation.datapath == Some(Datapath::IpVlan))
-            .then(|| "the kernel lacks ipvlan, which datapath IPVlan needs".to_string())
-    }
-
-    async fn wire(&self, wiring: &PodWiring) -> Result<Wired, WiringError> {
-        if !Path::new(&wiring.netns).exists() {
-            return Err(WiringError {
-                message: format!("network namespace {} does not exist", wiring.netns),
-                unsupported: false,
+    async fn wire(&self, request: &PodRequest) -> Result<WiredPod, DataplaneError> {
+        if !request.netns_path.exists() {
+            return Err(DataplaneError::Netns {
+                path: request.netns_path.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
             });
         }
         *self.wire_calls.lock().unwrap() += 1;
         self.wired
             .lock()
             .unwrap()
-            .insert(wiring.container_id.clone(), wiring.clone());
-        Ok(Wired {
-            pod_interface: Link {
-                name: wiring.ifname.clone(),
-                mac: Some("02:00:00:00:aa:01".into()),
-            },
-            host_interface: Some(Link {
-                name: format!(
-                    "eni{}",
-                    &wiring.container_id[..wiring.container_id.len().min(8)]
-                ),
-                mac: Some("02:00:00:00:bb:01".into()),
-            }),
-            address: format!(
-                "{}/{}",
-                wiring.allocation.address, wiring.allocation.prefix_length
-            ),
-            gateway: "169.254.1.1".into(),
-            routes: vec![Route {
-                dst: "0.0.0.0/0".into(),
-                gw: Some("169.254.1.1".into()),
+            .insert(request.container_id.clone(), request.clone());
+        let id = &request.container_id;
+        Ok(WiredPod {
+            kind: WiringKind::SharedVeth,
+            host_ifname: format!("eni{}", &id[..id.len().min(8)]),
+            host_mac: Mac::new([2, 0, 0, 0, 0xbb, 1]),
+            pod_ifname: request.ifname.clone(),
+            pod_mac: Mac::new([2, 0, 0, 0, 0xaa, 1]),
+            address: ipnet::Ipv4Net::new(
+                request.allocation.address,
+                request.allocation.prefix_length,
+            )
+            .unwrap(),
+            gateway: "169.254.1.1".parse().unwrap(),
+            routes: vec![PodRoute {
+                destination: "0.0.0.0/0".parse().unwrap(),
+                gateway: Some("169.254.1.1".parse().unwrap()),
             }],
         })
     }
 
-    async fn unwire(&self, unwire: &Unwire) -> Result<(), WiringError> {
-        self.wired.lock().unwrap().remove(&unwire.container_id);
+    async fn unwire(&self, request: &UnwireRequest) -> Result<(), DataplaneError> {
+        self.wired.lock().unwrap().remove(&request.container_id);
         Ok(())
     }
 
-    async fn check(&self, wiring: &PodWiring) -> Result<(), WiringError> {
-        match self.wired.lock().unwrap().get(&wiring.container_id) {
-            Some(w) if w == wiring => Ok(()),
-            _ => Err(WiringError {
-                message: "the pod's veth is gone".into(),
-                unsupported: false,
-            }),
+    async fn check(&self, request: &PodRequest) -> Result<Vec<String>, DataplaneError> {
+        match self.wired.lock().unwrap().get(&request.container_id) {
+            Some(wired) if wired == request => Ok(Vec::new()),
+            _ => Ok(vec!["the pod's veth is gone".into()]),
         }
     }
 
-    async fn gc(&self, keep: &HashSet<String>) -> Result<Vec<String>, WiringError> {
+    async fn gc(&self, keep: &HashSet<String>) -> Result<Vec<RecoveredPod>, DataplaneError> {
         let mut wired = self.wired.lock().unwrap();
         let doomed: Vec<String> = wired
             .keys()
             .filter(|id| !keep.contains(*id))
             .cloned()
             .collect();
-        for id in &doomed {
-            wired.remove(id);
-        }
-        Ok(doomed)
+        Ok(doomed
+            .into_iter()
+            .filter_map(|id| {
+                let request = wired.remove(&id)?;
+                Some(RecoveredPod {
+                    kind: WiringKind::SharedVeth,
+                    container_id: Some(id),
+                    ifname: Some(request.ifname),
+                    netns: Some(request.netns_path),
+                    host_ifname: String::new(),
+                    addresses: vec![request.allocation.address],
+                    tables: Vec::new(),
+                })
+            })
+            .collect())
     }
 }
 
@@ -320,9 +322,14 @@ pub fn eni_cni() -> &'static str {
 
 /// Runs a CNI plugin binary with exactly `env` and `stdin`.
 pub fn run_plugin(binary: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
-    let mut child = Command::new(binary)
-        .env_clear()
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(binary);
+    cmd.env_clear().envs(env.iter().copied());
+    run_with_stdin(cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` as its input; stderr goes to the test's output.
+fn run_with_stdin(mut cmd: Command, stdin: &str) -> Run {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -380,92 +387,30 @@ pub fn fake_netns(dir: &Path, name: &str) -> String {
     path.display().to_string()
 }
 
-/// Runs a command, panicking with its stderr when it fails.
-pub fn must(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A node for the real dataplane: a "host" netns standing for the node, a "vpc" netns
-/// routing the subnet, one shared ENI (a veth whose host end has the ENI's MAC), and pod
-/// namespaces. Everything is deleted on drop, also when the test panics. Needs root.
+/// A node for the real dataplane: a fake VPC (vpc-sim's materializer) whose node
+/// namespace holds the primary and the shared ENI, and pod namespaces. Everything is
+/// deleted on drop, also when the test panics. Needs root.
 pub struct NodeBed {
+    pub vpc: FakeVpc,
+    /// The node's namespace.
     pub host: String,
-    pub vpc: String,
-    pub pods: Vec<String>,
 }
-
-pub const ENI_MAC: &str = "02:00:00:00:01:01";
 
 impl NodeBed {
     pub fn new(tag: &str) -> Self {
-        let id = format!("cni{}{tag}", std::process::id());
-        let bed = NodeBed {
-            host: format!("{id}-h"),
-            vpc: format!("{id}-v"),
-            pods: Vec::new(),
-        };
-        for ns in [&bed.host, &bed.vpc] {
-            must(&["ip", "netns", "add", ns]);
-            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &bed.vpc,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        // Primary ENI (node address) and the shared ENI of subnet 10.0.1.0/24.
-        for (port, eni, mac, gateway) in [
-            ("r-ens4", "ens4", "02:00:00:00:00:04", "10.0.0.1/24"),
-            ("r-ens5", "ens5", ENI_MAC, "10.0.1.1/24"),
-        ] {
-            must(&[
-                "ip", "-n", &bed.vpc, "link", "add", port, "type", "veth", "peer", "name", eni,
-                "address", mac, "netns", &bed.host,
-            ]);
-            must(&["ip", "-n", &bed.vpc, "addr", "add", gateway, "dev", port]);
-            must(&["ip", "-n", &bed.vpc, "link", "set", port, "up"]);
-        }
-        must(&[
-            "ip",
-            "-n",
-            &bed.host,
-            "addr",
-            "add",
-            "10.0.0.10/24",
-            "dev",
-            "ens4",
-        ]);
-        must(&["ip", "-n", &bed.host, "link", "set", "ens4", "up"]);
-        must(&[
-            "ip", "-n", &bed.host, "route", "add", "default", "via", "10.0.0.1",
-        ]);
-        bed
+        let vpc = FakeVpc::node(tag, &[PRIMARY, SHARED]).expect("fake VPC");
+        let host = vpc.host();
+        NodeBed { vpc, host }
     }
 
     pub fn host_path(&self) -> PathBuf {
-        PathBuf::from(format!("/run/netns/{}", self.host))
+        self.vpc.host_path()
     }
 
     /// A new pod namespace; returns its path.
     pub fn pod(&mut self) -> String {
-        let name = format!("{}-p{}", self.host.trim_end_matches("-h"), self.pods.len());
-        must(&["ip", "netns", "add", &name]);
-        must(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        self.pods.push(name.clone());
-        format!("/run/netns/{name}")
+        let (_, path) = self.vpc.pod().expect("pod namespace");
+        path.display().to_string()
     }
 
     pub async fn dataplane(&self) -> Dataplane {
@@ -480,36 +425,13 @@ impl NodeBed {
 
     /// Runs a CNI plugin inside the node namespace, as a runtime on the node would.
     pub fn run_plugin(&self, plugin: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.host])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.host])
             .arg(plugin)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-        }
-    }
-}
-
-impl Drop for NodeBed {
-    fn drop(&mut self) {
-        for ns in self.pods.iter().chain([&self.host, &self.vpc]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
+            .envs(env.iter().copied());
+        run_with_stdin(cmd, stdin)
     }
 }
 

@@ -5,11 +5,13 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
-use eni_crds::{FINALIZER, PodNetwork, PodNetworkSpec};
+use eni_crds::{
+    FINALIZER, PodNetwork, PodNetworkSpec,
+    contract::{NODE_LABEL, POOL_LABEL, STATEFUL_LABEL},
+};
 use k8s_openapi::{
     api::core::v1::Pod,
     apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
@@ -41,10 +43,6 @@ use crate::{
 };
 
 use super::pods::{bound_node, delete_podnetwork, has_network};
-
-/// Label on every PodNetwork naming its node: agents watch only their own.
-pub const NODE_LABEL: &str = "eni-operator.io/node";
-pub const POOL_LABEL: &str = "eni-operator.io/pool";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
@@ -167,7 +165,7 @@ pub(super) async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>,
     ]
     .into();
     if sticky::owned_by_statefulset(pod.owner_references()) {
-        labels.insert(sticky::STATEFUL_LABEL.to_owned(), "true".to_owned());
+        labels.insert(STATEFUL_LABEL.to_owned(), "true".to_owned());
     }
     pn.metadata.labels = Some(labels);
     pn.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
@@ -253,7 +251,7 @@ async fn take_over(
     };
     let stateful = old
         .labels()
-        .get(sticky::STATEFUL_LABEL)
+        .get(STATEFUL_LABEL)
         .is_some_and(|v| v == "true");
     let window = sticky::window(settings.sticky_release_after, stateful);
     // Another finalizer would keep the old object, and the new write would land on it.
@@ -264,9 +262,7 @@ async fn take_over(
         old.spec.node_name == node.name,
         old.spec.pool == settings.name,
     );
-    let Ok(address) = old.spec.allocation.address.parse::<Ipv4Addr>() else {
-        return Ok(None);
-    };
+    let address = old.spec.allocation.address;
     let eni = &old.spec.allocation.eni_id;
     if !only_ours || !eligible || !node.hand_over(eni, address, &old.spec.pod_uid, key, false) {
         return Ok(None);

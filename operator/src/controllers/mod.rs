@@ -15,5 +15,3 @@ pub mod podnetworks;
 pub mod pods;
 pub mod pools;
 pub mod trunk;
-
-pub use allocation::{NODE_LABEL, POOL_LABEL};

@@ -151,9 +151,7 @@ fn claim_podnetworks(ctx: &Ctx, node: &Node) {
         if pn.spec.node_name != node.name {
             continue;
         }
-        let Ok(addr) = pn.spec.allocation.address.parse() else {
-            continue;
-        };
+        let addr = pn.spec.allocation.address;
         let pod = PodKey {
             namespace: pn.namespace().unwrap_or_default(),
             name: pn.name_any(),
@@ -215,6 +213,14 @@ async fn pass(ctx: &Ctx, node: &Node) -> bool {
         {
             warn!(node = %node.name, error = %e, "removing the TrunkENI of a deleted trunk");
         }
+    }
+    if !active.iter().any(|s| s.mode == Mode::Trunk)
+        && ctx
+            .k8s_node(&node.name)
+            .is_some_and(|n| trunk::advertised(&n))
+        && let Err(e) = trunk::retract_capacity(ctx, &node.name).await
+    {
+        warn!(node = %node.name, error = %e, "removing the member-ENI capacity of a node no trunk pool serves");
     }
     failed
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use eni_crds::PodNetwork;
+use eni_crds::{PodNetwork, contract::STATEFUL_LABEL};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
 use kube::{
@@ -84,10 +84,7 @@ fn hold(ctx: &Ctx, pn: &PodNetwork) -> Duration {
     let settings = ctx.settings_of(&pn.spec.pool);
     let settings = settings.as_ref();
     let cooldown = settings.map_or(Duration::from_secs(30), |s: &PoolSettings| s.cooldown);
-    let stateful = pn
-        .labels()
-        .get(sticky::STATEFUL_LABEL)
-        .is_some_and(|v| v == "true");
+    let stateful = pn.labels().get(STATEFUL_LABEL).is_some_and(|v| v == "true");
     let window = sticky::window(settings.and_then(|s| s.sticky_release_after), stateful);
     let pod = ObjectRef::<Pod>::new(&pn.name_any()).within(&pn.namespace().unwrap_or_default());
     let successor = match ctx.pod(&pod) {
@@ -106,12 +103,12 @@ fn hold(ctx: &Ctx, pn: &PodNetwork) -> Duration {
 fn on_change(ctx: &Ctx, runner: &Runner, pn: PodNetwork) {
     let node = ctx.node(&pn.spec.node_name);
     let key = pod_key(&pn);
-    let addr = pn.spec.allocation.address.parse().ok();
+    let addr = pn.spec.allocation.address;
     let eni = &pn.spec.allocation.eni_id;
     let Some(deleted_at) = pn.metadata.deletion_timestamp.clone() else {
         // Live: make sure the inventory agrees (a PodNetwork written before a restart, or
         // by a previous leader).
-        if let (Some(node), Some(addr)) = (node, addr)
+        if let Some(node) = node
             && !node.claim(eni, addr, &key, false)
         {
             warn!(pod = %key.name, address = %addr, "PodNetwork holds a unit the inventory gives to another pod");
@@ -121,7 +118,7 @@ fn on_change(ctx: &Ctx, runner: &Runner, pn: PodNetwork) {
     if !finalizer::has(&pn) {
         return;
     }
-    if let (Some(node), Some(addr)) = (&node, addr) {
+    if let Some(node) = &node {
         node.claim(eni, addr, &key, true);
     }
     let now = Time(k8s_openapi::jiff::Timestamp::now());

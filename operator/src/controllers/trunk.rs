@@ -1,8 +1,10 @@
 //! A node's trunk as the API shows it: the TrunkENI object (members and their state) and
 //! the node's extended resource counting member ENIs, for schedulers.
 
+use std::collections::BTreeMap;
+
 use eni_crds::{MemberState, PodRef, TrunkENI, TrunkENISpec, TrunkENIStatus, TrunkMember};
-use k8s_openapi::api::core::v1::Node as K8sNode;
+use k8s_openapi::api::core::v1::{Node as K8sNode, NodeStatus};
 use kube::{
     Api,
     api::{Patch, PatchParams},
@@ -39,7 +41,7 @@ fn trunk_status(inv: &Inventory, capacity: u32) -> Option<TrunkENIStatus> {
             Some(TrunkMember {
                 eni_id: e.id().to_owned(),
                 vlan_id: *vlan_id,
-                mac: e.mac().to_owned(),
+                mac: e.mac().to_string(),
                 address: e.primary_ip().to_string(),
                 security_groups: e.security_groups().to_vec(),
                 pod: pod.map(|p| PodRef {
@@ -53,7 +55,7 @@ fn trunk_status(inv: &Inventory, capacity: u32) -> Option<TrunkENIStatus> {
         .collect();
     Some(TrunkENIStatus {
         trunk_eni_id: Some(trunk.id().to_owned()),
-        trunk_mac: Some(trunk.mac().to_owned()),
+        trunk_mac: Some(trunk.mac().to_string()),
         member_capacity: capacity,
         member_count: members.len() as u32,
         members,
@@ -102,6 +104,43 @@ pub async fn publish(ctx: &Ctx, node: &Node, s: &PoolSettings) -> Result<(), kub
     Ok(())
 }
 
+/// A node no trunk pool serves can take no new trunk pod: its member-ENI capacity goes
+/// (a merge patch with nulls, so it goes whoever wrote it last, and a missing key is no
+/// error).
+pub async fn retract_capacity(ctx: &Ctx, node: &str) -> Result<(), kube::Error> {
+    let gone = json!({"status": {
+        "capacity": {MEMBER_RESOURCE: null},
+        "allocatable": {MEMBER_RESOURCE: null},
+    }});
+    Api::<K8sNode>::all(ctx.client().clone())
+        .patch_status(node, &PatchParams::default(), &Patch::Merge(&gone))
+        .await?;
+    Ok(())
+}
+
+/// Whether the node advertises member ENIs (in a Node the cache trimmed with
+/// [`trim_status`]).
+pub fn advertised(node: &K8sNode) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .is_some_and(|c| c.contains_key(MEMBER_RESOURCE))
+}
+
+/// What the Node cache keeps of the status: the member-ENI capacity only, so that a
+/// capacity nobody should advertise any more is seen, after a restart too.
+pub fn trim_status(node: &mut K8sNode) {
+    let member = node
+        .status
+        .take()
+        .and_then(|s| s.capacity)
+        .and_then(|mut c| c.remove_entry(MEMBER_RESOURCE));
+    node.status = member.map(|(k, v)| NodeStatus {
+        capacity: Some(BTreeMap::from([(k, v)])),
+        ..NodeStatus::default()
+    });
+}
+
 /// The node's trunk is gone: so is its TrunkENI object.
 pub async fn unpublish(ctx: &Ctx, node: &str) -> Result<(), kube::Error> {
     match Api::<TrunkENI>::all(ctx.client().clone())
@@ -122,6 +161,41 @@ mod tests {
 
     use super::*;
     use crate::engine::testkit::{inventory, pod, settings, trunk_eni, whole_eni};
+
+    #[test]
+    fn the_cache_keeps_only_the_member_capacity() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let node = |capacity: &[(&str, &str)]| K8sNode {
+            status: Some(NodeStatus {
+                capacity: Some(
+                    capacity
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                        .collect(),
+                ),
+                allocatable: Some(BTreeMap::from([(
+                    MEMBER_RESOURCE.to_owned(),
+                    Quantity("3".into()),
+                )])),
+                ..NodeStatus::default()
+            }),
+            ..K8sNode::default()
+        };
+        let mut with = node(&[("cpu", "4"), (MEMBER_RESOURCE, "9")]);
+        trim_status(&mut with);
+        assert!(advertised(&with));
+        let kept = with.status.as_ref().expect("status");
+        assert_eq!(
+            kept.capacity.as_ref().map(|c| c.keys().collect::<Vec<_>>()),
+            Some(vec![&MEMBER_RESOURCE.to_owned()])
+        );
+        assert_eq!(kept.allocatable, None);
+        let mut without = node(&[("cpu", "4")]);
+        trim_status(&mut without);
+        assert!(!advertised(&without));
+        assert!(without.status.is_none());
+        assert!(!advertised(&K8sNode::default()));
+    }
 
     #[test]
     fn members_and_their_state() {

@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use eni_crds::Mode;
+use eni_crds::{Mac, Mode, contract::gateway_of};
 use ipnet::Ipv4Net;
 
 use crate::cloud::{Eni, Subnet, Tags};
@@ -90,7 +90,7 @@ pub struct EniRecord {
     pub(super) id: String,
     pub(super) pool: String,
     pub(super) role: Role,
-    pub(super) mac: String,
+    pub(super) mac: Mac,
     pub(super) primary_ip: Ipv4Addr,
     pub(super) placement: Placement,
     pub(super) security_groups: Vec<String>,
@@ -101,10 +101,11 @@ pub struct EniRecord {
 }
 
 impl EniRecord {
-    /// The record of a cloud ENI: its addresses (or itself, for a whole ENI) are free
-    /// units since `now`.
+    /// The record of a cloud ENI whose MAC the caller parsed: its addresses (or itself,
+    /// for a whole ENI) are free units since `now`.
     pub fn new(
         eni: &Eni,
+        mac: Mac,
         pool: String,
         role: Role,
         subnet: &Subnet,
@@ -115,7 +116,7 @@ impl EniRecord {
         let mut rec = EniRecord {
             id: eni.id.clone(),
             pool,
-            mac: eni.mac.to_ascii_lowercase(),
+            mac,
             primary_ip: primary,
             placement: Placement {
                 subnet_id: subnet.id.clone(),
@@ -163,8 +164,8 @@ impl EniRecord {
     pub fn role(&self) -> &Role {
         &self.role
     }
-    pub fn mac(&self) -> &str {
-        &self.mac
+    pub fn mac(&self) -> Mac {
+        self.mac
     }
     pub fn primary_ip(&self) -> Ipv4Addr {
         self.primary_ip
@@ -250,14 +251,4 @@ pub fn prefix_addrs(p: Ipv4Net) -> impl Iterator<Item = Ipv4Addr> {
     let base = u32::from(p.network());
     let size = 1u32 << (32 - u32::from(p.prefix_len()));
     (0..size).map(move |i| Ipv4Addr::from(base + i))
-}
-
-/// The VPC router's address of a subnet: its first host (AWS and Alibaba both).
-pub fn gateway_of(cidr: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(cidr.network()).saturating_add(1))
-}
-
-/// Route table the agent uses for an ENI's pods: one per ENI, by device index.
-pub fn route_table(device_index: u32) -> u32 {
-    1000 + device_index
 }

@@ -10,11 +10,11 @@ use std::{
     time::Instant,
 };
 
-use eni_crds::{Allocation, Datapath, Mode};
+use eni_crds::{Allocation, Datapath, Mode, contract::route_table};
 use ipnet::Ipv4Net;
 
 use super::{
-    eni::{EniRecord, PodKey, Role, Unit, prefix_addrs, route_table},
+    eni::{EniRecord, PodKey, Role, Unit, prefix_addrs},
     settings::PoolSettings,
     sizing::{EniFill, Usage},
 };
@@ -386,7 +386,7 @@ impl Inventory {
         let (vlan_id, trunk_mac, device_index) = match &eni.role {
             Role::Member { vlan_id, .. } => (
                 Some(*vlan_id),
-                trunk.map(|t| t.mac.clone()),
+                trunk.map(EniRecord::mac),
                 trunk.and_then(EniRecord::device_index).unwrap_or(0),
             ),
             _ => (None, None, eni.device_index().unwrap_or(0)),
@@ -394,13 +394,13 @@ impl Inventory {
         let shared = mode == Mode::SharedIp;
         let cidr = eni.subnet_cidr();
         Some(Allocation {
-            address: taken.address.to_string(),
+            address: taken.address,
             prefix_length: if shared { 32 } else { cidr.prefix_len() },
-            gateway: eni.gateway().to_string(),
-            subnet_cidr: cidr.to_string(),
+            gateway: eni.gateway(),
+            subnet_cidr: cidr,
             subnet_id: eni.subnet_id().to_owned(),
             eni_id: eni.id.clone(),
-            eni_mac: eni.mac.clone(),
+            eni_mac: eni.mac,
             device_index,
             route_table: shared.then(|| route_table(device_index)),
             vlan_id,

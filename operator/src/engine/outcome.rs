@@ -79,7 +79,7 @@ mod tests {
             pool: "p".into(),
             mode: Mode::SharedIp,
             allocation: Allocation {
-                address: address.into(),
+                address: address.parse().expect("address"),
                 eni_id: eni.into(),
                 ..Default::default()
             },

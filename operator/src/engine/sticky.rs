@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 
-/// Label on the PodNetwork of a pod a StatefulSet owns (the pod cache may have lost the
-/// pod by the time its PodNetwork is released, a restarted operator surely has).
-pub const STATEFUL_LABEL: &str = "eni-operator.io/statefulset-pod";
-
 pub fn owned_by_statefulset(owners: &[OwnerReference]) -> bool {
     owners
         .iter()

@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use eni_crds::{Datapath, Mode, SubnetPolicy};
+use eni_crds::{Datapath, Mac, Mode, SubnetPolicy};
 
 use crate::cloud::InstanceLimits;
 
@@ -26,7 +26,7 @@ pub fn shared_eni(id: &str, addrs: &[&str], t0: Instant) -> EniRecord {
         id: id.into(),
         pool: "p".into(),
         role: Role::Shared,
-        mac: "02:00:00:00:00:01".into(),
+        mac: Mac::new([0x02, 0, 0, 0, 0, 0x01]),
         primary_ip: "10.0.1.10".parse().expect("ip"),
         placement: Placement {
             subnet_id: "subnet-1".into(),
@@ -75,7 +75,7 @@ pub fn trunk_eni(id: &str, pool: &str, t0: Instant) -> EniRecord {
     let mut e = shared_eni(id, &[], t0);
     e.role = Role::Trunk;
     e.pool = pool.into();
-    e.mac = "02:00:00:00:00:aa".into();
+    e.mac = Mac::new([0x02, 0, 0, 0, 0, 0xaa]);
     e.placement.attachment = Some((format!("attach-{id}"), 2));
     e
 }

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::Mode;
+use eni_crds::{Mac, Mode};
 use tracing::{info, warn};
 
 use crate::{
@@ -25,7 +25,14 @@ use crate::{
     },
 };
 
-use super::{Cloud, Node, NodeError};
+use super::{Cloud, Node, NodeError, mac_of};
+
+/// An ENI just created, with its MAC parsed, in the subnet it was created in.
+struct New {
+    eni: Eni,
+    mac: Mac,
+    subnet: Subnet,
+}
 
 pub(super) struct Executor<'a> {
     pub node: &'a Node,
@@ -135,7 +142,7 @@ impl Executor<'_> {
         s: &PoolSettings,
         kind: EniKind,
         initial: Option<InitialAddresses>,
-    ) -> Result<(Eni, Subnet), NodeError> {
+    ) -> Result<New, NodeError> {
         let node = self.node;
         let az = &node.instance.availability_zone;
         let query = if s.subnet_ids.is_empty() {
@@ -172,7 +179,7 @@ impl Executor<'_> {
                 client_token: client_token(&node.name),
             };
             match self.cloud.provider.create_eni(&req).await {
-                Ok(eni) => return Ok((eni, subnet)),
+                Ok(eni) => return self.checked(eni, subnet).await,
                 Err(CloudError::SubnetExhausted { .. }) => {
                     warn!(subnet = %subnet.id, pool = %s.name, "subnet exhausted; trying the next");
                     self.cloud.subnets.mark(&subnet.id, Instant::now());
@@ -183,6 +190,19 @@ impl Executor<'_> {
         Err(exhausted(&s.name))
     }
 
+    /// A new ENI with its MAC parsed; one whose MAC is not one goes again at once.
+    async fn checked(&self, eni: Eni, subnet: Subnet) -> Result<New, NodeError> {
+        match mac_of(&eni) {
+            Ok(mac) => Ok(New { eni, mac, subnet }),
+            Err(e) => {
+                if let Err(del) = self.cloud.provider.delete_eni(&eni.id).await {
+                    warn!(eni = %eni.id, error = %del, "deleting an ENI with a malformed MAC; the collector will");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Creates an ENI (with its first addresses in the same call), attaches it and waits
     /// until it is in use before pods may get it.
     async fn create_eni(&self, s: &PoolSettings, slots: u32) -> Result<(), NodeError> {
@@ -191,7 +211,7 @@ impl Executor<'_> {
             Mode::SharedIp => Some(InitialAddresses::Ips(slots)),
             _ => None,
         };
-        let (eni, subnet) = self
+        let new = self
             .create_in_subnets(s, EniKind::Standard, initial)
             .await?;
         let role = if s.mode == Mode::Exclusive {
@@ -199,7 +219,7 @@ impl Executor<'_> {
         } else {
             Role::Shared
         };
-        self.attach_and_record(s, eni, subnet, role).await?;
+        self.attach_and_record(s, new, role).await?;
         self.node.capacity_added.notify_waiters();
         Ok(())
     }
@@ -210,9 +230,9 @@ impl Executor<'_> {
                 self.node.instance.instance_type.clone(),
             ));
         }
-        let (eni, subnet) = self.create_in_subnets(s, EniKind::Trunk, None).await?;
-        let id = eni.id.clone();
-        self.attach_and_record(s, eni, subnet, Role::Trunk).await?;
+        let new = self.create_in_subnets(s, EniKind::Trunk, None).await?;
+        let id = new.eni.id.clone();
+        self.attach_and_record(s, new, Role::Trunk).await?;
         info!(node = %self.node.name, trunk = %id, "trunk ENI ready");
         Ok(())
     }
@@ -220,16 +240,16 @@ impl Executor<'_> {
     async fn attach_and_record(
         &self,
         s: &PoolSettings,
-        eni: Eni,
-        subnet: Subnet,
+        new: New,
         role: Role,
     ) -> Result<(), NodeError> {
-        let attachment = self.attach(&eni).await?;
+        let attachment = self.attach(&new.eni).await?;
         let rec = EniRecord::new(
-            &eni,
+            &new.eni,
+            new.mac,
             s.name.clone(),
             role,
-            &subnet,
+            &new.subnet,
             Some(attachment),
             Instant::now(),
         );
@@ -269,7 +289,7 @@ impl Executor<'_> {
         });
         let trunk_id = trunk_id.ok_or(NodeError::NoRoom("trunk ENI"))?;
         let vlan_id = vlan.ok_or(NodeError::NoRoom("VLAN id"))?;
-        let (eni, subnet) = self.create_in_subnets(s, EniKind::Branch, None).await?;
+        let New { eni, mac, subnet } = self.create_in_subnets(s, EniKind::Branch, None).await?;
         let req = AssociateTrunkRequest {
             trunk_eni_id: trunk_id,
             branch_eni_id: eni.id.clone(),
@@ -289,7 +309,15 @@ impl Executor<'_> {
             vlan_id: assoc.vlan_id,
             association_id: assoc.id,
         };
-        let rec = EniRecord::new(&eni, s.name.clone(), role, &subnet, None, Instant::now());
+        let rec = EniRecord::new(
+            &eni,
+            mac,
+            s.name.clone(),
+            role,
+            &subnet,
+            None,
+            Instant::now(),
+        );
         self.node.update(|inv| inv.insert(rec));
         self.node.capacity_added.notify_waiters();
         Ok(())

@@ -17,7 +17,7 @@ use crate::{
     },
 };
 
-use super::{Cloud, Node, NodeError};
+use super::{Cloud, Node, NodeError, mac_of};
 
 impl Node {
     /// Loads the node: its instance and limits, and the ENIs the operator owns on it.
@@ -69,7 +69,10 @@ impl Node {
             else {
                 continue;
             };
-            inv.insert(EniRecord::new(eni, pool, role, subnet, attachment, now));
+            let mac = mac_of(eni)?;
+            inv.insert(EniRecord::new(
+                eni, mac, pool, role, subnet, attachment, now,
+            ));
         }
         info!(node = name, instance = %instance.id, enis = inv.len(), "node loaded");
         Ok(Node::new(name, instance, limits, inv))
@@ -128,6 +131,25 @@ mod tests {
             security_groups: Vec::new(),
             attachment: None,
             tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_cloud_mac_is_parsed_once_and_a_bad_one_is_an_error() {
+        let mut e = eni(EniKind::Standard, 0);
+        for (mac, want) in [
+            ("02:00:00:00:00:01", Some([2, 0, 0, 0, 0, 1])),
+            ("02:AB:00:00:00:0F", Some([2, 0xab, 0, 0, 0, 0x0f])),
+            ("", None),
+            ("02:00:00:00:00", None),
+            ("zz:00:00:00:00:01", None),
+        ] {
+            e.mac = mac.into();
+            match (mac_of(&e), want) {
+                (Ok(got), Some(want)) => assert_eq!(got.octets(), want, "{mac}"),
+                (Err(err), None) => assert_eq!(err.label(), "bad_mac", "{mac}"),
+                (got, want) => panic!("{mac}: {got:?}, wanted {want:?}"),
+            }
         }
     }
 

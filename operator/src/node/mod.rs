@@ -16,13 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use eni_crds::{Mac, MacParseError};
 use tokio::sync::Notify;
 use tracing::debug;
 
 pub use subnets::SubnetCache;
 
 use crate::{
-    cloud::{CloudError, CloudProvider, Instance, InstanceLimits},
+    cloud::{CloudError, CloudProvider, Eni, Instance, InstanceLimits},
     engine::{
         eni::PodKey,
         inventory::{Inventory, PoolCounts, Taken},
@@ -46,6 +47,8 @@ pub enum NodeError {
     NoTrunking(String),
     #[error("no free {0} on the instance")]
     NoRoom(&'static str),
+    #[error("ENI {eni} from the cloud: {source}")]
+    BadMac { eni: String, source: MacParseError },
 }
 
 impl NodeError {
@@ -57,6 +60,7 @@ impl NodeError {
             NodeError::NotReady(..) => "not_ready",
             NodeError::NoTrunking(_) => "no_trunking",
             NodeError::NoRoom(_) => "no_room",
+            NodeError::BadMac { .. } => "bad_mac",
         }
     }
 }
@@ -239,4 +243,13 @@ impl Node {
         let _one_at_a_time = self.maint.lock().await;
         executor::Executor { node: self, cloud }.teardown().await
     }
+}
+
+/// The MAC of an ENI the cloud reported, parsed once where cloud data enters the
+/// inventory (allocations and TrunkENIs then carry it as is).
+fn mac_of(eni: &Eni) -> Result<Mac, NodeError> {
+    eni.mac.parse().map_err(|source| NodeError::BadMac {
+        eni: eni.id.clone(),
+        source,
+    })
 }

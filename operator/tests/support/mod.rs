@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::config::Credentials;
 use eni_operator::cloud::aws::{AwsProvider, AwsSettings};
+use eni_test_support::cloud::sdk_config;
 use std::num::NonZeroU32;
 
 use eni_operator::cloud::{Backoff, CloudProvider, Eni, EniQuery, RateLimit, Tags};
@@ -52,15 +51,6 @@ pub struct Fixture {
     /// At least two groups.
     pub security_groups: Vec<String>,
     pub caps: Capabilities,
-}
-
-pub async fn sdk_config_with(endpoint: &str, access_key: &str, secret_key: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "test"))
-        .endpoint_url(endpoint)
-        .load()
-        .await
 }
 
 pub fn generous_rate() -> RateLimit {
@@ -107,7 +97,7 @@ pub async fn provider_with_timeout(
     settings.backoff = backoff;
     settings.attempt_timeout = attempt_timeout;
     let mut registry = Registry::default();
-    let sdk = sdk_config_with(&fx.endpoint, &fx.access_key, &fx.secret_key).await;
+    let sdk = sdk_config(&fx.endpoint, &fx.access_key, &fx.secret_key).await;
     let provider = AwsProvider::new(&sdk, settings, &mut registry);
     (Arc::new(provider), registry)
 }

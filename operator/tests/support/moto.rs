@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{InstanceType, ResourceType, Tag, TagSpecification};
 
-use super::{Capabilities, Fixture, sdk_config_with};
+use eni_test_support::cloud::sdk_config;
+
+use super::{Capabilities, Fixture};
 
 /// moto accepts any credentials.
 const ACCESS_KEY: &str = "AKIDMOTO";
@@ -72,8 +74,7 @@ impl MotoServer {
 
     /// Builds the VPC, subnet, security group and one instance the suite works on.
     pub async fn fixture(&self) -> Fixture {
-        let ec2 =
-            aws_sdk_ec2::Client::new(&sdk_config_with(&self.url, ACCESS_KEY, SECRET_KEY).await);
+        let ec2 = aws_sdk_ec2::Client::new(&sdk_config(&self.url, ACCESS_KEY, SECRET_KEY).await);
         let vpc = ec2
             .create_vpc()
             .cidr_block("10.0.0.0/16")

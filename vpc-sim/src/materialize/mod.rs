@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::dataplane_view::DataplaneView;
 
-pub use names::node_netns;
+pub use names::{node_link, node_netns};
 
 use plan::{Desired, Port};
 
@@ -46,12 +46,8 @@ pub enum MaterializeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{context}: {source}")]
-    Sys {
-        context: String,
-        #[source]
-        source: nix::errno::Errno,
-    },
+    #[error(transparent)]
+    Netns(#[from] eni_netns::NetnsError),
     #[error("{context}: {source}")]
     Netlink {
         context: String,
@@ -60,8 +56,6 @@ pub enum MaterializeError {
     },
     #[error("nft in namespace {netns} failed: {stderr}")]
     Nft { netns: String, stderr: String },
-    #[error("{0}: worker thread died")]
-    Thread(String),
     #[error("unexpected kernel state: {0}")]
     Kernel(String),
 }

@@ -5,6 +5,8 @@
 //! namespace, so link names cannot collide between parallel instances and stay far below
 //! the kernel's 15-character limit.
 
+use macaddr::MacAddr6;
+
 use crate::dataplane_view::{EniKind, EniPortView};
 
 use super::MaterializeError;
@@ -106,20 +108,9 @@ pub fn is_port(name: &str) -> bool {
 
 /// Parses `02:ab:cd:00:00:01` into six bytes.
 pub fn parse_mac(mac: &str) -> Result<[u8; 6], MaterializeError> {
-    let invalid = || MaterializeError::InvalidView(format!("invalid MAC address {mac:?}"));
-    let mut bytes = [0u8; 6];
-    let mut parts = mac.split(':');
-    for byte in &mut bytes {
-        let part = parts.next().ok_or_else(invalid)?;
-        if part.len() != 2 {
-            return Err(invalid());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| invalid())?;
-    }
-    if parts.next().is_some() {
-        return Err(invalid());
-    }
-    Ok(bytes)
+    mac.parse::<MacAddr6>()
+        .map(MacAddr6::into_array)
+        .map_err(|e| MaterializeError::InvalidView(format!("invalid MAC address {mac:?}: {e}")))
 }
 
 /// FNV-1a: stable across Rust releases (unlike `DefaultHasher`), so a restarted vpc-sim

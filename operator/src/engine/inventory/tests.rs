@@ -4,6 +4,7 @@ use super::*;
 use crate::engine::testkit::{
     inventory, pod, prefix_eni, settings, shared_eni, trunk_eni, whole_eni, with_groups,
 };
+use eni_crds::Mac;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("ip")
@@ -249,7 +250,15 @@ fn allocation_for_shared_and_member() {
         .allocation(&t, Mode::SharedIp, Datapath::VethPolicyRouting)
         .expect("alloc");
     assert_eq!(a.prefix_length, 32);
-    assert_eq!(a.gateway, "10.0.1.1");
+    assert_eq!(
+        (a.address, a.gateway, a.subnet_cidr),
+        (
+            ip("10.0.1.11"),
+            ip("10.0.1.1"),
+            "10.0.1.0/24".parse().expect("cidr")
+        )
+    );
+    assert_eq!(a.eni_mac, Mac::new([0x02, 0, 0, 0, 0, 0x01]));
     assert_eq!(a.route_table, Some(1001));
     assert_eq!(a.device_index, 1);
 
@@ -263,8 +272,8 @@ fn allocation_for_shared_and_member() {
         .allocation(&t, Mode::Trunk, Datapath::VethPolicyRouting)
         .expect("alloc");
     assert_eq!(
-        (a.vlan_id, a.trunk_mac.as_deref(), a.device_index),
-        (Some(7), Some("02:00:00:00:00:aa"), 2)
+        (a.vlan_id, a.trunk_mac, a.device_index),
+        (Some(7), Some(Mac::new([0x02, 0, 0, 0, 0, 0xaa])), 2)
     );
     assert_eq!(a.prefix_length, 24);
     assert_eq!(a.route_table, None);

@@ -13,13 +13,14 @@ use std::os::fd::AsFd;
 use ipnet::Ipv4Net;
 
 use super::error::{DataplaneError, KernelFeature};
+use super::expect::Expect;
 use super::kernel::{Link, Netlink};
 use super::naming::{
     IPVLAN_HOST_ALIAS, PodLinkMarker, PodLinkOrigin, WiringKind, ipvlan_host_ifname,
 };
-use super::requests::{self, MAIN_TABLE, Route, format_mac};
-use super::wiring::{Expect, mac_of, require_link};
-use super::{Dataplane, Parsed, PodRequest, PodRoute, WiredPod, netns};
+use super::requests::{self, MAIN_TABLE, Route};
+use super::veth_pair::{mac_of, mark_pod_link, require_link};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, missing_eni, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -27,7 +28,7 @@ impl Dataplane {
     pub(super) async fn wire_ipvlan(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<WiredPod, DataplaneError> {
         if !self.features.ipvlan {
             return Err(DataplaneError::FeatureMissing {
@@ -35,9 +36,7 @@ impl Dataplane {
                 needed_by: "SharedIP with datapath IPVlan",
             });
         }
-        let eni = self
-            .eni_link(parsed.eni_mac, &request.allocation.eni_mac)
-            .await?;
+        let eni = self.eni_link(checked.eni_mac).await?;
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
         let pod_link = match own_slave(&pod, request).await? {
@@ -55,37 +54,33 @@ impl Dataplane {
                         &format!("creating an ipvlan slave of {} in the pod", eni.name),
                     )
                     .await?;
-                let link = require_link(&pod, &request.ifname, "pod").await?;
-                let marker = PodLinkMarker {
-                    container_id: request.container_id.clone(),
-                    origin: PodLinkOrigin::Ipvlan,
-                };
-                pod.set_link(
-                    requests::link_alias(link.index, &marker.encode()?),
+                mark_pod_link(
+                    &pod,
+                    request,
+                    PodLinkOrigin::Ipvlan,
                     "marking the ipvlan slave",
                 )
-                .await?;
-                link
+                .await?
             }
         };
         let host_slave = self.ensure_host_slave(&eni).await?;
         self.prepare_host(None).await?;
-        let (host_side, pod_side) = self.ipvlan_expectations(parsed, &eni, &host_slave, &pod_link);
+        let (host_side, pod_side) = self.ipvlan_expectations(checked, &eni, &host_slave, &pod_link);
         pod_side.apply(&pod).await?;
         host_side.apply(&self.host).await?;
         Ok(WiredPod {
             kind: WiringKind::SharedIpvlan,
             host_ifname: host_slave.name.clone(),
-            host_mac: format_mac(&mac_of(&eni)?),
+            host_mac: mac_of(&eni)?,
             pod_ifname: pod_link.name.clone(),
             // ipvlan slaves share their parent's MAC.
-            pod_mac: format_mac(&mac_of(&eni)?),
-            address: parsed.pod_net(),
-            gateway: parsed.gateway,
+            pod_mac: mac_of(&eni)?,
+            address: checked.pod_net(),
+            gateway: checked.gateway,
             routes: vec![
                 PodRoute {
                     destination: DEFAULT,
-                    gateway: Some(parsed.gateway),
+                    gateway: Some(checked.gateway),
                 },
                 PodRoute {
                     destination: Ipv4Net::from(self.config.node_ip),
@@ -119,13 +114,10 @@ impl Dataplane {
     pub(super) async fn check_ipvlan(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<Vec<String>, DataplaneError> {
-        let Some(eni) = self.host.link_by_mac(parsed.eni_mac).await? else {
-            return Ok(vec![format!(
-                "host: no ENI link with MAC {}",
-                request.allocation.eni_mac
-            )]);
+        let Some(eni) = self.host.link_by_mac(checked.eni_mac).await? else {
+            return Ok(vec![missing_eni(checked.eni_mac)]);
         };
         let name = ipvlan_host_ifname(eni.index);
         let Some(host_slave) = self.host.link_by_name(&name).await? else {
@@ -138,7 +130,7 @@ impl Dataplane {
                 request.ifname
             )]);
         };
-        let (host_side, pod_side) = self.ipvlan_expectations(parsed, &eni, &host_slave, &pod_link);
+        let (host_side, pod_side) = self.ipvlan_expectations(checked, &eni, &host_slave, &pod_link);
         let mut differences = host_side.differences(&self.host, "host").await?;
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
@@ -146,7 +138,7 @@ impl Dataplane {
 
     fn ipvlan_expectations(
         &self,
-        parsed: &Parsed,
+        checked: &Checked,
         eni: &Link,
         host_slave: &Link,
         pod_link: &Link,
@@ -156,16 +148,16 @@ impl Dataplane {
             up: vec![eni.clone(), host_slave.clone()],
             addresses: vec![(host_slave.clone(), node)],
             routes: vec![
-                Route::direct(MAIN_TABLE, Ipv4Net::from(parsed.address), host_slave.index)
+                Route::direct(MAIN_TABLE, Ipv4Net::from(checked.address), host_slave.index)
                     .with_source(self.config.node_ip),
             ],
             ..Expect::default()
         };
         let pod = Expect {
             up: vec![pod_link.clone()],
-            addresses: vec![(pod_link.clone(), parsed.pod_net())],
+            addresses: vec![(pod_link.clone(), checked.pod_net())],
             routes: vec![
-                Route::via_onlink(MAIN_TABLE, DEFAULT, parsed.gateway, pod_link.index),
+                Route::via_onlink(MAIN_TABLE, DEFAULT, checked.gateway, pod_link.index),
                 Route::direct(MAIN_TABLE, node, pod_link.index),
             ],
             ..Expect::default()

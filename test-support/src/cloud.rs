@@ -1,8 +1,11 @@
-//! vpc-sim for tests: the EC2 server in-process, nodes registered through its admin
-//! operations, lookups of layout ids, and the state for leak checks.
+//! vpc-sim in process: the EC2 server on a loopback port, nodes registered through its
+//! admin operations, lookups of layout ids, the operator's AWS provider talking to it,
+//! and the state leak checks read.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use aws_config::{BehaviorVersion, Region, SdkConfig};
 use eni_operator::cloud::{
     Backoff, RateLimit,
     aws::{AwsProvider, AwsSettings},
@@ -12,8 +15,18 @@ use vpc_sim::{
     behaviour::SimConfig,
     cloud::requests::{RegisterInstance, RegisteredInstance},
     server::{ServerConfig, ServerHandle, spawn},
-    sim::Sim,
+    sigv4::Credentials,
+    sim::{ActionCounters, Sim},
 };
+
+/// Region every test cloud answers for.
+const REGION: &str = "us-east-1";
+
+/// Layout subnet new instances are registered in.
+const NODE_SUBNET: &str = "nodes-a";
+
+/// Tag an ENI carries when the operator of cluster `<value>` owns it.
+const CLUSTER_TAG: &str = "eni-operator.io/cluster";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -25,31 +38,41 @@ pub enum SimError {
     Unknown { kind: &'static str, name: String },
 }
 
+impl SimError {
+    /// Short, stable name of the failure, for metric labels and reports.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SimError::Server(_) => "server",
+            SimError::Refused(_) => "refused",
+            SimError::Unknown { .. } => "unknown",
+        }
+    }
+}
+
 pub struct SimCloud {
     handle: ServerHandle,
-    access_key: String,
-    secret_key: String,
+    credentials: Credentials,
 }
 
 impl SimCloud {
+    /// The built-in layout and catalog with `behaviour`.
     pub async fn start(behaviour: SimConfig) -> Result<Self, SimError> {
         let mut config = ServerConfig::new()?;
         config.behaviour = behaviour;
         Self::start_with(config).await
     }
 
-    /// A cloud configured in full: another layout (e.g. a larger pod subnet), catalog or
-    /// behaviour.
+    /// A cloud configured in full: another layout (a larger pod subnet, more security
+    /// groups), catalog or behaviour.
     pub async fn start_with(config: ServerConfig) -> Result<Self, SimError> {
-        let creds = config
+        let credentials = config
             .credentials
             .first()
             .cloned()
             .ok_or_else(|| SimError::Refused("the configuration has no credentials".into()))?;
         Ok(SimCloud {
             handle: spawn(config).await?,
-            access_key: creds.access_key,
-            secret_key: creds.secret_key,
+            credentials,
         })
     }
 
@@ -61,45 +84,51 @@ impl SimCloud {
         &self.handle.ec2_url
     }
 
+    /// The access key pair the cloud accepts.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
     /// `AWS_*` variables that point an out-of-process operator at this cloud.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
-            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", self.credentials.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.credentials.secret_key.clone()),
+            ("AWS_REGION", REGION.into()),
             ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("ENI_EC2_ENDPOINT", self.handle.ec2_url.clone()),
         ]
     }
 
-    /// The operator's EC2 provider, talking to this cloud.
+    /// An AWS SDK configuration for this cloud (endpoint, region, credentials).
+    pub async fn sdk_config(&self) -> SdkConfig {
+        sdk_config(
+            self.ec2_url(),
+            &self.credentials.access_key,
+            &self.credentials.secret_key,
+        )
+        .await
+    }
+
+    /// The operator's EC2 provider for `cluster`, talking to this cloud, with a quick
+    /// backoff so that throttling tests stay short.
     pub async fn provider(
         &self,
         cluster: &str,
         rate: RateLimit,
         registry: &mut Registry,
     ) -> AwsProvider {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                &self.access_key,
-                &self.secret_key,
-                None,
-                None,
-                "vpc-sim",
-            ))
-            .load()
-            .await;
         let mut settings = AwsSettings::new(cluster);
         settings.endpoint_url = Some(self.handle.ec2_url.clone());
         settings.rate = rate;
         settings.backoff = Backoff {
-            min_delay: std::time::Duration::from_millis(50),
+            min_delay: Duration::from_millis(50),
             ..Backoff::default()
         };
-        AwsProvider::new(&sdk, settings, registry)
+        AwsProvider::new(&self.sdk_config().await, settings, registry)
     }
 
+    /// Registers instance `node` of `instance_type` in the layout's node subnet.
     pub fn register(
         &self,
         node: &str,
@@ -109,13 +138,14 @@ impl SimCloud {
             .register_instance(&RegisterInstance {
                 node_name: node.to_owned(),
                 instance_type: instance_type.to_owned(),
-                subnet: "nodes-a".to_owned(),
+                subnet: NODE_SUBNET.to_owned(),
                 security_groups: Vec::new(),
                 netns: None,
             })
             .map_err(|e| SimError::Refused(e.to_string()))
     }
 
+    /// The id of a layout subnet, by its `Name` tag.
     pub fn subnet_id(&self, name: &str) -> Result<String, SimError> {
         self.sim().with_state(|d| {
             d.state
@@ -130,6 +160,7 @@ impl SimCloud {
         })
     }
 
+    /// The id of a layout security group, by name.
     pub fn group_id(&self, name: &str) -> Result<String, SimError> {
         self.sim().with_state(|d| {
             d.state
@@ -144,15 +175,22 @@ impl SimCloud {
         })
     }
 
+    /// Ids of every security group, sorted.
+    pub fn group_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .sim()
+            .with_state(|d| d.state.groups.values().map(|g| g.id.clone()).collect());
+        ids.sort();
+        ids
+    }
+
     /// ENIs carrying `cluster`'s ownership tag: `(id, attached instance, addresses held)`.
     pub fn owned_enis(&self, cluster: &str) -> Vec<(String, Option<String>, usize)> {
         self.sim().with_state(|d| {
             d.state
                 .enis
                 .values()
-                .filter(|e| {
-                    e.tags.get("eni-operator.io/cluster").map(String::as_str) == Some(cluster)
-                })
+                .filter(|e| e.tags.get(CLUSTER_TAG).map(String::as_str) == Some(cluster))
                 .map(|e| {
                     let inst = e.attachment.as_ref().map(|a| a.instance_id.clone());
                     (
@@ -170,7 +208,16 @@ impl SimCloud {
         self.sim().with_state(|d| d.invariant_violations.clone())
     }
 
-    /// Calls per action `(calls, throttled)`.
+    /// Counters of one EC2 action (zero when it was never called).
+    pub fn counters(&self, action: &str) -> ActionCounters {
+        self.sim()
+            .counters()
+            .get(action)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Calls per action `(action, calls, throttled)`.
     pub fn calls(&self) -> Vec<(String, u64, u64)> {
         self.sim()
             .counters()
@@ -178,4 +225,16 @@ impl SimCloud {
             .map(|(a, c)| (a, c.calls, c.throttled))
             .collect()
     }
+}
+
+/// An AWS SDK configuration for any EC2 endpoint (vpc-sim, moto).
+pub async fn sdk_config(endpoint: &str, access_key: &str, secret_key: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            access_key, secret_key, None, None, "test",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await
 }

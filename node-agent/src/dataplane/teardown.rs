@@ -1,5 +1,6 @@
-//! What is wired, read back from the kernel: recover after a restart, unwire, sweep
-//! leftovers and collect garbage. Nothing here needs memory of earlier calls.
+//! Taking wiring down: unwire, sweep leftovers and collect garbage, all from what the
+//! kernel shows is wired ([`Dataplane::recover`]). Nothing here needs memory of
+//! earlier calls.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::Ipv4Addr;

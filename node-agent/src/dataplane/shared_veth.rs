@@ -12,11 +12,12 @@ use std::os::fd::AsFd;
 use ipnet::Ipv4Net;
 
 use super::error::DataplaneError;
+use super::expect::Expect;
 use super::kernel::Link;
-use super::naming::{PodMarker, WiringKind, host_ifname};
-use super::requests::{LINK_LOCAL_GATEWAY, MAIN_TABLE, Route, Rule, format_mac};
-use super::wiring::{Expect, VethPair, ensure_veth, mac_of};
-use super::{Dataplane, Parsed, PodRequest, PodRoute, WiredPod, netns};
+use super::naming::{WiringKind, host_ifname};
+use super::requests::{LINK_LOCAL_GATEWAY, MAIN_TABLE, Route, Rule};
+use super::veth_pair::{VethPair, ensure_veth, mac_of};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, missing_eni, netns};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -24,40 +25,31 @@ impl Dataplane {
     pub(super) async fn wire_shared_veth(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<WiredPod, DataplaneError> {
-        let eni = self
-            .eni_link(parsed.eni_mac, &request.allocation.eni_mac)
-            .await?;
+        let eni = self.eni_link(checked.eni_mac).await?;
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
-        let host_name = host_ifname(&request.container_id, &request.ifname);
-        let marker = PodMarker {
-            kind: WiringKind::SharedVeth,
-            ifname: request.ifname.clone(),
-            container_id: request.container_id.clone(),
-            netns: request.netns_path.clone(),
-        };
         let pair = ensure_veth(
             &self.host,
             &pod,
             pod_file.as_fd(),
-            &host_name,
+            request,
+            WiringKind::SharedVeth,
             &request.ifname,
-            &marker,
         )
         .await?;
         self.prepare_host(Some(&eni)).await?;
-        let (host_side, pod_side) = expectations(parsed, &eni, &pair)?;
+        let (host_side, pod_side) = expectations(checked, &eni, &pair)?;
         pod_side.apply(&pod).await?;
         host_side.apply(&self.host).await?;
         Ok(WiredPod {
             kind: WiringKind::SharedVeth,
             host_ifname: pair.host.name.clone(),
-            host_mac: format_mac(&mac_of(&pair.host)?),
+            host_mac: mac_of(&pair.host)?,
             pod_ifname: pair.pod.name.clone(),
-            pod_mac: format_mac(&mac_of(&pair.pod)?),
-            address: Ipv4Net::from(parsed.address),
+            pod_mac: mac_of(&pair.pod)?,
+            address: Ipv4Net::from(checked.address),
             gateway: LINK_LOCAL_GATEWAY,
             routes: vec![PodRoute {
                 destination: DEFAULT,
@@ -69,13 +61,10 @@ impl Dataplane {
     pub(super) async fn check_shared_veth(
         &self,
         request: &PodRequest,
-        parsed: &Parsed,
+        checked: &Checked,
     ) -> Result<Vec<String>, DataplaneError> {
-        let Some(eni) = self.host.link_by_mac(parsed.eni_mac).await? else {
-            return Ok(vec![format!(
-                "host: no ENI link with MAC {}",
-                request.allocation.eni_mac
-            )]);
+        let Some(eni) = self.host.link_by_mac(checked.eni_mac).await? else {
+            return Ok(vec![missing_eni(checked.eni_mac)]);
         };
         let host_name = host_ifname(&request.container_id, &request.ifname);
         let Some(host_link) = self.host.link_by_name(&host_name).await? else {
@@ -89,7 +78,7 @@ impl Dataplane {
             host: host_link,
             pod: pod_link,
         };
-        let (host_side, pod_side) = expectations(parsed, &eni, &pair)?;
+        let (host_side, pod_side) = expectations(checked, &eni, &pair)?;
         let mut differences = host_side.differences(&self.host, "host").await?;
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
@@ -98,19 +87,22 @@ impl Dataplane {
 
 /// Host-side and pod-side state of a SharedIP veth pod.
 fn expectations(
-    parsed: &Parsed,
+    checked: &Checked,
     eni: &Link,
     pair: &VethPair,
 ) -> Result<(Expect, Expect), DataplaneError> {
-    let address = parsed.address;
+    let address = checked.address;
     let host = Expect {
         up: vec![eni.clone(), pair.host.clone()],
         routes: vec![
-            Route::via_onlink(parsed.table, DEFAULT, parsed.gateway, eni.index),
-            Route::direct(parsed.table, parsed.subnet, eni.index),
+            Route::via_onlink(checked.table, DEFAULT, checked.gateway, eni.index),
+            Route::direct(checked.table, checked.subnet, eni.index),
             Route::direct(MAIN_TABLE, Ipv4Net::from(address), pair.host.index),
         ],
-        rules: vec![Rule::to_pod(address), Rule::from_pod(address, parsed.table)],
+        rules: vec![
+            Rule::to_pod(address),
+            Rule::from_pod(address, checked.table),
+        ],
         proxies: vec![(eni.clone(), address)],
         ..Expect::default()
     };

@@ -1,16 +1,15 @@
-//! Building blocks shared by the datapaths: the expected state of one namespace (used
-//! both to wire and to check), and the veth pair between host and pod.
+//! The expected state of one namespace for a pod, shared by every datapath: applied to
+//! wire the pod, compared with the kernel to check it.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::os::fd::BorrowedFd;
 
+use eni_crds::Mac;
 use ipnet::Ipv4Net;
 
 use super::error::DataplaneError;
 use super::kernel::{Link, Netlink};
-use super::naming::PodMarker;
-use super::requests::{self, PROTO, Route, Rule, format_mac};
+use super::requests::{self, PROTO, Route, Rule};
 
 /// What one namespace must hold for a pod; applied in dependency order (links up,
 /// addresses, neighbours, routes, rules, proxy entries), each step idempotent.
@@ -18,7 +17,7 @@ use super::requests::{self, PROTO, Route, Rule, format_mac};
 pub struct Expect {
     pub up: Vec<Link>,
     pub addresses: Vec<(Link, Ipv4Net)>,
-    pub neighbours: Vec<(Link, Ipv4Addr, [u8; 6])>,
+    pub neighbours: Vec<(Link, Ipv4Addr, Mac)>,
     pub routes: Vec<Route>,
     pub rules: Vec<Rule>,
     pub proxies: Vec<(Link, Ipv4Addr)>,
@@ -39,7 +38,7 @@ impl Expect {
             nl.add_address(link.index, *address).await?;
         }
         for (link, ip, mac) in &self.neighbours {
-            nl.set_neighbour(requests::permanent_neighbour(link.index, *ip, *mac))
+            nl.set_neighbour(requests::permanent_neighbour(link.index, *ip, mac.octets()))
                 .await?;
         }
         for route in &self.routes {
@@ -79,12 +78,15 @@ impl Expect {
         }
         for (link, ip, mac) in &self.neighbours {
             let entry = nl.neighbour(link.index, *ip).await?;
-            if entry.as_deref() != Some(mac.as_slice()) {
+            if entry.as_deref() != Some(mac.octets().as_slice()) {
+                let present = match entry.as_deref() {
+                    None => "missing".to_string(),
+                    Some(bytes) => <[u8; 6]>::try_from(bytes)
+                        .map_or_else(|_| format!("{bytes:02x?}"), |o| Mac::new(o).to_string()),
+                };
                 found.push(format!(
-                    "{side}: neighbour {ip} on {} is {}, expected {}",
+                    "{side}: neighbour {ip} on {} is {present}, expected {mac}",
                     link.name,
-                    entry.map_or_else(|| "missing".to_string(), |m| format_mac(&m)),
-                    format_mac(mac)
                 ));
             }
         }
@@ -159,89 +161,4 @@ pub fn describe_rule(rule: &Rule) -> String {
         requests::RuleSelector::From(a) => format!("from {a}"),
     };
     format!("{}: {selector} lookup {}", rule.priority, rule.table)
-}
-
-/// The two ends of a pod's veth pair.
-pub struct VethPair {
-    pub host: Link,
-    pub pod: Link,
-}
-
-/// Makes sure the veth pair `host_name` (host) / `pod_name` (pod) exists and is the
-/// pod's: reuses it when already wired (ADD twice), recreates it when only the host
-/// end is left, refuses names held by something else.
-pub async fn ensure_veth(
-    host: &Netlink,
-    pod: &Netlink,
-    pod_netns: BorrowedFd<'_>,
-    host_name: &str,
-    pod_name: &str,
-    marker: &PodMarker,
-) -> Result<VethPair, DataplaneError> {
-    let host_link = host.link_by_name(host_name).await?;
-    let pod_link = pod.link_by_name(pod_name).await?;
-    if let Some(link) = &host_link {
-        let ours = link
-            .alias
-            .as_deref()
-            .and_then(PodMarker::parse)
-            .is_some_and(|m| {
-                m.container_id == marker.container_id
-                    && m.ifname == marker.ifname
-                    && m.kind == marker.kind
-            });
-        if !ours {
-            return Err(DataplaneError::Conflict {
-                name: host_name.to_string(),
-                detail: format!("host link has alias {:?}", link.alias),
-            });
-        }
-        if let Some(pod_link) = pod_link {
-            return Ok(VethPair {
-                host: link.clone(),
-                pod: pod_link,
-            });
-        }
-        // A host end whose pod end is gone is a leftover: start again.
-        host.delete_link(link.index).await?;
-    } else if pod_link.is_some() {
-        return Err(DataplaneError::Conflict {
-            name: pod_name.to_string(),
-            detail: "the pod already has a link of that name".into(),
-        });
-    }
-    host.add_link(
-        requests::veth_pair(host_name, pod_name, pod_netns),
-        &format!("creating veth {host_name}/{pod_name}"),
-    )
-    .await?;
-    let host_link = require_link(host, host_name, "host").await?;
-    host.set_link(
-        requests::link_alias(host_link.index, &marker.encode()?),
-        &format!("marking {host_name}"),
-    )
-    .await?;
-    let pod_link = require_link(pod, pod_name, "pod").await?;
-    Ok(VethPair {
-        host: host_link,
-        pod: pod_link,
-    })
-}
-
-/// The link `name`, which must exist (it was just created or checked).
-pub async fn require_link(nl: &Netlink, name: &str, side: &str) -> Result<Link, DataplaneError> {
-    nl.link_by_name(name)
-        .await?
-        .ok_or_else(|| DataplaneError::Conflict {
-            name: name.to_string(),
-            detail: format!("vanished from the {side} namespace while wiring"),
-        })
-}
-
-/// MAC of a link that must have one (veth, ENI).
-pub fn mac_of(link: &Link) -> Result<[u8; 6], DataplaneError> {
-    link.mac.ok_or_else(|| DataplaneError::Conflict {
-        name: link.name.clone(),
-        detail: "link has no Ethernet address".into(),
-    })
 }
