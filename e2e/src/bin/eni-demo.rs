@@ -10,10 +10,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_crds::{Mode, PodNetwork};
-use eni_e2e::{bed::Bed, cluster::fast_cloud};
+use eni_crds::{ENIPool, Mode, PodNetwork};
+use eni_e2e::{
+    bed::Bed,
+    cluster::{fast_cloud, wait_for},
+};
 use eni_test_support::{pool, probe};
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
+
+/// The cloud tag naming an ENI's pool.
+const POOL_TAG: &str = "eni-operator.io/pool";
 
 type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -192,6 +198,11 @@ async fn run(once: bool) -> DemoResult<bool> {
 
     let pns: Vec<PodNetwork> = bed.podnetworks().await?;
     let enis = bed.vpc.owned_enis(&bed.name).await?;
+    step("deleting ENIPool exclusive with kubectl while exclusive-0 still uses it");
+    let drained = delete_pool(&bed, "exclusive", &mut check, s0, x0).await?;
+    println!(
+        "    ENIPool exclusive gone {drained:.1}s after its last pod; vpc-sim holds nothing of it"
+    );
     println!();
     println!(
         "{:<12} {:<10} {:<15} {:<16} {:<22} {:>8}",
@@ -199,7 +210,11 @@ async fn run(once: bool) -> DemoResult<bool> {
     );
     for p in &pods {
         let pn = pns.iter().find(|n| n.name_any() == p.name);
-        let mode = pn.map(|n| format!("{:?}", n.spec.mode)).unwrap_or_default();
+        // As the API spells it (SharedIP), not as Rust does.
+        let mode = pn
+            .and_then(|n| serde_json::to_value(n.spec.mode).ok())
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         let eni = pn
             .map(|n| n.spec.allocation.eni_id.clone())
             .unwrap_or_default();
@@ -209,7 +224,7 @@ async fn run(once: bool) -> DemoResult<bool> {
         );
     }
     println!(
-        "\n{} pods, 3 modes, {} ENIs owned by the cluster in vpc-sim, checks: {} passed, {} failed; up in {:.1}s",
+        "\n{} pods, 3 modes, {} ENIs owned by the cluster in vpc-sim, checks: {} passed, {} failed; done in {:.1}s",
         pods.len(),
         enis.len(),
         passed,
@@ -221,11 +236,93 @@ async fn run(once: bool) -> DemoResult<bool> {
         return Ok(ok);
     }
     println!(
-        "\nThe cluster keeps running. Point kubectl at it with:\n\n    export KUBECONFIG={}\n    kubectl get enipools,trunkenis,podnetworks,pods -A -o wide\n\nand look inside a pod with: ip netns exec {} ip addr\nCtrl-C stops everything and removes it.",
+        "\nThe cluster keeps running. Point kubectl at it with:\n\n    export KUBECONFIG={}\n    kubectl get enipools,trunkenis,podnetworks,pods -A -o wide\n\nand look inside a pod with: ip netns exec {} ip addr\n`kubectl delete enipool shared` drains that pool once its pods are gone.\nCtrl-C stops everything and removes it.",
         bed.cp.kubeconfig_path().display(),
         s0.sandbox
     );
     tokio::signal::ctrl_c().await?;
     println!("stopping");
     Ok(ok)
+}
+
+/// What a GitOps user does when a pool leaves Git: `kubectl delete enipool`. The pool's
+/// pod keeps its ENI (still reachable from `from`); once that pod goes, the pool drains,
+/// the ENIPool disappears and the cloud holds nothing of it. Returns seconds from the
+/// pod's deletion to the ENIPool's.
+async fn delete_pool(
+    bed: &Bed,
+    name: &str,
+    check: &mut impl FnMut(String, bool),
+    from: &Pod,
+    user: &Pod,
+) -> DemoResult<f64> {
+    let kubectl = eni_e2e::binaries::kubernetes()?.kubectl;
+    let out = std::process::Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(bed.cp.kubeconfig_path())
+        .args(["delete", "enipool", name, "--wait=false"])
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "kubectl delete enipool {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    println!("    $ kubectl delete enipool {name}");
+    println!("    {}", String::from_utf8_lossy(&out.stdout).trim());
+    let pools: Api<ENIPool> = Api::all(bed.client.clone());
+    let deleting = wait_for(
+        "the pool's Deleting condition",
+        Duration::from_secs(30),
+        || {
+            let pools = pools.clone();
+            async move {
+                let pool = pools.get_opt(name).await?;
+                let cond = pool
+                    .and_then(|p| p.status)
+                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Deleting"))
+                    .filter(|c| c.status == "True");
+                Ok(cond)
+            }
+        },
+    )
+    .await?;
+    println!(
+        "    ENIPool {name}: Deleting={} ({}): {}",
+        deleting.status, deleting.reason, deleting.message
+    );
+    check(
+        format!(
+            "{} keeps its ENI while {name} drains: ping {} -> {} ({})",
+            user.name, from.name, user.name, user.ip
+        ),
+        probe::ping(&from.sandbox, user.ip),
+    );
+    bed.delete_pod("default", user.name).await?;
+    let since = Instant::now();
+    bed.wait_gone("default", user.name, Duration::from_secs(60))
+        .await?;
+    wait_for(
+        &format!("ENIPool {name} gone"),
+        Duration::from_secs(90),
+        || {
+            let pools = pools.clone();
+            async move { Ok(pools.get_opt(name).await?.is_none().then_some(())) }
+        },
+    )
+    .await?;
+    let drained = since.elapsed().as_secs_f64();
+    let left = bed
+        .vpc
+        .owned_enis(&bed.name)
+        .await?
+        .into_iter()
+        .filter(|e| e.tags[POOL_TAG].as_str() == Some(name))
+        .count();
+    check(
+        format!("vpc-sim holds no ENI of the deleted pool {name} ({left} left)"),
+        left == 0,
+    );
+    Ok(drained)
 }
