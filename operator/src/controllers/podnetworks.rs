@@ -130,12 +130,11 @@ fn on_change(ctx: &Ctx, runner: &Runner, pn: PodNetwork) {
     });
 }
 
+/// The finalizer goes first, the unit second: while the PodNetwork exists it names the
+/// unit, so freeing the unit earlier would let a new pod's PodNetwork name it too (a
+/// failed finalizer patch, retried with backoff, kept that window open for seconds). A
+/// crash in between loses nothing: a new leader sees no PodNetwork and the unit as free.
 async fn finish(ctx: &Ctx, pn: &PodNetwork) -> Result<(), ReleaseError> {
-    if let Some(node) = ctx.node(&pn.spec.node_name) {
-        // Only the unit this pod holds goes back (free() matches the pod's uid).
-        node.free(&pn.spec.pod_uid);
-        node.kick.notify_one();
-    }
     let api: Api<PodNetwork> =
         Api::namespaced(ctx.client().clone(), &pn.namespace().unwrap_or_default());
     // Re-read: the finalizer patch must carry the current resourceVersion.
@@ -144,6 +143,11 @@ async fn finish(ctx: &Ctx, pn: &PodNetwork) -> Result<(), ReleaseError> {
     {
         finalizer::remove(&api, &current).await?;
         debug!(pod = %pn.name_any(), "released");
+    }
+    if let Some(node) = ctx.node(&pn.spec.node_name) {
+        // Only the unit this pod holds goes back (free() matches the pod's uid).
+        node.free(&pn.spec.pod_uid);
+        node.kick.notify_one();
     }
     Ok(())
 }
