@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kubectl from the k8s.io/kubernetes Go module into a
-# per-version cache and prints the cache directory.
+# Builds the Kubernetes binaries the bed runs (kube-apiserver, kubectl, and for real
+# nodes kubelet, kube-controller-manager and kube-scheduler) from the k8s.io/kubernetes Go
+# module into a per-version cache, in one Go pass, and prints the cache directory.
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with local paths, so
 # `go install` cannot build it; a throwaway module that requires it and maps each staging
@@ -8,7 +9,7 @@
 set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-$(cat "$(dirname "$0")/VERSION")}"
 CACHE="${ENI_OPERATOR_CACHE:-$HOME/.cache/eni-operator}/k8s/$K8S_VERSION"
-BINS=(kube-apiserver kubectl)
+BINS=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler)
 built() { for b in "${BINS[@]}"; do [ -x "$CACHE/$b" ] || return 1; done; }
 if built; then echo "$CACHE"; exit 0; fi
 mkdir -p "$CACHE"
@@ -33,7 +34,14 @@ gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"G
   grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging/' "$gomod" \
     | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
 } > go.mod
-printf 'package main\nimport (\n_ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n_ "k8s.io/kubectl/pkg/cmd"\n)\nfunc main() {}\n' > tools.go
+{
+  printf 'package main\nimport (\n'
+  printf '_ "k8s.io/kubectl/pkg/cmd"\n'
+  for b in kube-apiserver kubelet kube-controller-manager kube-scheduler; do
+    printf '_ "k8s.io/kubernetes/cmd/%s/app"\n' "$b"
+  done
+  printf ')\nfunc main() {}\n'
+} > tools.go
 go mod tidy >&2
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
   -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
@@ -41,6 +49,7 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
   -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 for b in "${BINS[@]}"; do
   [ -x "$CACHE/$b" ] && continue
+  echo "k8s-bin: building $b $K8S_VERSION" >&2
   go build -trimpath -o "$CACHE/$b.tmp" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$b" >&2
   mv "$CACHE/$b.tmp" "$CACHE/$b"
 done
