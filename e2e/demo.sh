@@ -3,6 +3,11 @@
 # (e.g. --once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash e2e/setup.sh
+bash e2e/setup.sh demo
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eni-operator/target}"
-exec cargo run --quiet -p eni-e2e --bin eni-demo -- "$@"
+# One build for every binary of the workspace (the demo and the product binaries it
+# starts), with the selection the tests use too: another selection unifies dependency
+# features differently and compiles the heavy crates again. Cargo prints its progress.
+echo "demo: building the workspace's binaries (the first time takes minutes; later runs only what changed)" >&2
+cargo build --locked --workspace --bins
+exec "$CARGO_TARGET_DIR/debug/eni-demo" "$@"

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the tests and the demo need on a fresh Debian machine (idempotent; fast
-# when everything is there): Debian packages, the Go-built kube-apiserver and kubectl,
-# and a Python venv with moto for the provider tests. Heavy results are cached under
+# Installs what a command needs on a fresh Debian machine (idempotent; fast when
+# everything is there). `setup.sh demo`: Debian packages and the Go-built kube-apiserver
+# and kubectl. `setup.sh test` (the default): also the Python venv with moto for the
+# provider tests and helm for the chart tests. Heavy results are cached under
 # ~/.cache/eni-operator, outside the clone.
 set -euo pipefail
+for_what="${1:-test}"
+case "$for_what" in demo|test) ;; *) echo "usage: setup.sh [demo|test]" >&2; exit 2 ;; esac
 here="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${ENI_OPERATOR_CACHE:-$HOME/.cache/eni-operator}"
 mkdir -p "$CACHE"
@@ -24,7 +27,8 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 fi
 
 echo "setup: kube-apiserver and kubectl $(cat "$here/k8s-bin/VERSION") (built once per machine)" >&2
-bash "$here/k8s-bin/build.sh" >/dev/null
+bash "$here/k8s-bin/build.sh" kube-apiserver kubectl >/dev/null
+[ "$for_what" = test ] || exit 0
 
 venv="$CACHE/moto-venv"
 if [ ! -x "$venv/bin/moto_server" ]; then

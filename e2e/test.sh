@@ -11,8 +11,8 @@ cargo fmt --all --check
 # No import circle between the operator's top-level modules.
 python3 .ci/check-imports operator/src
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The product binaries the end-to-end tests run as processes, built the way the tests
-# build them (eni_e2e::cluster::workspace_bins), so a build failure shows here.
-cargo build --locked --bin vpc-sim --bin eni-operator --bin eni-agent --bin eni-cni
+# Every binary of the workspace, built the way the demo and the tests build them
+# (eni_e2e::cluster::workspace_bins), so a build failure shows here.
+cargo build --locked --workspace --bins
 cargo test --workspace --locked
 echo "test.sh: all tests passed in $(( $(date +%s) - start ))s"

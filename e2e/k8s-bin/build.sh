@@ -2,6 +2,7 @@
 # Builds the Kubernetes binaries the bed runs (kube-apiserver, kubectl, and for real
 # nodes kubelet, kube-controller-manager and kube-scheduler) from the k8s.io/kubernetes Go
 # module into a per-version cache, in one Go pass, and prints the cache directory.
+# Arguments name the binaries wanted (default: all of them); only missing ones are built.
 #
 # k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with local paths, so
 # `go install` cannot build it; a throwaway module that requires it and maps each staging
@@ -9,7 +10,12 @@
 set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-$(cat "$(dirname "$0")/VERSION")}"
 CACHE="${ENI_OPERATOR_CACHE:-$HOME/.cache/eni-operator}/k8s/$K8S_VERSION"
-BINS=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler)
+ALL=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler)
+BINS=("$@")
+[ ${#BINS[@]} -gt 0 ] || BINS=("${ALL[@]}")
+for b in "${BINS[@]}"; do
+  case " ${ALL[*]} " in *" $b "*) ;; *) echo "k8s-bin: unknown binary $b (known: ${ALL[*]})" >&2; exit 2 ;; esac
+done
 built() { for b in "${BINS[@]}"; do [ -x "$CACHE/$b" ] || return 1; done; }
 if built; then echo "$CACHE"; exit 0; fi
 mkdir -p "$CACHE"
@@ -49,7 +55,7 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
   -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 for b in "${BINS[@]}"; do
   [ -x "$CACHE/$b" ] && continue
-  echo "k8s-bin: building $b $K8S_VERSION" >&2
+  echo "k8s-bin: building $b $K8S_VERSION (once per machine; a few minutes each on 2 cores)" >&2
   go build -trimpath -o "$CACHE/$b.tmp" -ldflags "$ldflags" "k8s.io/kubernetes/cmd/$b" >&2
   mv "$CACHE/$b.tmp" "$CACHE/$b"
 done

@@ -30,6 +30,7 @@ pub fn kubernetes() -> Result<KubernetesBinaries, BinaryError> {
     let script = crate::repo_root().join("e2e/k8s-bin/build.sh");
     let out = Command::new("bash")
         .arg(&script)
+        .args(["kube-apiserver", "kubectl"])
         .env("K8S_VERSION", KUBERNETES_VERSION.trim())
         .output()
         .map_err(|source| BinaryError::Run {

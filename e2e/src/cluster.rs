@@ -319,9 +319,7 @@ pub fn spawn_operator_bin(
     ChildGuard::spawn("eni-operator", cmd, &log).map_err(|e| ClusterError::Spawn("eni-operator", e))
 }
 
-/// The product's binaries. They are always built together, with one cargo command: a
-/// different selection of packages unifies dependency features differently and would
-/// build the heavy dependencies (the AWS SDK) a second time.
+/// The product's binaries the bed runs as processes.
 const PRODUCT_BINS: [&str; 4] = ["vpc-sim", "eni-operator", "eni-agent", "eni-cni"];
 
 /// Path of a binary of this workspace, building it first (a no-op when it is current).
@@ -330,16 +328,17 @@ pub fn workspace_bin(name: &'static str) -> Result<PathBuf, ClusterError> {
 }
 
 /// Paths of product binaries (see [`PRODUCT_BINS`]), built first when not current.
+///
+/// Always the same cargo selection as `e2e/demo.sh` and `e2e/test.sh` (every binary of
+/// the workspace): another selection unifies dependency features differently and would
+/// compile the heavy dependencies (the AWS SDK) a second time.
 pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterError> {
     if let Some(other) = names.iter().find(|n| !PRODUCT_BINS.contains(n)) {
         return Err(ClusterError::Build(other, "not a product binary".into()));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet"]);
-    for name in PRODUCT_BINS {
-        cmd.args(["--bin", name]);
-    }
+    cmd.args(["build", "--quiet", "--locked", "--workspace", "--bins"]);
     let out = cmd
         .current_dir(crate::repo_root())
         .output()
