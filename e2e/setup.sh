@@ -56,3 +56,11 @@ if [ ! -x "$CACHE/bin/helm" ] || [ "$(cat "$CACHE/bin/.helm-version" 2>/dev/null
   GOBIN="$CACHE/bin" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   echo "$HELM_VERSION" > "$CACHE/bin/.helm-version"
 fi
+
+# eni-libcni: drives libcni (containerd's CNI library) with a real node's runtime data for
+# the CNI operations containerd never calls itself (CHECK, GC); see its main.go.
+if [ ! -x "$CACHE/bin/eni-libcni" ] || [ "$here/libcni-driver/main.go" -nt "$CACHE/bin/eni-libcni" ]; then
+  echo "setup: eni-libcni into $CACHE/bin" >&2
+  mkdir -p "$CACHE/bin"
+  (cd "$here/libcni-driver" && go build -trimpath -o "$CACHE/bin/eni-libcni" .)
+fi

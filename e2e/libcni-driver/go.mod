@@ -1,0 +1,5 @@
+module eni-operator.io/libcni-driver
+
+go 1.26
+
+require github.com/containernetworking/cni v1.3.0
