@@ -152,10 +152,16 @@ mod tests {
         m.wiring_error("ADD");
         m.set_feature("ipvlan", false);
         let text = m.encode();
-        assert!(text.contains("eni_agent_podnetwork_cache_synced 0"), "{text}");
+        assert!(
+            text.contains("eni_agent_podnetwork_cache_synced 0"),
+            "{text}"
+        );
         m.set_cache_synced(true);
         let text = m.encode();
-        assert!(text.contains("eni_agent_podnetwork_cache_synced 1"), "{text}");
+        assert!(
+            text.contains("eni_agent_podnetwork_cache_synced 1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"eni_agent_cni_requests_total{command="ADD",result="ok"} 1"#),
             "{text}"

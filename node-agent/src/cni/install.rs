@@ -374,8 +374,16 @@ mod tests {
     fn chained_options(dir: &Path) -> InstallOptions {
         fs::write(dir.join("src-bin"), b"x").unwrap();
         let shipped = dir.join("shipped");
-        fake_plugin(&shipped.join("portmap"), "shipped", &["0.4.0", "1.0.0", "1.1.0"]);
-        fake_plugin(&shipped.join("bandwidth"), "shipped", &["0.4.0", "1.0.0", "1.1.0"]);
+        fake_plugin(
+            &shipped.join("portmap"),
+            "shipped",
+            &["0.4.0", "1.0.0", "1.1.0"],
+        );
+        fake_plugin(
+            &shipped.join("bandwidth"),
+            "shipped",
+            &["0.4.0", "1.0.0", "1.1.0"],
+        );
         InstallOptions {
             portmap: true,
             bandwidth: true,
@@ -436,7 +444,11 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o755, "{name}");
         }
-        let actions: Vec<_> = installed.chained.iter().map(|c| (c.name, c.action)).collect();
+        let actions: Vec<_> = installed
+            .chained
+            .iter()
+            .map(|c| (c.name, c.action))
+            .collect();
         assert_eq!(
             actions,
             [
@@ -478,7 +490,13 @@ mod tests {
         let err = install(&o).unwrap_err();
         let text = err.to_string();
         assert!(
-            matches!(err, InstallError::ChainedPluginMissing { plugin: "bandwidth", .. }),
+            matches!(
+                err,
+                InstallError::ChainedPluginMissing {
+                    plugin: "bandwidth",
+                    ..
+                }
+            ),
             "{text}"
         );
         assert!(text.contains("shipped/bandwidth does not exist"), "{text}");
@@ -491,7 +509,13 @@ mod tests {
         o.overwrite_chained = true;
         let err = install(&o).unwrap_err();
         assert!(
-            matches!(err, InstallError::ShippedPluginMissing { plugin: "bandwidth", .. }),
+            matches!(
+                err,
+                InstallError::ShippedPluginMissing {
+                    plugin: "bandwidth",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert_eq!(origin_of(&o.bin_dir.join("bandwidth")), "host");
@@ -523,7 +547,11 @@ mod tests {
         }
         // Whatever they speak, the chosen version is one they answered with.
         let supported = plugin_versions(&o.bin_dir.join("portmap")).unwrap();
-        assert!(supported.iter().any(|v| v == installed.cni_version.as_str()));
+        assert!(
+            supported
+                .iter()
+                .any(|v| v == installed.cni_version.as_str())
+        );
     }
 
     #[test]
