@@ -5,7 +5,7 @@
 //! conflist into the host's CNI directories.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -85,8 +85,10 @@ fn run_plugin() -> ExitCode {
 
 fn run_install() -> ExitCode {
     // The plugin path stays silent on stderr; the installer reports what it did.
+    // Colours only on a terminal: the init container's log is read with kubectl logs.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let args = InstallArgs::parse_from(
