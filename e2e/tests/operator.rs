@@ -1056,3 +1056,42 @@ async fn deleting_a_pool_drains_it_in_every_mode() {
     .await
     .expect("Trunk");
 }
+
+/// A leader asked to stop (SIGTERM: a rollout or a drain) hands its Lease back before it
+/// exits, so the standby leads without waiting for the lease to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_leader_releases_its_lease() {
+    let c = Cluster::start(fast_cloud()).await.expect("cluster");
+    // A lease far longer than the test waits: only a release lets the standby lead.
+    let flags = ["--lease-duration", "600"];
+    let a = c.spawn_operator("op-a", &flags).expect("operator a");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client.clone(), "eni-system");
+    let holder = || async {
+        Ok(leases
+            .get_opt("eni-operator")
+            .await?
+            .and_then(|l| l.spec?.holder_identity))
+    };
+    let first = c
+        .wait_for("op-a leads", Duration::from_secs(60), holder)
+        .await
+        .expect("leader elected");
+    assert_eq!(first, "op-a");
+    let b = c.spawn_operator("op-b", &flags).expect("operator b");
+    a.stop(Duration::from_secs(20));
+    assert!(a.has_exited(), "op-a ignored SIGTERM");
+    let next = c
+        .wait_for("op-b leads", Duration::from_secs(60), || async {
+            Ok(holder().await?.filter(|h| h == "op-b"))
+        })
+        .await
+        .expect("standby took over before the 600 s lease expired");
+    assert_eq!(next, "op-b");
+    assert!(
+        a.log_tail(20).contains("released the lease"),
+        "{}",
+        a.log_tail(20)
+    );
+    drop(b);
+}

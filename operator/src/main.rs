@@ -76,6 +76,8 @@ enum MainError {
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error("lost leadership")]
     LostLeadership,
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 #[tokio::main]
@@ -135,11 +137,18 @@ async fn main_inner(args: Args) -> Result<(), MainError> {
         .with_grace((args.lease_duration / 3).max(1))
         .build()
         .await?;
-    let (mut leader, _lease_task) = manager.watch().await;
+    let (mut leader, lease_task) = manager.watch().await;
+    let mut stop = std::pin::pin!(shutdown_signal()?.shared());
     info!(%identity, lease = %args.lease_name, "waiting for leadership");
     while !*leader.borrow_and_update() {
-        if leader.changed().await.is_err() {
-            return Err(MainError::LostLeadership);
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    return Err(MainError::LostLeadership);
+                }
+            }
+            // A standby asked to stop holds nothing.
+            _ = &mut stop => return Ok(()),
         }
     }
     info!(%identity, "leading");
@@ -159,22 +168,50 @@ async fn main_inner(args: Args) -> Result<(), MainError> {
                 return;
             }
         }
-    };
-    let mut lost = std::pin::pin!(lost.shared());
+    }
+    .boxed()
+    .shared();
     let shutdown = {
         let lost = lost.clone();
+        let stop = stop.clone();
         async move {
             tokio::select! {
                 _ = lost => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = stop => {}
             }
         }
         .boxed()
     };
     run(client, provider, config, metrics, shutdown).await;
     // Leadership gone means another replica may be acting: stop at once, never act on.
-    if (&mut lost).now_or_never().is_some() {
+    if lost.clone().now_or_never().is_some() {
         return Err(MainError::LostLeadership);
     }
+    // Asked to stop (a rollout, a drain): dropping the last receiver makes the lease task
+    // release the Lease, so a standby leads at once instead of after the lease expires.
+    drop(lost);
+    match tokio::time::timeout(LEASE_RELEASE_TIMEOUT, lease_task).await {
+        Ok(Ok(Ok(_))) => info!(%identity, "released the lease"),
+        Ok(Ok(Err(e))) => error!(error = %e, "releasing the lease"),
+        Ok(Err(e)) => error!(error = %e, "lease task"),
+        Err(_) => error!("releasing the lease timed out; standbys take over when it expires"),
+    }
     Ok(())
+}
+
+/// How long a stopping leader waits to hand its Lease back.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves on SIGTERM (what kubelet sends on a rollout or drain) or SIGINT.
+fn shutdown_signal() -> Result<futures::future::BoxFuture<'static, ()>, MainError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(MainError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(MainError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = int.recv() => info!("SIGINT: stopping"),
+        }
+    }
+    .boxed())
 }
