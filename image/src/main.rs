@@ -6,17 +6,22 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+use eni_image::error::io_error;
 use eni_image::layout;
 use eni_image::product::{self, Inputs};
 use eni_image::provenance;
 use eni_image::push::{self, Pusher};
 use eni_image::summary::{self, Record};
 use eni_image::testbed;
-use eni_image::{Error, Image, Provenance, Result};
+use eni_image::{Image, Provenance, Result};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "eni-image", version, about = "Builds eni-operator's container images without a container daemon")]
+#[command(
+    name = "eni-image",
+    version,
+    about = "Builds eni-operator's container images without a container daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -90,7 +95,9 @@ impl Common {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -102,13 +109,17 @@ fn main() -> ExitCode {
         } => {
             let provenance = common.provenance();
             let inputs = Inputs { bins, cni_plugins };
-            timed("building eni-operator and eni-agent", || product::build(&inputs, &provenance))
-                .and_then(|images| emit(&images, &common, &provenance))
+            timed("building eni-operator and eni-agent", || {
+                product::build(&inputs, &provenance)
+            })
+            .and_then(|images| emit(&images, &common, &provenance))
         }
         Cmd::TestImages { busybox, common } => {
             let provenance = common.provenance();
-            timed("building eni-testpod and eni-pause", || testbed::build(&busybox, &provenance))
-                .and_then(|images| emit(&images, &common, &provenance))
+            timed("building eni-testpod and eni-pause", || {
+                testbed::build(&busybox, &provenance)
+            })
+            .and_then(|images| emit(&images, &common, &provenance))
         }
         Cmd::Inspect { layouts } => layouts.iter().try_for_each(|l| inspect(l)),
     };
@@ -131,20 +142,16 @@ fn timed<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Writes each image's layout tar (checked by reading it back), pushes if asked, prints
 /// a line per image and updates images.json.
 fn emit(images: &[Image], common: &Common, provenance: &Provenance) -> Result<()> {
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    std::fs::create_dir_all(&common.out).map_err(io("creating", &common.out))?;
-    let out = common.out.canonicalize().map_err(io("resolving", &common.out))?;
+    std::fs::create_dir_all(&common.out).map_err(io_error("creating", &common.out))?;
+    let out = common
+        .out
+        .canonicalize()
+        .map_err(io_error("resolving", &common.out))?;
     let pusher = match &common.push {
         Some(_) => Some((
             Pusher::new(common.insecure, push::auth_from_env())?,
-            tokio::runtime::Runtime::new().map_err(io("starting the async runtime for", &out))?,
+            tokio::runtime::Runtime::new()
+                .map_err(io_error("starting the async runtime for", &out))?,
         )),
         None => None,
     };
@@ -154,12 +161,14 @@ fn emit(images: &[Image], common: &Common, provenance: &Provenance) -> Result<()
         let tar = layout::pack(image, provenance.epoch)?;
         layout::unpack(&tar, &tar_path.to_string_lossy())?;
         let partial = tar_path.with_extension("tar.partial");
-        std::fs::write(&partial, &tar).map_err(io("writing", &partial))?;
-        std::fs::rename(&partial, &tar_path).map_err(io("renaming", &partial))?;
+        std::fs::write(&partial, &tar).map_err(io_error("writing", &partial))?;
+        std::fs::rename(&partial, &tar_path).map_err(io_error("renaming", &partial))?;
         let pushed = match (&pusher, &common.push) {
             (Some((pusher, runtime)), Some(prefix)) => {
                 let target = push::target_reference(prefix, image)?;
-                timed(&format!("pushing {target}"), || runtime.block_on(pusher.push(image, &target)))?;
+                timed(&format!("pushing {target}"), || {
+                    runtime.block_on(pusher.push(image, &target))
+                })?;
                 Some(target)
             }
             _ => None,
@@ -190,11 +199,7 @@ fn emit(images: &[Image], common: &Common, provenance: &Provenance) -> Result<()
 }
 
 fn inspect(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        action: "reading",
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(io_error("reading", path))?;
     for image in layout::unpack(&bytes, &path.to_string_lossy())? {
         println!(
             "{} {} (tag {})",
@@ -203,17 +208,35 @@ fn inspect(path: &Path) -> Result<()> {
             image.tag.as_deref().unwrap_or("-")
         );
         if let Some(config) = image.config.config() {
-            println!("  user:       {}", config.user().as_deref().unwrap_or("root"));
-            println!("  entrypoint: {:?}", config.entrypoint().clone().unwrap_or_default());
-            println!("  cmd:        {:?}", config.cmd().clone().unwrap_or_default());
-            let mut labels: Vec<_> = config.labels().clone().unwrap_or_default().into_iter().collect();
+            println!(
+                "  user:       {}",
+                config.user().as_deref().unwrap_or("root")
+            );
+            println!(
+                "  entrypoint: {:?}",
+                config.entrypoint().clone().unwrap_or_default()
+            );
+            println!(
+                "  cmd:        {:?}",
+                config.cmd().clone().unwrap_or_default()
+            );
+            let mut labels: Vec<_> = config
+                .labels()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
             labels.sort();
             for (k, v) in labels {
                 println!("  label {k}={v}");
             }
         }
         for (layer, descriptor) in image.layers.iter().zip(image.manifest.layers()) {
-            println!("  layer {} ({} bytes)", descriptor.digest(), descriptor.size());
+            println!(
+                "  layer {} ({} bytes)",
+                descriptor.digest(),
+                descriptor.size()
+            );
             for e in layer {
                 let kind = match &e.kind {
                     layout::EntryKind::File => "f".to_owned(),
@@ -221,7 +244,10 @@ fn inspect(path: &Path) -> Result<()> {
                     layout::EntryKind::Symlink { target } => format!("l -> {target}"),
                     layout::EntryKind::Other => "?".to_owned(),
                 };
-                println!("    {:o} {}:{} {:>9} /{} {kind}", e.mode, e.uid, e.gid, e.size, e.path);
+                println!(
+                    "    {:o} {}:{} {:>9} /{} {kind}",
+                    e.mode, e.uid, e.gid, e.size, e.path
+                );
             }
         }
     }

@@ -23,7 +23,9 @@ fn registry_binary() -> Option<PathBuf> {
         None => {
             let cache = std::env::var_os("ENI_OPERATOR_CACHE")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/eni-operator"));
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/eni-operator")
+                });
             cache.join("bin/registry")
         }
     };
@@ -48,7 +50,11 @@ struct Registry {
 impl Registry {
     fn start(binary: &PathBuf) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
         std::fs::write(
@@ -69,7 +75,11 @@ impl Registry {
             .stderr(log)
             .spawn()
             .unwrap();
-        let registry = Registry { child, addr, _dir: dir };
+        let registry = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _, _)) = fetch(&registry.addr, "/v2/", "*/*") {
@@ -98,7 +108,10 @@ type Response = (u16, Vec<(String, String)>, Vec<u8>);
 /// A plain HTTP/1.0 GET (no client library: independent of the code under test).
 fn fetch(addr: &str, path: &str, accept: &str) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr)?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: {accept}\r\n\r\n"
+    )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let malformed = || std::io::Error::other("malformed HTTP response");
@@ -134,7 +147,10 @@ fn pushed_manifests_keep_their_digests() {
     let registry = Registry::start(&binary);
     let images = testbed::build(BUSYBOX.as_ref(), &provenance()).unwrap();
     let pusher = Pusher::new(true, RegistryAuth::Anonymous).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let prefix = format!("{}/eni-test", registry.addr);
     for image in &images {
         let target = target_reference(&prefix, image).unwrap();
@@ -153,7 +169,10 @@ fn pushed_manifests_keep_their_digests() {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         assert_eq!(sha256(&body), image.manifest_digest);
         assert_eq!(body, image.manifest);
-        let header = headers.iter().find(|(k, _)| k == "docker-content-digest").map(|(_, v)| v.as_str());
+        let header = headers
+            .iter()
+            .find(|(k, _)| k == "docker-content-digest")
+            .map(|(_, v)| v.as_str());
         assert_eq!(header, Some(image.manifest_digest.as_str()));
 
         let (status, _, config) = get(
@@ -175,7 +194,15 @@ fn cli_pushes_and_records_where() {
     let out = tempfile::tempdir().unwrap();
     let prefix = format!("{}/cli", registry.addr);
     let status = Command::new(env!("CARGO_BIN_EXE_eni-image"))
-        .args(["test-images", "--busybox", BUSYBOX, "--insecure", "--push", &prefix, "--out"])
+        .args([
+            "test-images",
+            "--busybox",
+            BUSYBOX,
+            "--insecure",
+            "--push",
+            &prefix,
+            "--out",
+        ])
         .arg(out.path())
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .status()
