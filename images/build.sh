@@ -31,8 +31,11 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eni-operator/target}"
 out="${ENI_IMAGES_DIR:-$CARGO_TARGET_DIR/images}"
 
 start=$(date +%s)
+# Two invocations: in one, cargo would unify features with eni-image's HTTP client (tower,
+# hyper-util, jiff, ...) and the product binaries would differ from a plain build of them.
 cargo build --release --locked --manifest-path "$repo/Cargo.toml" \
-  -p eni-operator -p eni-node-agent -p eni-image --bins
+  -p eni-operator -p eni-node-agent --bins
+cargo build --release --locked --manifest-path "$repo/Cargo.toml" -p eni-image --bins
 built=$(date +%s)
 echo "build.sh: release binaries in $((built - start))s" >&2
 
