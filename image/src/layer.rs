@@ -89,14 +89,6 @@ impl LayerBuilder {
         self.insert(path, content, 0, 0)
     }
 
-    /// Adds every entry of `other` (which must not conflict with ours).
-    pub fn merge(&mut self, other: &LayerBuilder) -> Result<&mut Self> {
-        for (path, entry) in &other.entries {
-            self.insert(path, entry.content.clone(), entry.uid, entry.gid)?;
-        }
-        Ok(self)
-    }
-
     fn insert(&mut self, path: &str, content: Content, uid: u64, gid: u64) -> Result<&mut Self> {
         let path = normalise(path)?;
         // Implicit parents; an explicit dir entry added later replaces an implicit one.
@@ -199,5 +191,55 @@ fn layer_io(action: &'static str, source: std::io::Error) -> Error {
         action,
         path: "(in memory)".into(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insertion_order_does_not_change_the_layer() {
+        let mut a = LayerBuilder::new();
+        a.file("/etc/passwd", b"root".to_vec(), 0o644).unwrap();
+        a.symlink("/bin/sh", "busybox").unwrap();
+        a.dir("/tmp", 0o1777, 0, 0).unwrap();
+        let mut b = LayerBuilder::new();
+        b.dir("/tmp", 0o1777, 0, 0).unwrap();
+        b.symlink("/bin/sh", "busybox").unwrap();
+        b.file("/etc/passwd", b"root".to_vec(), 0o644).unwrap();
+        let (a, b) = (a.build(7).unwrap(), b.build(7).unwrap());
+        assert_eq!(a.blob, b.blob);
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(a.digest, a.diff_id);
+    }
+
+    #[test]
+    fn paths_that_escape_or_name_the_root_are_refused() {
+        let mut layer = LayerBuilder::new();
+        for path in ["/", "", "a/../b", "./x", "a//b"] {
+            let err = layer.file(path, Vec::new(), 0o644).unwrap_err();
+            assert!(matches!(err, Error::BadImagePath { .. }), "{path}: {err}");
+        }
+    }
+
+    #[test]
+    fn one_path_with_two_contents_is_a_conflict() {
+        let mut layer = LayerBuilder::new();
+        layer.file("/etc/passwd", b"a".to_vec(), 0o644).unwrap();
+        // The same content again is fine.
+        layer.file("/etc/passwd", b"a".to_vec(), 0o644).unwrap();
+        let err = layer.file("/etc/passwd", b"b".to_vec(), 0o644).unwrap_err();
+        assert!(matches!(err, Error::ConflictingEntry { .. }), "{err}");
+        // A file cannot become the parent of another entry.
+        let err = layer
+            .file("/etc/passwd/x", b"b".to_vec(), 0o644)
+            .unwrap_err();
+        assert!(matches!(err, Error::ConflictingEntry { .. }), "{err}");
+        // A directory made implicitly can get its real mode and owner.
+        layer
+            .file("/home/nonroot/.profile", Vec::new(), 0o644)
+            .unwrap();
+        layer.dir("/home/nonroot", 0o700, 65532, 65532).unwrap();
     }
 }
