@@ -19,6 +19,9 @@ command -v nc >/dev/null || need_pkgs+=(netcat-openbsd)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-venv)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
+# The test images (eni-image test-images) hold the static busybox; runc runs them in tests.
+dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
+command -v runc >/dev/null || need_pkgs+=(runc)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -63,4 +66,13 @@ if [ ! -x "$CACHE/bin/eni-libcni" ] || [ "$here/libcni-driver/main.go" -nt "$CAC
   echo "setup: eni-libcni into $CACHE/bin" >&2
   mkdir -p "$CACHE/bin"
   (cd "$here/libcni-driver" && go build -trimpath -o "$CACHE/bin/eni-libcni" .)
+fi
+
+# The CNCF distribution registry, for image/tests/registry.rs (push, then read back).
+REGISTRY_VERSION=v3.0.0
+if [ "$(cat "$CACHE/bin/.registry-version" 2>/dev/null)" != "$REGISTRY_VERSION" ] || [ ! -x "$CACHE/bin/registry" ]; then
+  echo "setup: distribution registry $REGISTRY_VERSION into $CACHE/bin (built once per machine)" >&2
+  mkdir -p "$CACHE/bin"
+  GOBIN="$CACHE/bin" go install "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"
+  echo "$REGISTRY_VERSION" > "$CACHE/bin/.registry-version"
 fi
