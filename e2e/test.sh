@@ -14,5 +14,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Every binary of the workspace, built the way the demo and the tests build them
 # (eni_e2e::cluster::workspace_bins), so a build failure shows here.
 cargo build --locked --workspace --bins
+# The images the real-node trials install with Helm, from those same binaries (users
+# build release images with images/build.sh; CI does not compile everything twice).
+bash images/build.sh --profile dev
 cargo test --workspace --locked
 echo "test.sh: all tests passed in $(( $(date +%s) - start ))s"
