@@ -16,6 +16,9 @@ command -v nc >/dev/null || need_pkgs+=(netcat-openbsd)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v python3 >/dev/null || need_pkgs+=(python3 python3-venv)
 command -v flock >/dev/null || need_pkgs+=(util-linux)
+# Real nodes: runc under containerd, busybox for the test pod and sandbox images.
+command -v runc >/dev/null || need_pkgs+=(runc)
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -23,8 +26,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
-echo "setup: kube-apiserver and kubectl $(cat "$here/k8s-bin/VERSION") (built once per machine)" >&2
+echo "setup: Kubernetes $(cat "$here/k8s-bin/VERSION") binaries (built once per machine)" >&2
 bash "$here/k8s-bin/build.sh" >/dev/null
+
+containerd_dir="$CACHE/containerd/$(cat "$here/containerd/VERSION")"
+if [ ! -x "$containerd_dir/ctr" ]; then
+  echo "setup: building containerd $(cat "$here/containerd/VERSION") (~4 min, once per machine)" >&2
+fi
+bash "$here/containerd/build.sh" >/dev/null
 
 venv="$CACHE/moto-venv"
 if [ ! -x "$venv/bin/moto_server" ]; then

@@ -151,6 +151,7 @@ impl Bed {
         let cp = ControlPlane::start_with(Options {
             bind_address: IpAddr::V4(mgmt.host()),
             extra_sans: Vec::new(),
+            real_nodes: false,
         })
         .await?;
         cp.install_crds().await?;

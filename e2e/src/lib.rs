@@ -9,6 +9,7 @@ pub mod kubelet;
 pub mod mgmt;
 pub mod netns;
 pub mod process;
+pub mod real_node;
 pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};
