@@ -4,11 +4,13 @@
 pub mod bed;
 pub mod binaries;
 pub mod cluster;
+pub mod images;
 pub mod control_plane;
 pub mod kubelet;
 pub mod mgmt;
 pub mod netns;
 pub mod process;
+pub mod real_bed;
 pub mod real_node;
 pub mod vpc;
 

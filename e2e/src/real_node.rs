@@ -186,6 +186,32 @@ impl RealNode {
         cmd
     }
 
+    /// Process id of the sandbox (pause) process of pod `ns/pod`: its network
+    /// namespace is the pod's.
+    pub fn sandbox_pid(&self, ns: &str, pod: &str) -> Result<u32, RealNodeError> {
+        let filter = format!(
+            "labels.\"io.kubernetes.pod.name\"=={pod},labels.\"io.kubernetes.pod.namespace\"=={ns},labels.\"io.cri-containerd.kind\"==sandbox"
+        );
+        let ids = stdout(self.ctr(&["containers", "ls", "-q", &filter]))?;
+        let ids: Vec<&str> = ids.lines().map(str::trim).collect();
+        let tasks = stdout(self.ctr(&["tasks", "ls"]))?;
+        tasks
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                match cols[..] {
+                    [id, pid, "RUNNING", ..] if ids.contains(&id) => pid.parse().ok(),
+                    _ => None,
+                }
+            })
+            .next()
+            .ok_or_else(|| RealNodeError::Command {
+                cmd: format!("ctr: sandbox of {ns}/{pod}"),
+                detail: format!("no running sandbox among {ids:?}"),
+            })
+    }
+
     /// A command run inside the node: its mount and network namespaces.
     pub fn command_in(&self, program: &Path) -> Command {
         let mut cmd = Command::new("nsenter");
@@ -547,6 +573,18 @@ fn spawn_appending(
 fn path_with(dir: &Path) -> String {
     let host = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
     format!("{}:{host}", dir.display())
+}
+
+/// Stdout of a command that must succeed.
+fn stdout(mut cmd: Command) -> Result<String, RealNodeError> {
+    let text = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| RealNodeError::Command {
+        cmd: text.clone(),
+        detail: e.to_string(),
+    })?;
+    let text_out = String::from_utf8_lossy(&out.stdout).into_owned();
+    check_output(&text, out)?;
+    Ok(text_out)
 }
 
 fn run(cmd: &mut Command) -> Result<(), RealNodeError> {
