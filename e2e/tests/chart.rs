@@ -1,12 +1,18 @@
 //! The Helm chart: it lints, renders with default and custom values, its values schema
-//! refuses bad values, and against a real kube-apiserver it installs, its RBAC grants
-//! exactly what each component needs, the node-scope admission policy denies agents
-//! writing other nodes' PodNetworks, and uninstalling leaves no cluster-wide RBAC behind.
+//! refuses bad values, its alerts and dashboard read only metrics the binaries export,
+//! a real kube-apiserver accepts every object it renders (with the Prometheus
+//! operator's CRDs for the monitoring objects), and against that API server it installs,
+//! its RBAC grants exactly what each component needs, the node-scope admission policy
+//! denies agents writing other nodes' PodNetworks, and uninstalling leaves no
+//! cluster-wide RBAC behind.
 //!
 //! helm comes from `e2e/setup.sh` (go-installed into the cache's bin directory).
 
+#[path = "chart/metric_names.rs"]
+mod metric_names;
+
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
@@ -17,7 +23,7 @@ use k8s_openapi::{
     api::{
         authentication::v1::TokenRequest,
         coordination::v1::Lease,
-        core::v1::{Node, Pod, Secret, ServiceAccount},
+        core::v1::{Namespace, Node, Pod, Secret, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -27,6 +33,7 @@ use kube::{
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchParams},
     config::{AuthInfo, KubeConfigOptions, Kubeconfig},
     core::{ApiResource, GroupVersionKind},
+    discovery::{self, Scope},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -144,15 +151,58 @@ fn env_of(container: &Value) -> BTreeMap<String, Value> {
         .unwrap_or_default()
 }
 
+/// Values turning on every optional part of the chart.
+const EVERYTHING: &str = r#"
+apiServer: {host: 10.0.0.10, port: 6443}
+operator:
+  replicas: 3
+  podDisruptionBudget: {enabled: true, minAvailable: 2}
+agent:
+  cni: {overwriteChainedPlugins: true}
+metrics:
+  serviceMonitor:
+    enabled: true
+    interval: 15s
+    scrapeTimeout: 5s
+    labels: {release: kube-prometheus-stack}
+  prometheusRule:
+    enabled: true
+    labels: {release: kube-prometheus-stack}
+    allocationLatencyP99Seconds: 4
+    throttledRatio: 0.1
+  dashboard:
+    enabled: true
+    namespace: monitoring
+    labels: {grafana_dashboard: "1", team: net}
+    annotations: {grafana_folder: Networking}
+"#;
+
+/// `-f <file>` arguments of a values file with `text` in `home`.
+fn values_file(home: &Path, text: &str) -> Result<Vec<String>, std::io::Error> {
+    let path = home.join("values-everything.yaml");
+    std::fs::write(&path, text)?;
+    Ok(vec!["-f".into(), path.to_string_lossy().into_owned()])
+}
+
+fn str_args(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn kinds_of(objects: &BTreeMap<(String, String), Value>) -> BTreeSet<&str> {
+    objects.keys().map(|(k, _)| k.as_str()).collect()
+}
+
 #[test]
 fn helm_lint_passes() -> TestResult {
     let home = tempfile::tempdir()?;
     let chart = chart_dir();
-    let out = helm_ok(
-        home.path(),
-        None,
-        &["lint", "--strict", &chart.to_string_lossy()],
-    )?;
+    let chart = chart.to_string_lossy();
+    let out = helm_ok(home.path(), None, &["lint", "--strict", &chart])?;
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let everything = values_file(home.path(), EVERYTHING)?;
+    let mut args = vec!["lint", "--strict", &chart];
+    args.extend(str_args(&everything));
+    let out = helm_ok(home.path(), None, &args)?;
     assert!(out.contains("0 chart(s) failed"), "{out}");
     Ok(())
 }
@@ -174,8 +224,13 @@ fn renders_with_default_values() -> TestResult {
         "Deployment",
         "DaemonSet",
         "PodDisruptionBudget",
+        "Service",
     ] {
         assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+    // Optional monitoring objects are off by default (their CRDs may not exist).
+    for kind in ["ServiceMonitor", "PrometheusRule", "ConfigMap"] {
+        assert!(!kinds.contains(&kind), "{kind} rendered by default");
     }
     get(&objs, "ServiceAccount", "eni-operator")?;
     get(&objs, "ServiceAccount", "eni-agent")?;
@@ -223,6 +278,39 @@ fn renders_with_default_values() -> TestResult {
     assert_eq!(op["livenessProbe"]["httpGet"]["path"], "/healthz");
     // /readyz means "leading"; standbys must count as ready (see the template).
     assert_eq!(op["readinessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(op["resources"]["requests"]["cpu"], "100m");
+    assert_eq!(op["resources"]["limits"]["memory"], "512Mi");
+    // The kubelet's service env is left alone unless apiServer is set.
+    assert!(!env_of(op).contains_key("KUBERNETES_SERVICE_HOST"), "{op}");
+    // Two replicas: one may go at a time.
+    let pdb = get(&objs, "PodDisruptionBudget", "eni-operator-operator")?;
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+
+    // Metrics Services select the pods and name the port `metrics`.
+    for (component, port, headless) in [("operator", 9960, false), ("agent", 9961, true)] {
+        let svc = get(
+            &objs,
+            "Service",
+            &format!("eni-operator-{component}-metrics"),
+        )?;
+        assert_eq!(
+            svc["spec"]["selector"]["app.kubernetes.io/component"],
+            component
+        );
+        assert_eq!(
+            svc["metadata"]["labels"]["app.kubernetes.io/component"],
+            component
+        );
+        assert_eq!(svc["spec"]["ports"][0]["name"], "metrics");
+        assert_eq!(svc["spec"]["ports"][0]["port"], port);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+        assert_eq!(svc["spec"]["clusterIP"] == "None", headless, "{svc}");
+    }
 
     let ds = get(&objs, "DaemonSet", "eni-operator-agent")?;
     let pod = &ds["spec"]["template"]["spec"];
@@ -241,7 +329,19 @@ fn renders_with_default_values() -> TestResult {
         cmd.contains("--socket-path /run/eni-operator/agent.sock"),
         "{cmd}"
     );
+    // portmap and bandwidth are chained by default, from the image when a node lacks them.
+    assert!(
+        cmd.ends_with("--portmap --bandwidth --chained-plugins-dir /usr/lib/cni"),
+        "{cmd}"
+    );
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
     let agent = &pod["containers"][0];
+    assert_eq!(agent["resources"]["requests"]["memory"], "64Mi");
+    assert_eq!(agent["resources"]["limits"]["memory"], "256Mi");
+    assert!(
+        !env_of(agent).contains_key("KUBERNETES_SERVICE_PORT"),
+        "{agent}"
+    );
     assert_eq!(agent["securityContext"]["privileged"], true);
     let caps = strings(&agent["securityContext"]["capabilities"]["add"]);
     assert!(caps.contains(&"NET_ADMIN".into()) && caps.contains(&"SYS_ADMIN".into()));
@@ -297,6 +397,7 @@ cloud:
   credentialsSecret: eni-cloud-credentials
   qps: 25
   burst: 50
+apiServer: {host: api.cluster.internal, port: 6443}
 serviceAccounts:
   operator:
     name: eni-operator
@@ -311,11 +412,19 @@ operator:
   podDisruptionBudget: {enabled: false}
 agent:
   socketPath: /var/run/eni/agent.sock
-  cni: {binDir: /usr/libexec/cni, confDir: /etc/cni/conf.d, portmap: true, agentTimeoutSeconds: 45}
+  cni:
+    binDir: /usr/libexec/cni
+    confDir: /etc/cni/conf.d
+    portmap: true
+    bandwidth: false
+    chainedPluginsDir: /opt/eni/plugins
+    overwriteChainedPlugins: true
+    agentTimeoutSeconds: 45
   allocationTimeoutSeconds: 20
   serviceCIDRs: [10.100.0.0/16, 172.20.0.0/16]
   metricsPort: 19961
 nodeScopePolicy: {enabled: false}
+metrics: {service: {enabled: false}}
 "#,
     )?;
     let objs = render(home.path(), &["-f", &values.to_string_lossy()])?;
@@ -372,6 +481,7 @@ nodeScopePolicy: {enabled: false}
         "--socket-path /var/run/eni/agent.sock",
         "--agent-timeout-seconds 45",
         "--portmap",
+        "--chained-plugins-dir /opt/eni/plugins --overwrite-chained",
     ] {
         assert!(cmd.contains(want), "{want} not in {cmd}");
     }
@@ -384,10 +494,21 @@ nodeScopePolicy: {enabled: false}
     assert!(volumes.contains("\"/var/run/eni\""), "{volumes}");
     assert!(volumes.contains("\"/usr/libexec/cni\""), "{volumes}");
 
+    // Explicit env wins over the kubelet's service env, in both components.
+    for container in [op, &pod["containers"][0]] {
+        let env = env_of(container);
+        assert_eq!(
+            env["KUBERNETES_SERVICE_HOST"]["value"],
+            "api.cluster.internal"
+        );
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"]["value"], "6443");
+    }
+
     for kind in [
         "PodDisruptionBudget",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        "Service",
     ] {
         assert!(
             !objs.keys().any(|(k, _)| k == kind),
@@ -402,7 +523,7 @@ fn refuses_bad_values() -> TestResult {
     let home = tempfile::tempdir()?;
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 14] = [
         (
             &["--kube-version", "1.29.0"],
             &["requires kubeVersion: >=1.30.0-0"],
@@ -426,6 +547,29 @@ fn refuses_bad_values() -> TestResult {
             &["--set", "agent.cni.agentTimeoutSeconds=5"],
             &["agent.cni.agentTimeoutSeconds (5) must exceed agent.allocationTimeoutSeconds (10)"],
         ),
+        (
+            &["--set", "apiServer.host=10.0.0.10"],
+            &["apiServer.host (\"10.0.0.10\") and apiServer.port (\"\") must be set together"],
+        ),
+        (&["--set", "apiServer.port=6443"], &["must be set together"]),
+        (&["--set", "apiServer.port=70000"], &["/apiServer/port"]),
+        (
+            &["--set", "operator.podDisruptionBudget.minAvailable=2"],
+            &["operator.podDisruptionBudget.minAvailable (2) must be below operator.replicas (2)"],
+        ),
+        (
+            &[
+                "--set",
+                "metrics.service.enabled=false",
+                "--set",
+                "metrics.serviceMonitor.enabled=true",
+            ],
+            &["metrics.serviceMonitor.enabled needs metrics.service.enabled"],
+        ),
+        (
+            &["--set", "metrics.prometheusRule.throttledRatio=2"],
+            &["/metrics/prometheusRule/throttledRatio", "maximum"],
+        ),
     ];
     for (set, wants) in cases {
         let mut args = vec!["template", RELEASE, &chart];
@@ -436,6 +580,374 @@ fn refuses_bad_values() -> TestResult {
         for want in wants {
             assert!(stderr.contains(want), "{set:?}: {want:?} not in:\n{stderr}");
         }
+    }
+    Ok(())
+}
+
+#[test]
+fn single_replica_gets_no_disruption_budget() -> TestResult {
+    let home = tempfile::tempdir()?;
+    // minAvailable 1 of 1 would block every drain of the node the operator runs on.
+    let objs = render(home.path(), &["--set", "operator.replicas=1"])?;
+    assert!(
+        !kinds_of(&objs).contains("PodDisruptionBudget"),
+        "{:?}",
+        kinds_of(&objs)
+    );
+    Ok(())
+}
+
+#[test]
+fn renders_monitoring_when_enabled() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let everything = values_file(home.path(), EVERYTHING)?;
+    let objs = render(home.path(), &str_args(&everything))?;
+
+    for component in ["operator", "agent"] {
+        let name = format!("eni-operator-{component}-metrics");
+        let svc = get(&objs, "Service", &name)?;
+        let monitor = get(&objs, "ServiceMonitor", &name)?;
+        assert_eq!(monitor["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(
+            monitor["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+        assert_eq!(
+            monitor["spec"]["namespaceSelector"]["matchNames"],
+            json!([NAMESPACE])
+        );
+        // The monitor selects its Service: every selector label is on the Service.
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .ok_or("ServiceMonitor without matchLabels")?;
+        for (k, v) in selector {
+            assert_eq!(&svc["metadata"]["labels"][k], v, "{name}: label {k}");
+        }
+        let endpoint = &monitor["spec"]["endpoints"][0];
+        assert_eq!(endpoint["port"], "metrics");
+        assert_eq!(endpoint["path"], "/metrics");
+        assert_eq!(endpoint["interval"], "15s");
+        assert_eq!(endpoint["scrapeTimeout"], "5s");
+    }
+    // Only the agent's series get a node label: the operator's own node_enis has one.
+    let agent_monitor = get(&objs, "ServiceMonitor", "eni-operator-agent-metrics")?;
+    assert_eq!(
+        agent_monitor["spec"]["endpoints"][0]["relabelings"][0]["targetLabel"],
+        "node"
+    );
+    let operator_monitor = get(&objs, "ServiceMonitor", "eni-operator-operator-metrics")?;
+    assert!(operator_monitor["spec"]["endpoints"][0]["relabelings"].is_null());
+
+    let rule = get(&objs, "PrometheusRule", "eni-operator")?;
+    assert_eq!(
+        rule["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let rules = &rule["spec"]["groups"][0]["rules"];
+    let alerts: BTreeMap<&str, &Value> = rules
+        .as_array()
+        .ok_or("no rules")?
+        .iter()
+        .filter_map(|r| Some((r["alert"].as_str()?, r)))
+        .collect();
+    for alert in [
+        "EniOperatorDown",
+        "EniAgentDown",
+        "EniAgentNotReady",
+        "EniAgentWiringErrors",
+        "EniPoolExhausted",
+        "EniPoolCannotGrow",
+        "EniCloudApiThrottled",
+        "EniAllocationLatencyHigh",
+        "EniLeakedEnisCollected",
+    ] {
+        let r = alerts.get(alert).ok_or(format!("no alert {alert}"))?;
+        assert!(r["labels"]["severity"].is_string(), "{alert}: no severity");
+        assert!(
+            r["annotations"]["summary"].is_string(),
+            "{alert}: no summary"
+        );
+        assert!(
+            r["annotations"]["description"].is_string(),
+            "{alert}: no description"
+        );
+    }
+    // Thresholds and job names come from the values and the Services.
+    let expr = |a: &str| alerts[a]["expr"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        expr("EniAllocationLatencyHigh").ends_with("> 4"),
+        "{}",
+        expr("EniAllocationLatencyHigh")
+    );
+    assert!(
+        expr("EniCloudApiThrottled").ends_with("> 0.1"),
+        "{}",
+        expr("EniCloudApiThrottled")
+    );
+    assert!(
+        expr("EniAgentDown")
+            .contains(r#"job="eni-operator-agent-metrics", namespace="eni-system""#),
+        "{}",
+        expr("EniAgentDown")
+    );
+    // Prometheus' own templates survive Helm's.
+    assert!(
+        alerts["EniAgentDown"]["annotations"]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("{{ $labels.node }}")
+    );
+
+    let dashboard = get(&objs, "ConfigMap", "eni-operator-dashboard")?;
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard["metadata"]["labels"]["team"], "net");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "Networking"
+    );
+    let json: Value = serde_json::from_str(
+        dashboard["data"]["eni-operator.json"]
+            .as_str()
+            .ok_or("dashboard ConfigMap without eni-operator.json")?,
+    )?;
+    assert_eq!(json["uid"], "eni-operator");
+
+    let pdb = get(&objs, "PodDisruptionBudget", "eni-operator-operator")?;
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    let ds = get(&objs, "DaemonSet", "eni-operator-agent")?;
+    let cmd = strings(&ds["spec"]["template"]["spec"]["initContainers"][0]["command"]).join(" ");
+    assert!(
+        cmd.ends_with("--chained-plugins-dir /usr/lib/cni --overwrite-chained"),
+        "{cmd}"
+    );
+    Ok(())
+}
+
+/// Every PromQL query of the chart, as (where, query): alert expressions and dashboard
+/// targets (Grafana's `$__rate_interval` replaced by a range, as Grafana does).
+fn chart_queries(
+    objs: &BTreeMap<(String, String), Value>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut queries = Vec::new();
+    let rule = get(objs, "PrometheusRule", "eni-operator")?;
+    for group in rule["spec"]["groups"].as_array().into_iter().flatten() {
+        for r in group["rules"].as_array().into_iter().flatten() {
+            let expr = r["expr"]
+                .as_str()
+                .ok_or(format!("rule without expr: {r}"))?;
+            queries.push((format!("alert {}", r["alert"]), expr.to_owned()));
+        }
+    }
+    let cm = get(objs, "ConfigMap", "eni-operator-dashboard")?;
+    let dashboard: Value =
+        serde_json::from_str(cm["data"]["eni-operator.json"].as_str().unwrap_or_default())
+            .map_err(|e| format!("dashboard JSON: {e}"))?;
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .ok_or(format!("panel {} target without expr", panel["title"]))?;
+            queries.push((
+                format!("panel {}", panel["title"]),
+                expr.replace("$__rate_interval", "5m"),
+            ));
+        }
+    }
+    Ok(queries)
+}
+
+/// `up` is the one series no binary exports: Prometheus writes it for every scrape, and
+/// a component that is down exports nothing to alert on.
+const SCRAPE_SERIES: &str = "up";
+
+#[test]
+fn alerts_and_dashboard_read_only_exported_metrics() -> TestResult {
+    let exported = metric_names::exported_series()?;
+    let home = tempfile::tempdir()?;
+    let objs = render(
+        home.path(),
+        &[
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "metrics.dashboard.enabled=true",
+        ],
+    )?;
+    let queries = chart_queries(&objs)?;
+    let alerts = queries
+        .iter()
+        .filter(|(w, _)| w.starts_with("alert"))
+        .count();
+    let panels = queries
+        .iter()
+        .filter(|(w, _)| w.starts_with("panel"))
+        .count();
+    assert!(
+        alerts >= 9 && panels >= 15,
+        "{alerts} alerts, {panels} panel queries"
+    );
+
+    let mut unknown = Vec::new();
+    let mut read_by_dashboard = BTreeSet::new();
+    for (place, query) in &queries {
+        let names = metric_names::metric_names(query).map_err(|e| format!("{place}: {e}"))?;
+        assert!(!names.is_empty(), "{place} reads no metric: {query}");
+        for name in names {
+            if name != SCRAPE_SERIES && !exported.contains(&name) {
+                unknown.push(format!("{place}: {name}"));
+            }
+            if place.starts_with("panel") {
+                read_by_dashboard.insert(name);
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "not exported by eni-operator or eni-agent:\n{}\nexported: {exported:?}",
+        unknown.join("\n")
+    );
+    // The panels platform teams ask for: allocations and their latency, cloud calls and
+    // throttles, ENIs and free addresses per pool, CNI requests, reconcile errors.
+    for name in [
+        "eni_operator_allocations_total",
+        "eni_operator_allocation_seconds_bucket",
+        "eni_operator_cloud_requests_total",
+        "eni_operator_pool_enis",
+        "eni_operator_units",
+        "eni_agent_cni_requests_total",
+        "eni_operator_reconciles_total",
+    ] {
+        assert!(read_by_dashboard.contains(name), "no panel reads {name}");
+    }
+    Ok(())
+}
+
+/// The Prometheus operator's CRDs, from its Go module: the version whose ServiceMonitor
+/// and PrometheusRule schemas the chart is checked against.
+const PROMETHEUS_OPERATOR_MODULE: &str =
+    "github.com/prometheus-operator/prometheus-operator@v0.85.0";
+
+/// ServiceMonitor and PrometheusRule CRDs, fetched through the Go module proxy (the
+/// test bed needs Go for the Kubernetes binaries anyway; the module cache keeps them).
+fn monitoring_crds() -> Result<Vec<CustomResourceDefinition>, String> {
+    // Outside any module, so that `go` does not look for a go.mod.
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", PROMETHEUS_OPERATOR_MODULE])
+        .current_dir(dir.path())
+        .output()
+        .map_err(|e| format!("running go: {e}"))?;
+    let info: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "go mod download: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    if let Some(error) = info["Error"].as_str() {
+        return Err(format!(
+            "go mod download {PROMETHEUS_OPERATOR_MODULE}: {error}"
+        ));
+    }
+    let module = PathBuf::from(info["Dir"].as_str().ok_or("go mod download gave no Dir")?);
+    ["servicemonitors", "prometheusrules"]
+        .iter()
+        .map(|plural| {
+            let path = module.join(format!(
+                "example/prometheus-operator-crd/monitoring.coreos.com_{plural}.yaml"
+            ));
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect()
+}
+
+async fn wait_established(crds: &Api<CustomResourceDefinition>, name: &str) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let crd = crds.get(name).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("CRD {name} not Established after 30s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Like kubeconform, but the real thing: every object of the chart, with defaults and
+/// with everything enabled, goes through a server-side dry-run apply with strict field
+/// validation on kube-apiserver, the monitoring objects against the Prometheus
+/// operator's own CRD schemas. An unknown field, a wrong type or a bad enum fails.
+#[tokio::test]
+async fn api_server_accepts_every_rendered_object() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let monitoring = monitoring_crds()?;
+    let cp = ControlPlane::start().await?;
+    let admin = cp.client().await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for crd in &monitoring {
+        crds.create(&PostParams::default(), crd).await?;
+    }
+    for crd in &monitoring {
+        wait_established(&crds, crd.metadata.name.as_deref().unwrap_or_default()).await?;
+    }
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for ns in [NAMESPACE, "monitoring"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
+            .await?;
+    }
+
+    let everything = values_file(home.path(), EVERYTHING)?;
+    let mut checked = BTreeSet::new();
+    for (label, args) in [("defaults", vec![]), ("everything", str_args(&everything))] {
+        let objs = render(home.path(), &args)?;
+        for ((kind, name), obj) in &objs {
+            let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let gvk = GroupVersionKind::gvk(group, version, kind);
+            let (resource, caps) = discovery::pinned_kind(&admin, &gvk)
+                .await
+                .map_err(|e| format!("{label}: {kind} {name}: no such resource: {e}"))?;
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Namespaced => {
+                    let ns = obj["metadata"]["namespace"].as_str().unwrap_or(NAMESPACE);
+                    Api::namespaced_with(admin.clone(), ns, &resource)
+                }
+                Scope::Cluster => Api::all_with(admin.clone(), &resource),
+            };
+            let params = PatchParams::apply("chart-test")
+                .dry_run()
+                .validation_strict();
+            api.patch(name, &params, &Patch::Apply(obj))
+                .await
+                .map_err(|e| format!("{label}: the API server refuses {kind} {name}: {e}"))?;
+            checked.insert(kind.clone());
+        }
+    }
+    for kind in [
+        "Deployment",
+        "DaemonSet",
+        "PodDisruptionBudget",
+        "Service",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ConfigMap",
+        "ValidatingAdmissionPolicy",
+    ] {
+        assert!(checked.contains(kind), "{kind} never checked: {checked:?}");
     }
     Ok(())
 }

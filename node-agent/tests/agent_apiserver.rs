@@ -234,6 +234,11 @@ async fn agent_process_against_a_real_apiserver() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"eni_agent_kernel_feature_available{feature="ipvlan"}"#));
+    // Ready (above), and the gauge the agent-not-ready alert watches says so too.
+    assert!(
+        metrics.contains("eni_agent_podnetwork_cache_synced 1"),
+        "{metrics}"
+    );
 
     let report = json!({
         "eni_cni": { "add": stats(adds.clone()), "del": stats(dels.clone()) },

@@ -10,7 +10,7 @@ use std::{
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
-use eni_crds::AddressCounts;
+use eni_crds::ENIPoolStatus;
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -35,6 +35,11 @@ struct UnitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabel {
     node: String,
 }
@@ -46,6 +51,7 @@ pub struct Metrics {
     allocations: Family<ResultLabel, Counter>,
     allocation_seconds: Histogram,
     units: Family<UnitLabels, Gauge>,
+    pool_enis: Family<PoolLabel, Gauge>,
     node_enis: Family<NodeLabel, Gauge>,
     collected: Counter,
 }
@@ -62,6 +68,7 @@ impl Metrics {
             allocations: Family::default(),
             allocation_seconds: Histogram::new(latency_buckets()),
             units: Family::default(),
+            pool_enis: Family::default(),
             node_enis: Family::default(),
             collected: Counter::default(),
         };
@@ -90,6 +97,11 @@ impl Metrics {
             "units",
             "Addresses (or ENIs) per pool and state",
             m.units.clone(),
+        );
+        r.register(
+            "pool_enis",
+            "ENIs held per pool across its nodes",
+            m.pool_enis.clone(),
         );
         r.register(
             "node_enis",
@@ -129,7 +141,14 @@ impl Metrics {
         }
     }
 
-    pub fn pool_gauges(&self, pool: &str, a: &AddressCounts) {
+    /// The counts of a pool's status as written.
+    pub fn pool_gauges(&self, pool: &str, status: &ENIPoolStatus) {
+        let a = &status.addresses;
+        self.pool_enis
+            .get_or_create(&PoolLabel {
+                pool: pool.to_owned(),
+            })
+            .set(i64::from(status.enis));
         for (state, v) in [("used", a.used), ("warm", a.warm), ("cooling", a.cooling)] {
             self.units
                 .get_or_create(&UnitLabels {
@@ -189,5 +208,39 @@ async fn readyz(State(s): State<Http>) -> (StatusCode, &'static str) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "standby")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eni_crds::AddressCounts;
+
+    use super::*;
+
+    #[test]
+    fn pool_gauges_follow_the_written_status() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let status = ENIPoolStatus {
+            enis: 3,
+            addresses: AddressCounts {
+                total: 30,
+                used: 7,
+                warm: 20,
+                cooling: 3,
+            },
+            ..Default::default()
+        };
+        m.pool_gauges("shared", &status);
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"eni_operator_pool_enis{pool="shared"} 3"#,
+            r#"eni_operator_units{pool="shared",state="used"} 7"#,
+            r#"eni_operator_units{pool="shared",state="warm"} 20"#,
+            r#"eni_operator_units{pool="shared",state="cooling"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

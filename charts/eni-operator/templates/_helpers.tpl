@@ -32,3 +32,22 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "system:serviceaccount:%s:%s" .Release.Namespace .Values.serviceAccounts.agent.name -}}
 {{- end -}}
 
+
+{{/* KUBERNETES_SERVICE_HOST/PORT entries of a container's env when apiServer is set (explicit env wins over the kubelet's service env). */}}
+{{- define "eni-operator.apiServerEnv" -}}
+{{- $api := .Values.apiServer -}}
+{{- if or $api.host (toString $api.port | ne "") -}}
+{{- if not (and $api.host (toString $api.port | ne "")) -}}
+{{- fail (printf "apiServer.host (%q) and apiServer.port (%q) must be set together: the other would stay the kubernetes Service's" (toString $api.host) (toString $api.port)) -}}
+{{- end }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ $api.host | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $api.port | int | toString | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* Names of the metrics Services; also the job label their ServiceMonitors give. */}}
+{{- define "eni-operator.metricsService" -}}
+{{- printf "%s-%s-metrics" (include "eni-operator.fullname" (index . 0)) (index . 1) -}}
+{{- end -}}

@@ -38,6 +38,8 @@ async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
 }
 
 async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
+    // Read at scrape time, so that the gauge and /readyz cannot disagree.
+    shared.metrics.set_cache_synced(shared.cache.is_synced());
     (
         [(
             header::CONTENT_TYPE,

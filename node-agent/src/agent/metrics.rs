@@ -35,6 +35,8 @@ pub struct Metrics {
     pub status_write_errors: Counter,
     pub watch_errors: Counter,
     pub kernel_features: Family<FeatureLabels, Gauge>,
+    /// What /readyz says, for alerting on agents that stay unready.
+    pub cache_synced: Gauge,
 }
 
 impl Default for Metrics {
@@ -83,8 +85,15 @@ impl Metrics {
             "1 when the node's kernel has the feature, 0 when modes needing it are refused",
             kernel_features.clone(),
         );
+        let cache_synced = Gauge::default();
+        registry.register(
+            "podnetwork_cache_synced",
+            "1 once the first list of this node's PodNetworks arrived (the agent is ready), else 0",
+            cache_synced.clone(),
+        );
         Self {
             registry,
+            cache_synced,
             requests,
             add_duration,
             wiring_errors,
@@ -118,6 +127,10 @@ impl Metrics {
             .set(i64::from(available));
     }
 
+    pub fn set_cache_synced(&self, synced: bool) {
+        self.cache_synced.set(i64::from(synced));
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -139,6 +152,16 @@ mod tests {
         m.wiring_error("ADD");
         m.set_feature("ipvlan", false);
         let text = m.encode();
+        assert!(
+            text.contains("eni_agent_podnetwork_cache_synced 0"),
+            "{text}"
+        );
+        m.set_cache_synced(true);
+        let text = m.encode();
+        assert!(
+            text.contains("eni_agent_podnetwork_cache_synced 1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"eni_agent_cni_requests_total{command="ADD",result="ok"} 1"#),
             "{text}"

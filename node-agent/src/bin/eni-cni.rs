@@ -15,6 +15,7 @@ use eni_node_agent::cni::install::{InstallOptions, install};
 use eni_node_agent::cni::version::SpecVersion;
 use eni_node_agent::cni::{self, CniError};
 use eni_node_agent::protocol::codes;
+use tracing::{error, info};
 
 /// Install eni-cni into the host's CNI directories.
 #[derive(Parser, Debug)]
@@ -44,6 +45,13 @@ struct InstallArgs {
     /// Chain the reference bandwidth plugin (traffic shaping annotations).
     #[arg(long)]
     bandwidth: bool,
+    /// Directory of the chained plugins shipped with eni-cni: a chained plugin missing
+    /// from --bin-dir is copied from here.
+    #[arg(long)]
+    chained_plugins_dir: Option<PathBuf>,
+    /// Replace the host's chained plugins with the shipped ones (default: keep them).
+    #[arg(long, requires = "chained_plugins_dir")]
+    overwrite_chained: bool,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +84,11 @@ fn run_plugin() -> ExitCode {
 }
 
 fn run_install() -> ExitCode {
+    // The plugin path stays silent on stderr; the installer reports what it did.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let args = InstallArgs::parse_from(
         std::iter::once(std::ffi::OsString::from("eni-cni install"))
             .chain(std::env::args_os().skip(2)),
@@ -83,7 +96,7 @@ fn run_install() -> ExitCode {
     let source = match std::env::current_exe() {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("eni-cni install: cannot locate the running binary: {e}");
+            error!(error = %e, "eni-cni install: cannot locate the running binary");
             return ExitCode::FAILURE;
         }
     };
@@ -97,19 +110,23 @@ fn run_install() -> ExitCode {
         agent_timeout_seconds: args.agent_timeout_seconds,
         portmap: args.portmap,
         bandwidth: args.bandwidth,
+        chained_plugins_dir: args.chained_plugins_dir,
+        overwrite_chained: args.overwrite_chained,
     };
     match install(&options) {
         Ok(installed) => {
-            println!(
-                "installed {} and {} (cniVersion {})",
-                installed.binary.display(),
-                installed.conflist.display(),
-                installed.cni_version
+            let chained: Vec<&str> = installed.chained.iter().map(|c| c.name).collect();
+            info!(
+                binary = %installed.binary.display(),
+                conflist = %installed.conflist.display(),
+                cni_version = %installed.cni_version,
+                chained = ?chained,
+                "installed"
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("eni-cni install: {e}");
+            error!(error = %e, "eni-cni install failed");
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,8 @@
-//! `eni-cni install`: puts the plugin binary and the CNI conflist into the host's CNI
-//! directories (the agent DaemonSet's init container runs it).
+//! `eni-cni install`: puts the plugin binary, the chained reference plugins the host
+//! lacks, and the CNI conflist into the host's CNI directories (the agent DaemonSet's
+//! init container runs it).
 //!
-//! Both files are written to a temporary name in the target directory and renamed, so a
+//! Every file is written to a temporary name in the target directory and renamed, so a
 //! runtime reading the directory never sees a half-written binary or config.
 
 use std::fs;
@@ -12,6 +13,7 @@ use std::process::{Command as Process, Stdio};
 
 use serde_json::{Value, json};
 use thiserror::Error;
+use tracing::info;
 
 use super::version::SpecVersion;
 
@@ -32,8 +34,23 @@ pub enum InstallError {
         path: PathBuf,
         reason: String,
     },
+    #[error("chained plugin {plugin} is neither on the host ({host}) nor shipped ({shipped})", host = host.display(), shipped = describe_shipped(shipped.as_deref()))]
+    ChainedPluginMissing {
+        plugin: &'static str,
+        host: PathBuf,
+        shipped: Option<PathBuf>,
+    },
+    #[error("replacing the host's {plugin} was asked for, but the shipped one is missing ({path})", path = path.display())]
+    ShippedPluginMissing { plugin: &'static str, path: PathBuf },
     #[error("no CNI version is supported by eni-cni and all chained plugins ({0})")]
     NoCommonVersion(String),
+}
+
+fn describe_shipped(path: Option<&Path>) -> String {
+    path.map_or_else(
+        || "no chained plugins directory given".to_string(),
+        |p| format!("{} does not exist", p.display()),
+    )
 }
 
 /// What to install, from the command line.
@@ -51,6 +68,41 @@ pub struct InstallOptions {
     pub portmap: bool,
     /// Chain the reference `bandwidth` plugin (pod bandwidth annotations).
     pub bandwidth: bool,
+    /// Where the chained plugins shipped next to eni-cni are (the agent image's); a
+    /// chained plugin the host lacks is copied from here.
+    pub chained_plugins_dir: Option<PathBuf>,
+    /// Replace the host's chained plugins with the shipped ones. Off by default: the
+    /// host's copies may be newer, or other networks on the node may rely on them.
+    pub overwrite_chained: bool,
+}
+
+/// What happened to one chained plugin in the host's bin directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainedAction {
+    /// The host had none: the shipped one was copied in.
+    Copied,
+    /// The host had one and `overwrite_chained` replaced it with the shipped one.
+    Replaced,
+    /// The host's own copy is used as it is.
+    KeptHost,
+}
+
+impl ChainedAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainedAction::Copied => "copied the shipped plugin (the host had none)",
+            ChainedAction::Replaced => "replaced the host's plugin with the shipped one",
+            ChainedAction::KeptHost => "kept the host's plugin",
+        }
+    }
+}
+
+/// A chained plugin as installed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainedPlugin {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub action: ChainedAction,
 }
 
 /// What was written.
@@ -59,11 +111,17 @@ pub struct Installed {
     pub binary: PathBuf,
     pub conflist: PathBuf,
     pub cni_version: SpecVersion,
+    pub chained: Vec<ChainedPlugin>,
 }
 
 pub fn install(options: &InstallOptions) -> Result<Installed, InstallError> {
-    let chained = chained_plugins(options);
-    let version = negotiate_version(&options.bin_dir, &chained)?;
+    let names = chained_plugins(options);
+    // Placed before the version check: it asks the binaries the runtime will run.
+    let chained = names
+        .iter()
+        .map(|name| place_chained(options, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let version = negotiate_version(&options.bin_dir, &names)?;
     let binary = options.bin_dir.join(PLUGIN_NAME);
     let bytes = fs::read(&options.source).map_err(|source| InstallError::Io {
         action: "reading",
@@ -79,7 +137,55 @@ pub fn install(options: &InstallOptions) -> Result<Installed, InstallError> {
         binary,
         conflist,
         cni_version: version,
+        chained,
     })
+}
+
+/// Makes `name` available in the host's bin directory: the host's copy wins unless
+/// `overwrite_chained`; a missing one comes from `chained_plugins_dir`.
+fn place_chained(
+    options: &InstallOptions,
+    name: &'static str,
+) -> Result<ChainedPlugin, InstallError> {
+    let path = options.bin_dir.join(name);
+    // `is_file` follows symlinks: a dangling link counts as missing and is replaced.
+    let on_host = path.is_file();
+    let shipped = options.chained_plugins_dir.as_ref().map(|d| d.join(name));
+    let action = match shipped {
+        Some(source) if on_host && options.overwrite_chained => {
+            if !source.is_file() {
+                return Err(InstallError::ShippedPluginMissing {
+                    plugin: name,
+                    path: source,
+                });
+            }
+            copy_plugin(&source, &path)?;
+            ChainedAction::Replaced
+        }
+        _ if on_host => ChainedAction::KeptHost,
+        Some(source) if source.is_file() => {
+            copy_plugin(&source, &path)?;
+            ChainedAction::Copied
+        }
+        shipped => {
+            return Err(InstallError::ChainedPluginMissing {
+                plugin: name,
+                host: path,
+                shipped,
+            });
+        }
+    };
+    info!(plugin = name, path = %path.display(), action = action.as_str(), "chained plugin");
+    Ok(ChainedPlugin { name, path, action })
+}
+
+fn copy_plugin(source: &Path, target: &Path) -> Result<(), InstallError> {
+    let bytes = fs::read(source).map_err(|e| InstallError::Io {
+        action: "reading",
+        path: source.to_path_buf(),
+        source: e,
+    })?;
+    write_atomically(target, &bytes, 0o755)
 }
 
 fn chained_plugins(options: &InstallOptions) -> Vec<&'static str> {
@@ -104,7 +210,13 @@ pub fn conflist_json(options: &InstallOptions, version: SpecVersion) -> Value {
     }
     let mut plugins = vec![eni];
     if options.portmap {
-        plugins.push(json!({ "type": "portmap", "capabilities": { "portMappings": true } }));
+        // snat: hostPort traffic from the node itself (or hairpinned from a pod) is
+        // masqueraded, so that the answer comes back through the DNAT.
+        plugins.push(json!({
+            "type": "portmap",
+            "capabilities": { "portMappings": true },
+            "snat": true,
+        }));
     }
     if options.bandwidth {
         plugins.push(json!({ "type": "bandwidth", "capabilities": { "bandwidth": true } }));
@@ -140,14 +252,7 @@ fn negotiate_version(
 
 /// Asks a plugin which spec versions it supports (the CNI VERSION command).
 fn plugin_versions(path: &Path) -> Result<Vec<String>, String> {
-    let mut child = Process::new(path)
-        .env_clear()
-        .env("CNI_COMMAND", "VERSION")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let mut child = spawn_version(path).map_err(|e| e.to_string())?;
     if let Some(mut stdin) = child.stdin.take() {
         // A plugin that ignores stdin may close it early; that is not an error.
         let _ = stdin.write_all(br#"{"cniVersion":"1.0.0"}"#);
@@ -165,6 +270,29 @@ fn plugin_versions(path: &Path) -> Result<Vec<String>, String> {
         .iter()
         .filter_map(|s| s.as_str().map(str::to_string))
         .collect())
+}
+
+/// Starts `path` for VERSION. A plugin just copied in can be briefly "busy" (ETXTBSY):
+/// a process forked by another thread meanwhile holds the write descriptor until it
+/// execs, so exec is retried a few times.
+fn spawn_version(path: &Path) -> io::Result<std::process::Child> {
+    let mut attempts = 0;
+    loop {
+        let result = Process::new(path)
+            .env_clear()
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn();
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::ExecutableFileBusy && attempts < 10 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Writes `bytes` to a temporary file next to `path`, syncs it and renames it over `path`.
@@ -213,6 +341,54 @@ mod tests {
             agent_timeout_seconds: None,
             portmap: false,
             bandwidth: false,
+            chained_plugins_dir: None,
+            overwrite_chained: false,
+        }
+    }
+
+    /// A stand-in reference plugin: answers VERSION with `versions`; `origin` tells
+    /// copies apart.
+    fn fake_plugin(path: &Path, origin: &str, versions: &[&str]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let list = versions
+            .iter()
+            .map(|v| format!("\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let script = format!(
+            "#!/bin/sh\n# {origin}\necho '{{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[{list}]}}'\n"
+        );
+        fs::write(path, script).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn origin_of(path: &Path) -> String {
+        let text = fs::read_to_string(path).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("# "))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Options chaining both plugins, with a shipped directory holding both.
+    fn chained_options(dir: &Path) -> InstallOptions {
+        fs::write(dir.join("src-bin"), b"x").unwrap();
+        let shipped = dir.join("shipped");
+        fake_plugin(
+            &shipped.join("portmap"),
+            "shipped",
+            &["0.4.0", "1.0.0", "1.1.0"],
+        );
+        fake_plugin(
+            &shipped.join("bandwidth"),
+            "shipped",
+            &["0.4.0", "1.0.0", "1.1.0"],
+        );
+        InstallOptions {
+            portmap: true,
+            bandwidth: true,
+            chained_plugins_dir: Some(shipped),
+            ..options(dir)
         }
     }
 
@@ -255,5 +431,146 @@ mod tests {
         let err = install(&o).unwrap_err();
         assert!(err.to_string().contains("portmap"), "{err}");
         assert!(!o.conf_dir.join("10-eni.conflist").exists());
+    }
+
+    #[test]
+    fn copies_shipped_plugins_the_host_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = chained_options(dir.path());
+        let installed = install(&o).unwrap();
+        for name in ["portmap", "bandwidth"] {
+            let path = o.bin_dir.join(name);
+            assert_eq!(origin_of(&path), "shipped", "{name}");
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o755, "{name}");
+        }
+        let actions: Vec<_> = installed
+            .chained
+            .iter()
+            .map(|c| (c.name, c.action))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("portmap", ChainedAction::Copied),
+                ("bandwidth", ChainedAction::Copied)
+            ]
+        );
+        // The copies are what the version check ran: all three speak 1.1.0.
+        assert_eq!(installed.cni_version, SpecVersion::V1_1_0);
+    }
+
+    #[test]
+    fn keeps_the_hosts_plugins_unless_told_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = chained_options(dir.path());
+        // The host's portmap is older: it stops at 1.0.0.
+        fake_plugin(&o.bin_dir.join("portmap"), "host", &["0.4.0", "1.0.0"]);
+        let installed = install(&o).unwrap();
+        assert_eq!(origin_of(&o.bin_dir.join("portmap")), "host");
+        assert_eq!(origin_of(&o.bin_dir.join("bandwidth")), "shipped");
+        assert_eq!(installed.chained[0].action, ChainedAction::KeptHost);
+        assert_eq!(installed.chained[1].action, ChainedAction::Copied);
+        // The chain speaks what the host's portmap speaks.
+        assert_eq!(installed.cni_version, SpecVersion::V1_0_0);
+
+        o.overwrite_chained = true;
+        let installed = install(&o).unwrap();
+        assert_eq!(origin_of(&o.bin_dir.join("portmap")), "shipped");
+        assert_eq!(installed.chained[0].action, ChainedAction::Replaced);
+        assert_eq!(installed.chained[1].action, ChainedAction::Replaced);
+        assert_eq!(installed.cni_version, SpecVersion::V1_1_0);
+    }
+
+    #[test]
+    fn a_plugin_neither_on_the_host_nor_shipped_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = chained_options(dir.path());
+        fs::remove_file(o.chained_plugins_dir.as_ref().unwrap().join("bandwidth")).unwrap();
+        let err = install(&o).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                InstallError::ChainedPluginMissing {
+                    plugin: "bandwidth",
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(text.contains("shipped/bandwidth does not exist"), "{text}");
+        assert!(!o.conf_dir.join("10-eni.conflist").exists());
+
+        // Asked to replace the host's copy with a shipped one that is not there.
+        let mut o = chained_options(dir.path());
+        fake_plugin(&o.bin_dir.join("bandwidth"), "host", &["1.0.0"]);
+        fs::remove_file(o.chained_plugins_dir.as_ref().unwrap().join("bandwidth")).unwrap();
+        o.overwrite_chained = true;
+        let err = install(&o).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InstallError::ShippedPluginMissing {
+                    plugin: "bandwidth",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(origin_of(&o.bin_dir.join("bandwidth")), "host");
+    }
+
+    /// With the node's real reference plugins (Debian's containernetworking-plugins) as
+    /// the shipped ones, as in the agent image.
+    #[test]
+    fn copies_real_reference_plugins() {
+        let real = Path::new("/usr/lib/cni");
+        if !real.join("portmap").is_file() || !real.join("bandwidth").is_file() {
+            eprintln!("skipping: no reference CNI plugins in {}", real.display());
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("src-bin"), b"x").unwrap();
+        let o = InstallOptions {
+            portmap: true,
+            bandwidth: true,
+            chained_plugins_dir: Some(real.to_path_buf()),
+            ..options(dir.path())
+        };
+        let installed = install(&o).unwrap();
+        for name in ["portmap", "bandwidth"] {
+            assert_eq!(
+                fs::read(o.bin_dir.join(name)).unwrap(),
+                fs::read(real.join(name)).unwrap()
+            );
+        }
+        // Whatever they speak, the chosen version is one they answered with.
+        let supported = plugin_versions(&o.bin_dir.join("portmap")).unwrap();
+        assert!(
+            supported
+                .iter()
+                .any(|v| v == installed.cni_version.as_str())
+        );
+    }
+
+    #[test]
+    fn conflist_chains_portmap_and_bandwidth_after_eni_cni() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = chained_options(dir.path());
+        let installed = install(&o).unwrap();
+        let conf: Value = serde_json::from_slice(&fs::read(&installed.conflist).unwrap()).unwrap();
+        assert_eq!(
+            conf,
+            json!({
+                "cniVersion": "1.1.0",
+                "name": "eni",
+                "plugins": [
+                    { "type": "eni-cni", "socketPath": "/run/x.sock" },
+                    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
+                    { "type": "bandwidth", "capabilities": { "bandwidth": true } }
+                ]
+            })
+        );
     }
 }

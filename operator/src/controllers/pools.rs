@@ -114,7 +114,7 @@ async fn reconcile(ctx: &Ctx, pool: &ENIPool, written: &Written) -> Result<(), P
             &Patch::Apply(&body),
         )
         .await?;
-        ctx.metrics().pool_gauges(&name, &status.addresses);
+        ctx.metrics().pool_gauges(&name, &status);
         lock(written).insert(name.clone(), status);
     }
     if deleting && counts.enis == 0 && finalizer::has(pool) {
