@@ -34,11 +34,11 @@ use crate::{
     ControlPlane, Identity, Options,
     cluster::{self, ClusterError},
     images::{self, BedImages},
-    real_node::RealNode,
     kubelet::{Kubelet, KubeletConfig, KubeletStats},
     mgmt::MgmtNet,
     netns,
     process::ChildGuard,
+    real_node::RealNode,
     vpc::{Instance, VpcSim},
 };
 
@@ -573,6 +573,18 @@ impl Bed {
                     let _ = std::fs::copy(e.path(), to.join(name));
                 }
             }
+        }
+        for (name, node) in lock(&self.real_nodes).iter() {
+            for log in ["kubelet.log", "containerd.log"] {
+                let _ = std::fs::copy(
+                    node.config().dir.join(log),
+                    to.join(format!("{name}-{log}")),
+                );
+            }
+            let _ = std::fs::write(
+                to.join(format!("{name}-containers.log")),
+                node.container_logs(2000),
+            );
         }
         to
     }

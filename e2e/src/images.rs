@@ -52,9 +52,16 @@ pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
     let product_inputs: Vec<PathBuf> = ["eni-operator", "eni-agent", "eni-cni"]
         .iter()
         .map(|b| bins.join(b))
-        .chain(["portmap", "bandwidth"].iter().map(|p| Path::new(CNI_PLUGINS).join(p)))
+        .chain(
+            ["portmap", "bandwidth"]
+                .iter()
+                .map(|p| Path::new(CNI_PLUGINS).join(p)),
+        )
         .collect();
-    let product_tars = [out.join("eni-operator.oci.tar"), out.join("eni-agent.oci.tar")];
+    let product_tars = [
+        out.join("eni-operator.oci.tar"),
+        out.join("eni-agent.oci.tar"),
+    ];
     if stale(&product_tars, &product_inputs) {
         let inputs = product::Inputs {
             bins: bins.to_path_buf(),
@@ -63,7 +70,10 @@ pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
         let images = product::build(&inputs, &prov)?;
         write_tars(&images, &product_tars, prov.epoch)?;
     }
-    let test_tars = [out.join("eni-testpod.oci.tar"), out.join("eni-pause.oci.tar")];
+    let test_tars = [
+        out.join("eni-testpod.oci.tar"),
+        out.join("eni-pause.oci.tar"),
+    ];
     if stale(&test_tars, &[PathBuf::from(BUSYBOX)]) {
         let images = testbed::build(Path::new(BUSYBOX), &prov)?;
         write_tars(&images, &test_tars, prov.epoch)?;

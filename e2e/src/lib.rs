@@ -4,8 +4,8 @@
 pub mod bed;
 pub mod binaries;
 pub mod cluster;
-pub mod images;
 pub mod control_plane;
+pub mod images;
 pub mod kubelet;
 pub mod mgmt;
 pub mod netns;

@@ -15,7 +15,10 @@ use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
     core::v1::{Node, Pod, Secret},
 };
-use kube::{Api, api::PostParams};
+use kube::{
+    Api,
+    api::{ListParams, PostParams},
+};
 use serde_json::json;
 
 use crate::{
@@ -196,25 +199,31 @@ impl Bed {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
         let daemonsets: Api<DaemonSet> = Api::namespaced(self.client.clone(), SYSTEM_NAMESPACE);
         let want_nodes = lock(&self.real_nodes).len() as i32;
+        // The chart's objects, found by the release's instance label (their names
+        // depend on the release name).
+        let lp = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
         let waited = cluster::wait_for("operator and agents rolled out", timeout, || {
-            let (deployments, daemonsets) = (deployments.clone(), daemonsets.clone());
+            let (deployments, daemonsets, lp) =
+                (deployments.clone(), daemonsets.clone(), lp.clone());
             async move {
-                let op = deployments
-                    .get_opt(&format!("{RELEASE}-eni-operator-operator"))
-                    .await?;
-                let ds = daemonsets
-                    .get_opt(&format!("{RELEASE}-eni-operator-agent"))
-                    .await?;
-                let op_ready = op
-                    .and_then(|d| d.status)
-                    .and_then(|s| s.ready_replicas)
-                    .unwrap_or(0)
-                    >= 1;
-                let ds_ready = ds.and_then(|d| d.status).is_some_and(|s| {
-                    s.desired_number_scheduled == want_nodes
-                        && s.number_ready == want_nodes
-                        && s.updated_number_scheduled.unwrap_or(0) == want_nodes
-                });
+                let ops = deployments.list(&lp).await?.items;
+                let dss = daemonsets.list(&lp).await?.items;
+                let op_ready = ops.len() == 1
+                    && ops.iter().all(|d| {
+                        d.status
+                            .as_ref()
+                            .and_then(|s| s.ready_replicas)
+                            .unwrap_or(0)
+                            >= 1
+                    });
+                let ds_ready = dss.len() == 1
+                    && dss.iter().all(|d| {
+                        d.status.as_ref().is_some_and(|s| {
+                            s.desired_number_scheduled == want_nodes
+                                && s.number_ready == want_nodes
+                                && s.updated_number_scheduled.unwrap_or(0) == want_nodes
+                        })
+                    });
                 Ok((op_ready && ds_ready).then_some(()))
             }
         })
@@ -330,7 +339,8 @@ impl Bed {
         let ns_name = format!("{}k-{name}", self.prefix);
         let _ = netns::delete(&ns_name);
         let path = netns::path(&ns_name);
-        std::fs::write(&path, "").map_err(|e| BedError::Other(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, "")
+            .map_err(|e| BedError::Other(format!("{}: {e}", path.display())))?;
         netns::run(
             Command::new("mount")
                 .arg("--bind")

@@ -246,6 +246,9 @@ state = "/run/containerd"
   disable_apparmor = true
   restrict_oom_score_adj = true
   [plugins."io.containerd.cri.v1.runtime".cni]
+    # The pod's lo comes up without the reference loopback plugin, which the node
+    # does not have: /opt/cni/bin holds what the chart installs.
+    use_internal_loopback = true
     bin_dirs = ["/opt/cni/bin"]
     conf_dir = "/etc/cni/net.d"
     max_conf_num = 1
@@ -397,11 +400,24 @@ syncFrequency: 10s
                 .unwrap_or_else(|| "(not running)".into())
         };
         format!(
-            "--- kubelet {n}\n{}\n--- containerd {n}\n{}\n",
+            "--- kubelet {n}\n{}\n--- containerd {n}\n{}\n{}",
             tail(&self.kubelet),
             tail(&self.containerd),
+            self.container_logs(lines),
             n = self.config.name
         )
+    }
+
+    /// Tails of the containers' logs (kept by containerd under the node's private
+    /// /var/log/pods), each headed by its path.
+    pub fn container_logs(&self, lines: usize) -> String {
+        let script = format!(
+            "for f in /var/log/pods/*/*/*.log; do [ -f \"$f\" ] && echo \"--- $f\" && tail -n {lines} \"$f\"; done; true"
+        );
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--mount={}", self.mount_ns.display()))
+            .args(["sh", "-c", &script]);
+        stdout(cmd).unwrap_or_else(|e| e.to_string())
     }
 
     /// Kills what the node leaves running when its daemons stop: the containers (every

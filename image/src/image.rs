@@ -112,7 +112,11 @@ impl Image {
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(descriptor(MediaType::ImageConfig, config.len(), &config_digest)?)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                config.len(),
+                &config_digest,
+            )?)
             .layers(layer_descriptors)
             .annotations(labels)
             .build()?;

@@ -23,7 +23,11 @@ pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// The layout of `image` as tar bytes; every entry stamped with `epoch`.
 pub fn pack(image: &Image, epoch: u64) -> Result<Vec<u8>> {
-    let mut manifest = descriptor(MediaType::ImageManifest, image.manifest.len(), &image.manifest_digest)?;
+    let mut manifest = descriptor(
+        MediaType::ImageManifest,
+        image.manifest.len(),
+        &image.manifest_digest,
+    )?;
     manifest.set_annotations(Some(
         [
             (REF_NAME.to_owned(), image.tag.clone()),
@@ -50,14 +54,10 @@ pub fn pack(image: &Image, epoch: u64) -> Result<Vec<u8>> {
     let mut files = LayerBuilder::new();
     files.file("oci-layout", canonical_json(&oci_layout)?, 0o644)?;
     files.file("index.json", canonical_json(&index)?, 0o644)?;
-    let blobs = image
-        .layers
-        .iter()
-        .map(|l| (&l.digest, &l.blob))
-        .chain([
-            (&image.config_digest, &image.config),
-            (&image.manifest_digest, &image.manifest),
-        ]);
+    let blobs = image.layers.iter().map(|l| (&l.digest, &l.blob)).chain([
+        (&image.config_digest, &image.config),
+        (&image.manifest_digest, &image.manifest),
+    ]);
     for (digest, bytes) in blobs {
         let path = format!("blobs/sha256/{}", hex_part(digest));
         files.file(&path, bytes.clone(), 0o644)?;
@@ -185,9 +185,13 @@ pub fn unpack(bytes: &[u8], name: &str) -> Result<Vec<LayoutImage>> {
                 .read_to_end(&mut tar)
                 .map_err(|e| bad(format!("layer {} is not gzip: {e}", layer.digest())))?;
             if sha256(&tar) != *diff_id {
-                return Err(bad(format!("layer {} does not match diff_id {diff_id}", layer.digest())));
+                return Err(bad(format!(
+                    "layer {} does not match diff_id {diff_id}",
+                    layer.digest()
+                )));
             }
-            layers.push(list_layer(&tar).map_err(|e| bad(format!("layer {}: {e}", layer.digest())))?);
+            layers
+                .push(list_layer(&tar).map_err(|e| bad(format!("layer {}: {e}", layer.digest())))?);
         }
         let annotation = |key: &str| {
             entry

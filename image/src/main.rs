@@ -16,7 +16,11 @@ use eni_image::{Error, Image, Provenance, Result};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "eni-image", version, about = "Builds eni-operator's container images without a container daemon")]
+#[command(
+    name = "eni-image",
+    version,
+    about = "Builds eni-operator's container images without a container daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -90,7 +94,9 @@ impl Common {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -102,13 +108,17 @@ fn main() -> ExitCode {
         } => {
             let provenance = common.provenance();
             let inputs = Inputs { bins, cni_plugins };
-            timed("building eni-operator and eni-agent", || product::build(&inputs, &provenance))
-                .and_then(|images| emit(&images, &common, &provenance))
+            timed("building eni-operator and eni-agent", || {
+                product::build(&inputs, &provenance)
+            })
+            .and_then(|images| emit(&images, &common, &provenance))
         }
         Cmd::TestImages { busybox, common } => {
             let provenance = common.provenance();
-            timed("building eni-testpod and eni-pause", || testbed::build(&busybox, &provenance))
-                .and_then(|images| emit(&images, &common, &provenance))
+            timed("building eni-testpod and eni-pause", || {
+                testbed::build(&busybox, &provenance)
+            })
+            .and_then(|images| emit(&images, &common, &provenance))
         }
         Cmd::Inspect { layouts } => layouts.iter().try_for_each(|l| inspect(l)),
     };
@@ -140,7 +150,10 @@ fn emit(images: &[Image], common: &Common, provenance: &Provenance) -> Result<()
         }
     };
     std::fs::create_dir_all(&common.out).map_err(io("creating", &common.out))?;
-    let out = common.out.canonicalize().map_err(io("resolving", &common.out))?;
+    let out = common
+        .out
+        .canonicalize()
+        .map_err(io("resolving", &common.out))?;
     let pusher = match &common.push {
         Some(_) => Some((
             Pusher::new(common.insecure, push::auth_from_env())?,
@@ -159,7 +172,9 @@ fn emit(images: &[Image], common: &Common, provenance: &Provenance) -> Result<()
         let pushed = match (&pusher, &common.push) {
             (Some((pusher, runtime)), Some(prefix)) => {
                 let target = push::target_reference(prefix, image)?;
-                timed(&format!("pushing {target}"), || runtime.block_on(pusher.push(image, &target)))?;
+                timed(&format!("pushing {target}"), || {
+                    runtime.block_on(pusher.push(image, &target))
+                })?;
                 Some(target)
             }
             _ => None,
@@ -203,17 +218,35 @@ fn inspect(path: &Path) -> Result<()> {
             image.tag.as_deref().unwrap_or("-")
         );
         if let Some(config) = image.config.config() {
-            println!("  user:       {}", config.user().as_deref().unwrap_or("root"));
-            println!("  entrypoint: {:?}", config.entrypoint().clone().unwrap_or_default());
-            println!("  cmd:        {:?}", config.cmd().clone().unwrap_or_default());
-            let mut labels: Vec<_> = config.labels().clone().unwrap_or_default().into_iter().collect();
+            println!(
+                "  user:       {}",
+                config.user().as_deref().unwrap_or("root")
+            );
+            println!(
+                "  entrypoint: {:?}",
+                config.entrypoint().clone().unwrap_or_default()
+            );
+            println!(
+                "  cmd:        {:?}",
+                config.cmd().clone().unwrap_or_default()
+            );
+            let mut labels: Vec<_> = config
+                .labels()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
             labels.sort();
             for (k, v) in labels {
                 println!("  label {k}={v}");
             }
         }
         for (layer, descriptor) in image.layers.iter().zip(image.manifest.layers()) {
-            println!("  layer {} ({} bytes)", descriptor.digest(), descriptor.size());
+            println!(
+                "  layer {} ({} bytes)",
+                descriptor.digest(),
+                descriptor.size()
+            );
             for e in layer {
                 let kind = match &e.kind {
                     layout::EntryKind::File => "f".to_owned(),
@@ -221,7 +254,10 @@ fn inspect(path: &Path) -> Result<()> {
                     layout::EntryKind::Symlink { target } => format!("l -> {target}"),
                     layout::EntryKind::Other => "?".to_owned(),
                 };
-                println!("    {:o} {}:{} {:>9} /{} {kind}", e.mode, e.uid, e.gid, e.size, e.path);
+                println!(
+                    "    {:o} {}:{} {:>9} /{} {kind}",
+                    e.mode, e.uid, e.gid, e.size, e.path
+                );
             }
         }
     }

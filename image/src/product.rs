@@ -55,7 +55,11 @@ fn one_arch(executables: &[&Path]) -> Result<Arch> {
             Some(a) => {
                 return Err(Error::Elf {
                     path: exe.to_path_buf(),
-                    reason: format!("is {} while the others are {}", this.oci_name(), a.oci_name()),
+                    reason: format!(
+                        "is {} while the others are {}",
+                        this.oci_name(),
+                        a.oci_name()
+                    ),
                 });
             }
         }
@@ -75,10 +79,18 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
         .iter()
         .map(|p| inputs.cni_plugins.join(p))
         .collect();
-    let mut executables = vec![operator_path.as_path(), agent_path.as_path(), cni_path.as_path()];
+    let mut executables = vec![
+        operator_path.as_path(),
+        agent_path.as_path(),
+        cni_path.as_path(),
+    ];
     executables.extend(plugin_paths.iter().map(PathBuf::as_path));
     for plugin in &plugin_paths {
-        rootfs::read_input(plugin, "CNI plugin", "install Debian's containernetworking-plugins or pass --cni-plugins")?;
+        rootfs::read_input(
+            plugin,
+            "CNI plugin",
+            "install Debian's containernetworking-plugins or pass --cni-plugins",
+        )?;
     }
     let arch = one_arch(&executables)?;
 
@@ -105,7 +117,8 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
     let operator = Definition {
         name: "eni-operator".to_owned(),
         tag: provenance.version.clone(),
-        description: "eni-operator controller: ENI pools, prefixes and their cloud resources".to_owned(),
+        description: "eni-operator controller: ENI pools, prefixes and their cloud resources"
+            .to_owned(),
         arch,
         user: Some(format!("{NONROOT_ID}:{NONROOT_ID}")),
         entrypoint: Some(vec![format!("{BIN_DIR}/eni-operator")]),
@@ -120,7 +133,12 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
     agent_layer.file(&format!("{BIN_DIR}/eni-cni"), cni, 0o755)?;
     let mut agent_files = base_files.clone();
     for (name, host_path) in CNI_PLUGINS.iter().zip(&plugin_paths) {
-        agent_files.copy(&mut agent_layer, &format!("{CNI_PLUGIN_DIR}/{name}"), host_path, 0o755)?;
+        agent_files.copy(
+            &mut agent_layer,
+            &format!("{CNI_PLUGIN_DIR}/{name}"),
+            host_path,
+            0o755,
+        )?;
     }
     let mut agent_labels = agent_files.labels();
     // Root: the agent moves links between network namespaces and programs the host's

@@ -76,7 +76,11 @@ fn git(repo: &Path, args: &[&str]) -> Option<String> {
         .output()
         .ok()?;
     if !output.status.success() {
-        tracing::debug!(?args, "git failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        tracing::debug!(
+            ?args,
+            "git failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
         return None;
     }
     Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())

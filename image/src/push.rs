@@ -86,7 +86,12 @@ impl Pusher {
             .map(|l| (&l.digest, &l.blob))
             .chain([(&image.config_digest, &image.config)]);
         for (digest, blob) in blobs {
-            if self.client.blob_exists(&target, digest).await.map_err(failed)? {
+            if self
+                .client
+                .blob_exists(&target, digest)
+                .await
+                .map_err(failed)?
+            {
                 tracing::debug!(%reference, %digest, "blob already in the registry");
                 continue;
             }

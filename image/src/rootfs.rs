@@ -85,7 +85,10 @@ pub fn ca_bundle() -> Result<(Vec<u8>, Package)> {
     const PACKAGE: &str = "ca-certificates";
     let mut certs: Vec<_> = debian::files(PACKAGE)?
         .into_iter()
-        .filter(|p| p.starts_with("/usr/share/ca-certificates/") && p.extension().is_some_and(|e| e == "crt"))
+        .filter(|p| {
+            p.starts_with("/usr/share/ca-certificates/")
+                && p.extension().is_some_and(|e| e == "crt")
+        })
         .collect();
     certs.sort();
     if certs.is_empty() {

@@ -17,8 +17,7 @@ use crate::rootfs::{self, DebianFiles};
 pub const TEST_TAG: &str = "1";
 /// Applets linked in eni-testpod's /bin.
 pub const TESTPOD_APPLETS: [&str; 12] = [
-    "cat", "echo", "hostname", "httpd", "ifconfig", "ip", "ls", "nc", "ping", "sh", "sleep",
-    "wget",
+    "cat", "echo", "hostname", "httpd", "ifconfig", "ip", "ls", "nc", "ping", "sh", "sleep", "wget",
 ];
 /// Longest sleep busybox accepts portably (2^31-1 seconds, about 68 years).
 const FOREVER: &str = "2147483647";
@@ -58,7 +57,11 @@ fn busybox_layer(busybox: &Path, links: &[&str]) -> Result<(LayerBuilder, Debian
 
 /// Builds eni-testpod and eni-pause from `busybox` (Debian's busybox-static: /bin/busybox).
 pub fn build(busybox: &Path, provenance: &Provenance) -> Result<Vec<Image>> {
-    rootfs::read_input(busybox, "busybox", "install Debian's busybox-static or pass --busybox")?;
+    rootfs::read_input(
+        busybox,
+        "busybox",
+        "install Debian's busybox-static or pass --busybox",
+    )?;
     let info = elf::inspect(busybox)?;
     if info.interpreter.is_some() {
         return Err(Error::Elf {

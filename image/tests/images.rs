@@ -61,7 +61,10 @@ fn same_inputs_give_identical_layout_tars() {
     let tests_b = testbed::build(BUSYBOX.as_ref(), &provenance()).unwrap();
     for (a, b) in tests_a.iter().zip(&tests_b) {
         assert_eq!(a.manifest_digest, b.manifest_digest, "{}", a.name);
-        assert_eq!(layout::pack(a, EPOCH).unwrap(), layout::pack(b, EPOCH).unwrap());
+        assert_eq!(
+            layout::pack(a, EPOCH).unwrap(),
+            layout::pack(b, EPOCH).unwrap()
+        );
     }
 }
 
@@ -105,20 +108,37 @@ fn operator_image_runs_as_nonroot_with_its_libraries() {
     let dir = tempfile::tempdir().unwrap();
     let images = by_name(product::build(&fake_bins(dir.path()), &provenance()).unwrap());
     let image = read_back(&images["eni-operator"]);
-    assert_eq!(image.reference.as_deref(), Some("localhost/eni-operator:0.1.0"));
+    assert_eq!(
+        image.reference.as_deref(),
+        Some("localhost/eni-operator:0.1.0")
+    );
     assert_eq!(image.tag.as_deref(), Some("0.1.0"));
-    assert_eq!(image.manifest_digest, images["eni-operator"].manifest_digest);
+    assert_eq!(
+        image.manifest_digest,
+        images["eni-operator"].manifest_digest
+    );
     let config = image.config.config().as_ref().unwrap();
     assert_eq!(config.user().as_deref(), Some("65532:65532"));
     assert_eq!(
         config.entrypoint().as_deref(),
         Some(&["/usr/local/bin/eni-operator".to_owned()][..])
     );
-    assert_eq!(image.config.created().as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert_eq!(
+        image.config.created().as_deref(),
+        Some("2023-11-14T22:13:20Z")
+    );
 
     let files = entries(&image);
     let operator = &files["usr/local/bin/eni-operator"];
-    assert_eq!((operator.kind.clone(), operator.mode, operator.uid, operator.gid), (EntryKind::File, 0o755, 0, 0));
+    assert_eq!(
+        (
+            operator.kind.clone(),
+            operator.mode,
+            operator.uid,
+            operator.gid
+        ),
+        (EntryKind::File, 0o755, 0, 0)
+    );
     let loader = &files["lib64/ld-linux-x86-64.so.2"];
     assert_eq!((loader.kind.clone(), loader.mode), (EntryKind::File, 0o755));
     assert_eq!(files["lib/x86_64-linux-gnu/libc.so.6"].mode, 0o644);
@@ -128,7 +148,12 @@ fn operator_image_runs_as_nonroot_with_its_libraries() {
     assert_eq!((home.uid, home.gid, home.mode), (65532, 65532, 0o700));
     // Only nonroot's home is owned by anyone but root; every mtime is the epoch.
     for (path, e) in &files {
-        assert!(path == "home/nonroot" || (e.uid, e.gid) == (0, 0), "{path} owned by {}:{}", e.uid, e.gid);
+        assert!(
+            path == "home/nonroot" || (e.uid, e.gid) == (0, 0),
+            "{path} owned by {}:{}",
+            e.uid,
+            e.gid
+        );
         assert_eq!(e.mtime, EPOCH, "{path}");
     }
 
@@ -136,7 +161,10 @@ fn operator_image_runs_as_nonroot_with_its_libraries() {
     assert!(packages.contains("libc6="), "{packages}");
     assert!(packages.contains("ca-certificates="), "{packages}");
     let listed = label(&image, LABEL_DEBIAN_FILES);
-    assert!(listed.contains("/lib64/ld-linux-x86-64.so.2=libc6"), "{listed}");
+    assert!(
+        listed.contains("/lib64/ld-linux-x86-64.so.2=libc6"),
+        "{listed}"
+    );
     for (key, value) in [
         ("title", "eni-operator"),
         ("version", "0.1.0"),
@@ -148,7 +176,11 @@ fn operator_image_runs_as_nonroot_with_its_libraries() {
         let key = format!("org.opencontainers.image.{key}");
         assert_eq!(label(&image, &key), value, "{key}");
         let annotations = image.manifest.annotations().as_ref().unwrap();
-        assert_eq!(annotations.get(&key).map(String::as_str), Some(value), "{key}");
+        assert_eq!(
+            annotations.get(&key).map(String::as_str),
+            Some(value),
+            "{key}"
+        );
     }
     assert!(!label(&image, "org.opencontainers.image.description").is_empty());
 }
@@ -159,7 +191,10 @@ fn agent_image_holds_agent_cni_and_chained_plugins() {
     let images = by_name(product::build(&fake_bins(dir.path()), &provenance()).unwrap());
     let agent = read_back(&images["eni-agent"]);
     let operator = read_back(&images["eni-operator"]);
-    assert_eq!(agent.reference.as_deref(), Some("localhost/eni-agent:0.1.0"));
+    assert_eq!(
+        agent.reference.as_deref(),
+        Some("localhost/eni-agent:0.1.0")
+    );
     let config = agent.config.config().as_ref().unwrap();
     assert_eq!(config.user(), &None, "the agent runs as root");
     assert!(label(&agent, "io.eni-operator.image.privileges").starts_with("root"));
@@ -171,7 +206,11 @@ fn agent_image_holds_agent_cni_and_chained_plugins() {
         "usr/lib/cni/bandwidth",
     ] {
         let e = files.get(path).unwrap_or_else(|| panic!("{path} missing"));
-        assert_eq!((e.kind.clone(), e.mode, e.uid), (EntryKind::File, 0o755, 0), "{path}");
+        assert_eq!(
+            (e.kind.clone(), e.mode, e.uid),
+            (EntryKind::File, 0o755, 0),
+            "{path}"
+        );
     }
     assert!(!files.contains_key("usr/local/bin/eni-operator"));
     assert!(label(&agent, LABEL_DEBIAN_PACKAGES).contains("containernetworking-plugins="));
@@ -183,7 +222,10 @@ fn agent_image_holds_agent_cni_and_chained_plugins() {
 fn test_images_are_busybox_with_the_wanted_applets() {
     let images = by_name(testbed::build(BUSYBOX.as_ref(), &provenance()).unwrap());
     let testpod = read_back(&images["eni-testpod"]);
-    assert_eq!(testpod.reference.as_deref(), Some("localhost/eni-testpod:1"));
+    assert_eq!(
+        testpod.reference.as_deref(),
+        Some("localhost/eni-testpod:1")
+    );
     let files = entries(&testpod);
     assert_eq!(files["bin/busybox"].mode, 0o755);
     for applet in testbed::TESTPOD_APPLETS {

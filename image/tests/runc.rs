@@ -16,7 +16,10 @@ use flate2::read::GzDecoder;
 
 fn runc_usable() -> bool {
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
-    let runc = Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+    let runc = Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !(root && runc) {
         eprintln!("SKIPPED: running images needs root and runc (root: {root}, runc: {runc})");
     }
@@ -27,7 +30,9 @@ fn runc_usable() -> bool {
 fn unpack_rootfs(image: &Image, rootfs: &Path) {
     for layer in &image.layers {
         let mut tar = Vec::new();
-        GzDecoder::new(layer.blob.as_slice()).read_to_end(&mut tar).unwrap();
+        GzDecoder::new(layer.blob.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
         let mut archive = tar::Archive::new(tar.as_slice());
         archive.set_preserve_permissions(true);
         archive.set_preserve_ownerships(true);
@@ -41,17 +46,23 @@ fn run(image: &Image, args: &[&str]) -> (i32, String) {
     let rootfs = bundle.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     unpack_rootfs(image, &rootfs);
-    let status = Command::new("runc").arg("spec").current_dir(bundle.path()).status().unwrap();
+    let status = Command::new("runc")
+        .arg("spec")
+        .current_dir(bundle.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     let spec_path = bundle.path().join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&spec_path).unwrap()).unwrap();
     let config: serde_json::Value = serde_json::from_slice(&image.config).unwrap();
     let user = config["config"]["User"].as_str().unwrap_or("0:0");
     let (uid, gid) = user.split_once(':').unwrap();
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(args);
     spec["process"]["env"] = config["config"]["Env"].clone();
-    spec["process"]["user"] = serde_json::json!({"uid": uid.parse::<u32>().unwrap(), "gid": gid.parse::<u32>().unwrap()});
+    spec["process"]["user"] =
+        serde_json::json!({"uid": uid.parse::<u32>().unwrap(), "gid": gid.parse::<u32>().unwrap()});
     spec["root"]["readonly"] = true.into();
     std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
 
@@ -79,7 +90,10 @@ fn testpod_shell_runs() {
     }
     let images = testbed::build(BUSYBOX.as_ref(), &provenance()).unwrap();
     let testpod = images.iter().find(|i| i.name == "eni-testpod").unwrap();
-    let (code, stdout) = run(testpod, &["sh", "-c", "echo ok; id -u; nc --help 2>&1 | head -1"]);
+    let (code, stdout) = run(
+        testpod,
+        &["sh", "-c", "echo ok; id -u; nc --help 2>&1 | head -1"],
+    );
     assert_eq!(code, 0, "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[..2], ["ok", "0"], "{stdout}");
