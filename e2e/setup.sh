@@ -33,6 +33,15 @@ echo "setup: kube-apiserver and kubectl $(cat "$here/k8s-bin/VERSION") (built on
 bash "$here/k8s-bin/build.sh" kube-apiserver kubectl >/dev/null
 [ "$for_what" = test ] || exit 0
 
+# Real nodes (e2e/tests/real_nodes.rs): the other Kubernetes binaries, containerd.
+echo "setup: kubelet, kube-controller-manager and kube-scheduler (built once per machine)" >&2
+bash "$here/k8s-bin/build.sh" >/dev/null
+containerd_dir="$CACHE/containerd/$(cat "$here/containerd/VERSION")"
+if [ ! -x "$containerd_dir/ctr" ]; then
+  echo "setup: building containerd $(cat "$here/containerd/VERSION") (~4 min, once per machine)" >&2
+fi
+bash "$here/containerd/build.sh" >/dev/null
+
 venv="$CACHE/moto-venv"
 if [ ! -x "$venv/bin/moto_server" ]; then
   echo "setup: moto venv in $venv" >&2

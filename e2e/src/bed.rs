@@ -33,10 +33,12 @@ use vpc_sim::behaviour::SimConfig;
 use crate::{
     ControlPlane, Identity, Options,
     cluster::{self, ClusterError},
+    images::{self, BedImages},
     kubelet::{Kubelet, KubeletConfig, KubeletStats},
     mgmt::MgmtNet,
     netns,
     process::ChildGuard,
+    real_node::RealNode,
     vpc::{Instance, VpcSim},
 };
 
@@ -54,6 +56,10 @@ pub enum BedError {
     Probe(#[from] eni_test_support::probe::ProbeError),
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Images(#[from] crate::images::ImagesError),
+    #[error(transparent)]
+    RealNode(#[from] crate::real_node::RealNodeError),
     #[error("{0}")]
     Other(String),
 }
@@ -80,21 +86,25 @@ struct Binaries {
 pub struct Bed {
     // Field order is drop order: kubelets and agents stop before the cloud, the cloud
     // (which removes its namespaces) before the management net and the control plane.
+    /// Real nodes (kubelet + containerd), when the bed was started with them.
+    pub(crate) real_nodes: Mutex<BTreeMap<String, std::sync::Arc<RealNode>>>,
     kubelets: Mutex<HashMap<String, Kubelet>>,
     agents: Mutex<HashMap<String, ChildGuard>>,
     operators: Mutex<BTreeMap<String, ChildGuard>>,
     pub vpc: VpcSim,
-    mgmt: Mutex<MgmtNet>,
+    pub(crate) mgmt: Mutex<MgmtNet>,
     pub cp: ControlPlane,
     pub client: Client,
     /// Value of the ownership tag; unique per bed.
     pub name: String,
     /// Prefix of every namespace and link the bed makes.
     pub prefix: String,
-    nodes: Mutex<Vec<BedNode>>,
-    next_node: AtomicU32,
+    pub(crate) nodes: Mutex<Vec<BedNode>>,
+    pub(crate) next_node: AtomicU32,
     bins: Binaries,
     operator_args: Vec<String>,
+    /// Images real nodes import (None: a stand-in bed).
+    pub(crate) images: Option<BedImages>,
 }
 
 /// The agents' permissions, as the chart grants them (`rbac-agent.yaml`). The chart's
@@ -138,6 +148,17 @@ impl Bed {
     /// Brings up the control plane (on the management network), vpc-sim behaving as
     /// `behaviour`, with no nodes and no operator yet.
     pub async fn start(behaviour: SimConfig) -> Result<Self, BedError> {
+        Self::start_with(behaviour, false).await
+    }
+
+    /// Like [`Bed::start`], for real nodes ([`Bed::add_real_node`]): the whole control
+    /// plane, vpc-sim reachable from node namespaces, the images built, and no RBAC of
+    /// the bed's own (the chart brings it: [`Bed::install_chart`]).
+    pub async fn start_real(behaviour: SimConfig) -> Result<Self, BedError> {
+        Self::start_with(behaviour, true).await
+    }
+
+    async fn start_with(behaviour: SimConfig, real_nodes: bool) -> Result<Self, BedError> {
         crate::init_crypto();
         let seq = BEDS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -151,6 +172,7 @@ impl Bed {
         let cp = ControlPlane::start_with(Options {
             bind_address: IpAddr::V4(mgmt.host()),
             extra_sans: Vec::new(),
+            real_nodes,
         })
         .await?;
         cp.install_crds().await?;
@@ -162,11 +184,23 @@ impl Bed {
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &ns)
             .await?;
-        for manifest in AGENT_RBAC {
-            cluster::apply_yaml(&client, manifest).await?;
-        }
-        let vpc = VpcSim::start(&bins[0], cp.dir(), &prefix, &behaviour).await?;
+        let (listen, images) = if real_nodes {
+            // Operator pods on node namespaces reach vpc-sim over the management net.
+            let bins_dir = bins[1].parent().map(PathBuf::from).unwrap_or_default();
+            let out = bins_dir.join("e2e-images");
+            let images = tokio::task::spawn_blocking(move || images::build(&bins_dir, &out))
+                .await
+                .map_err(|e| BedError::Other(e.to_string()))??;
+            (IpAddr::V4(mgmt.host()), Some(images))
+        } else {
+            for manifest in AGENT_RBAC {
+                cluster::apply_yaml(&client, manifest).await?;
+            }
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), None)
+        };
+        let vpc = VpcSim::start(&bins[0], cp.dir(), &prefix, &behaviour, listen).await?;
         Ok(Bed {
+            real_nodes: Mutex::new(BTreeMap::new()),
             kubelets: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             operators: Mutex::new(BTreeMap::new()),
@@ -184,6 +218,7 @@ impl Bed {
                 cni: bins[3].clone(),
             },
             operator_args: FAST_OPERATOR.iter().map(|s| s.to_string()).collect(),
+            images,
         })
     }
 
@@ -499,6 +534,10 @@ impl Bed {
                 .join("\n")
         };
         let mut out = format!("--- vpc-sim\n{}\n", short(self.vpc.log_tail(lines)));
+        out += &short(self.cp.component_logs(lines));
+        for node in lock(&self.real_nodes).values() {
+            out += &short(node.logs(lines));
+        }
         for (id, op) in lock(&self.operators).iter() {
             out += &format!("--- operator {id}\n{}\n", short(op.log_tail(lines)));
         }
@@ -534,6 +573,18 @@ impl Bed {
                     let _ = std::fs::copy(e.path(), to.join(name));
                 }
             }
+        }
+        for (name, node) in lock(&self.real_nodes).iter() {
+            for log in ["kubelet.log", "containerd.log"] {
+                let _ = std::fs::copy(
+                    node.config().dir.join(log),
+                    to.join(format!("{name}-{log}")),
+                );
+            }
+            let _ = std::fs::write(
+                to.join(format!("{name}-containers.log")),
+                node.container_logs(2000),
+            );
         }
         to
     }
@@ -592,6 +643,7 @@ pub fn ready_ip(pod: &Pod) -> Option<Ipv4Addr> {
 
 impl Drop for Bed {
     fn drop(&mut self) {
+        lock(&self.real_nodes).clear();
         lock(&self.kubelets).clear();
         lock(&self.agents).clear();
         lock(&self.operators).clear();
@@ -603,6 +655,6 @@ impl Drop for Bed {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -1,8 +1,9 @@
-//! Where the Go-built Kubernetes binaries come from.
+//! Where the Go-built Kubernetes and containerd binaries come from.
 //!
 //! They are built once per machine by `e2e/k8s-bin/build.sh` into
-//! `~/.cache/eni-operator/k8s/<version>/`; the first test that needs them builds them
-//! (the script serialises concurrent builds with a lock).
+//! `~/.cache/eni-operator/k8s/<version>/` and by `e2e/containerd/build.sh` into
+//! `~/.cache/eni-operator/containerd/<version>/`; the first test that needs them builds
+//! them (the scripts serialise concurrent builds with a lock).
 
 use std::{path::PathBuf, process::Command};
 
@@ -20,18 +21,83 @@ pub enum BinaryError {
     Build { script: String, stderr: String },
 }
 
+/// The containerd version real nodes run.
+pub const CONTAINERD_VERSION: &str = include_str!("../containerd/VERSION");
+
 pub struct KubernetesBinaries {
     pub kube_apiserver: PathBuf,
     pub kubectl: PathBuf,
+    pub kubelet: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kube_scheduler: PathBuf,
 }
 
-/// Paths of kube-apiserver and kubectl, building them first if the cache lacks them.
-pub fn kubernetes() -> Result<KubernetesBinaries, BinaryError> {
-    let script = crate::repo_root().join("e2e/k8s-bin/build.sh");
+/// Which Kubernetes binaries a bed needs built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// kube-apiserver and kubectl: the stand-in bed, the demo, the API tests.
+    ControlPlane,
+    /// Also kubelet, kube-controller-manager and kube-scheduler.
+    RealNodes,
+}
+
+/// Paths of the Kubernetes binaries, building the ones `need` asks for first if the
+/// cache lacks them (the others' paths may not exist yet).
+pub fn kubernetes(need: Need) -> Result<KubernetesBinaries, BinaryError> {
+    let wanted: &[&str] = match need {
+        Need::ControlPlane => &["kube-apiserver", "kubectl"],
+        Need::RealNodes => &[],
+    };
+    let dir = run_build(
+        "e2e/k8s-bin/build.sh",
+        wanted,
+        "K8S_VERSION",
+        KUBERNETES_VERSION,
+    )?;
+    Ok(KubernetesBinaries {
+        kube_apiserver: dir.join("kube-apiserver"),
+        kubectl: dir.join("kubectl"),
+        kubelet: dir.join("kubelet"),
+        kube_controller_manager: dir.join("kube-controller-manager"),
+        kube_scheduler: dir.join("kube-scheduler"),
+    })
+}
+
+pub struct ContainerdBinaries {
+    pub containerd: PathBuf,
+    /// `containerd-shim-runc-v2`; containerd finds it on its PATH.
+    pub shim_dir: PathBuf,
+    pub ctr: PathBuf,
+}
+
+/// Paths of containerd, its runc shim and ctr, building them first if needed.
+pub fn containerd() -> Result<ContainerdBinaries, BinaryError> {
+    let dir = run_build(
+        "e2e/containerd/build.sh",
+        &[],
+        "CONTAINERD_VERSION",
+        CONTAINERD_VERSION,
+    )?;
+    Ok(ContainerdBinaries {
+        containerd: dir.join("containerd"),
+        ctr: dir.join("ctr"),
+        shim_dir: dir,
+    })
+}
+
+/// Runs a build script of this crate with `args` (a no-op when its cache is complete)
+/// and returns the cache directory it prints.
+fn run_build(
+    script: &str,
+    args: &[&str],
+    version_var: &str,
+    version: &str,
+) -> Result<PathBuf, BinaryError> {
+    let script = crate::repo_root().join(script);
     let out = Command::new("bash")
         .arg(&script)
-        .args(["kube-apiserver", "kubectl"])
-        .env("K8S_VERSION", KUBERNETES_VERSION.trim())
+        .args(args)
+        .env(version_var, version.trim())
         .output()
         .map_err(|source| BinaryError::Run {
             script: script.display().to_string(),
@@ -43,9 +109,5 @@ pub fn kubernetes() -> Result<KubernetesBinaries, BinaryError> {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok(KubernetesBinaries {
-        kube_apiserver: dir.join("kube-apiserver"),
-        kubectl: dir.join("kubectl"),
-    })
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }

@@ -5,6 +5,12 @@
 //! what the tests exercise. Both processes die with the `ControlPlane` (on drop, also
 //! when a test panics) and with the test process (parent-death signal); the temp dir goes
 //! with it.
+//!
+//! For real nodes ([`Options::real_nodes`]) it is a whole control plane: kube-controller-
+//! manager (service accounts, `kube-root-ca.crt`, ReplicaSets, DaemonSets, node
+//! lifecycle) and kube-scheduler run too, authenticated with client certificates of the
+//! bed's CA; the ServiceAccount admission plugin, the Node authorizer and NodeRestriction
+//! are on, and kubelets get client certificates as `system:node:<name>`.
 
 use std::{
     fs,
@@ -64,6 +70,8 @@ pub enum ControlPlaneError {
     },
     #[error("waiting for CRD {0} to be Established")]
     CrdTimeout(String),
+    #[error("node credentials need a control plane started with `real_nodes`")]
+    NoComponents,
 }
 
 /// Who a client authenticates as.
@@ -111,6 +119,10 @@ pub struct Options {
     pub bind_address: IpAddr,
     /// Extra addresses for the serving certificate (e.g. a management-link address).
     pub extra_sans: Vec<IpAddr>,
+    /// Run kube-controller-manager and kube-scheduler too, with the admission plugins
+    /// and authorizers real kubelets need. Off: pods are bound by hand and no
+    /// controller touches them (the kubelet stand-in's bed).
+    pub real_nodes: bool,
 }
 
 impl Default for Options {
@@ -118,17 +130,26 @@ impl Default for Options {
         Options {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             extra_sans: Vec::new(),
+            real_nodes: false,
         }
     }
 }
 
+/// kube-controller-manager and kube-scheduler.
+struct Components {
+    controller_manager: ChildGuard,
+    scheduler: ChildGuard,
+}
+
 pub struct ControlPlane {
-    // Field order is drop order: the API server goes before etcd, the dir last.
+    // Field order is drop order: the controllers, then the API server, then etcd, the
+    // dir last.
+    components: Option<Components>,
     apiserver: ChildGuard,
     etcd: ChildGuard,
     dir: TempDir,
     server: String,
-    ca_pem: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
     tokens: Vec<(Identity, String)>,
 }
 
@@ -142,7 +163,11 @@ impl ControlPlane {
 
     pub async fn start_with(opts: Options) -> Result<Self, ControlPlaneError> {
         crate::init_crypto();
-        let bins = binaries::kubernetes()?;
+        let bins = binaries::kubernetes(if opts.real_nodes {
+            binaries::Need::RealNodes
+        } else {
+            binaries::Need::ControlPlane
+        })?;
         let dir = tempfile::Builder::new()
             .prefix("eni-cp-")
             .tempdir()
@@ -187,32 +212,151 @@ impl ControlPlane {
                 pki.sa_key.display()
             ),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
-            "--authorization-mode=RBAC".into(),
             "--allow-privileged=true".into(),
-            // No controller-manager runs here, so nothing would create the `default`
-            // service account pods are admitted with.
-            "--disable-admission-plugins=ServiceAccount".into(),
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
             format!("--cert-dir={}", root.join("apiserver-certs").display()),
         ]);
+        if opts.real_nodes {
+            cmd.args([
+                format!("--client-ca-file={}", pki.ca_file.display()),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NodeRestriction".into(),
+                // For logs and exec through the API (debugging a bed by hand).
+                format!(
+                    "--kubelet-client-certificate={}",
+                    pki.kubelet_client.0.display()
+                ),
+                format!("--kubelet-client-key={}", pki.kubelet_client.1.display()),
+            ]);
+        } else {
+            cmd.args([
+                "--authorization-mode=RBAC",
+                // No controller-manager runs here, so nothing would create the `default`
+                // service account pods are admitted with.
+                "--disable-admission-plugins=ServiceAccount",
+            ]);
+        }
         let apiserver = ChildGuard::spawn("kube-apiserver", cmd, &root.join("kube-apiserver.log"))
             .map_err(|source| ControlPlaneError::Spawn {
                 what: "kube-apiserver",
                 source,
             })?;
 
-        let cp = ControlPlane {
+        let mut cp = ControlPlane {
+            components: None,
             apiserver,
             etcd,
             dir,
             server: format!("https://{advertise}:{port}"),
-            ca_pem: pki.ca_pem,
+            ca: pki.ca,
             tokens,
         };
         cp.write_kubeconfig(&cp.kubeconfig_path(), Identity::Admin)?;
         cp.wait_ready().await?;
+        if opts.real_nodes {
+            cp.components = Some(cp.start_components(&bins, &pki.sa_key, &pki.ca_file)?);
+        }
         Ok(cp)
+    }
+
+    /// Starts kube-controller-manager and kube-scheduler, each with a client certificate
+    /// for the user its bootstrap RBAC roles name.
+    fn start_components(
+        &self,
+        bins: &binaries::KubernetesBinaries,
+        sa_key: &Path,
+        ca_file: &Path,
+    ) -> Result<Components, ControlPlaneError> {
+        let root = self.dir.path();
+        let cm_kubeconfig = root.join("kubeconfig-controller-manager");
+        self.write_cert_kubeconfig(&cm_kubeconfig, "system:kube-controller-manager", &[])?;
+        let mut cmd = std::process::Command::new(&bins.kube_controller_manager);
+        cmd.args([
+            format!("--kubeconfig={}", cm_kubeconfig.display()),
+            format!("--authentication-kubeconfig={}", cm_kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", cm_kubeconfig.display()),
+            // Each controller acts as its own service account, as in kubeadm clusters.
+            "--use-service-account-credentials=true".into(),
+            format!("--service-account-private-key-file={}", sa_key.display()),
+            // Published to every namespace as `kube-root-ca.crt` (projected into pods).
+            format!("--root-ca-file={}", ca_file.display()),
+            format!("--cluster-signing-cert-file={}", ca_file.display()),
+            "--leader-elect=false".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port()?),
+            format!(
+                "--cert-dir={}",
+                root.join("controller-manager-certs").display()
+            ),
+            // Pods of a node that stops reporting are evicted after this (the default 5
+            // minutes outlasts a test).
+            "--node-monitor-grace-period=20s".into(),
+            "--profiling=false".into(),
+        ]);
+        let controller_manager = ChildGuard::spawn(
+            "kube-controller-manager",
+            cmd,
+            &root.join("kube-controller-manager.log"),
+        )
+        .map_err(|source| ControlPlaneError::Spawn {
+            what: "kube-controller-manager",
+            source,
+        })?;
+        let sched_kubeconfig = root.join("kubeconfig-scheduler");
+        self.write_cert_kubeconfig(&sched_kubeconfig, "system:kube-scheduler", &[])?;
+        let mut cmd = std::process::Command::new(&bins.kube_scheduler);
+        cmd.args([
+            format!("--kubeconfig={}", sched_kubeconfig.display()),
+            format!("--authentication-kubeconfig={}", sched_kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", sched_kubeconfig.display()),
+            "--leader-elect=false".into(),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port()?),
+            format!("--cert-dir={}", root.join("scheduler-certs").display()),
+            "--profiling=false".into(),
+        ]);
+        let scheduler = ChildGuard::spawn("kube-scheduler", cmd, &root.join("kube-scheduler.log"))
+            .map_err(|source| ControlPlaneError::Spawn {
+                what: "kube-scheduler",
+                source,
+            })?;
+        Ok(Components {
+            controller_manager,
+            scheduler,
+        })
+    }
+
+    /// Writes a kubeconfig for kubelet `node` (`system:node:<node>` in `system:nodes`,
+    /// which the Node authorizer and NodeRestriction recognise).
+    pub fn write_node_kubeconfig(&self, path: &Path, node: &str) -> Result<(), ControlPlaneError> {
+        if self.components.is_none() {
+            return Err(ControlPlaneError::NoComponents);
+        }
+        self.write_cert_kubeconfig(path, &format!("system:node:{node}"), &["system:nodes"])
+    }
+
+    /// The CA certificate (PEM) that signs the serving and client certificates.
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// Writes a kubeconfig with a fresh client certificate for user `cn` in `groups`.
+    fn write_cert_kubeconfig(
+        &self,
+        path: &Path,
+        cn: &str,
+        groups: &[&str],
+    ) -> Result<(), ControlPlaneError> {
+        let (cert, key) = client_cert(&self.ca, cn, groups)?;
+        let ca = BASE64.encode(self.ca.pem().as_bytes());
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: eni-test\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: c\n  context:\n    cluster: eni-test\n    user: u\ncurrent-context: c\n",
+            server = self.server,
+            cert = BASE64.encode(cert.as_bytes()),
+            key = BASE64.encode(key.as_bytes()),
+        );
+        write(path, yaml)
     }
 
     /// `https://host:port` of the API server.
@@ -257,7 +401,7 @@ impl ControlPlane {
             .find(|(id, _)| *id == who)
             .map(|(_, t)| t.as_str())
             .unwrap_or_default();
-        let ca = BASE64.encode(self.ca_pem.as_bytes());
+        let ca = BASE64.encode(self.ca.pem().as_bytes());
         let ctx = who.context();
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: eni-test\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {ctx}\n  user:\n    token: {token}\ncontexts:\n- name: {ctx}\n  context:\n    cluster: eni-test\n    user: {ctx}\ncurrent-context: {ctx}\n",
@@ -330,9 +474,25 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Process ids of etcd and kube-apiserver.
+    /// Process ids of etcd and kube-apiserver (and the controllers, if they run).
     pub fn pids(&self) -> Vec<u32> {
-        vec![self.etcd.pid(), self.apiserver.pid()]
+        let mut pids = vec![self.etcd.pid(), self.apiserver.pid()];
+        if let Some(c) = &self.components {
+            pids.extend([c.controller_manager.pid(), c.scheduler.pid()]);
+        }
+        pids
+    }
+
+    /// Log tails of kube-controller-manager and kube-scheduler (for failure reports).
+    pub fn component_logs(&self, lines: usize) -> String {
+        match &self.components {
+            Some(c) => format!(
+                "--- kube-controller-manager\n{}\n--- kube-scheduler\n{}\n",
+                c.controller_manager.log_tail(lines),
+                c.scheduler.log_tail(lines)
+            ),
+            None => String::new(),
+        }
     }
 
     /// Log file of kube-apiserver (for failure reports).
@@ -392,11 +552,37 @@ async fn start_etcd(root: &Path) -> Result<(ChildGuard, String), ControlPlaneErr
 }
 
 struct Pki {
-    ca_pem: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    ca_file: PathBuf,
     cert: PathBuf,
     key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
+    /// The API server's client certificate towards kubelets (cert, key).
+    kubelet_client: (PathBuf, PathBuf),
+}
+
+/// A client certificate (PEM cert, PEM key) for user `cn` in `groups`, signed by `ca`.
+fn client_cert(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    cn: &str,
+    groups: &[&str],
+) -> Result<(String, String), ControlPlaneError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    for g in groups {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *g);
+    }
+    params
+        .extended_key_usages
+        .push(rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn write_pki(root: &Path, opts: &Options) -> Result<Pki, ControlPlaneError> {
@@ -430,15 +616,28 @@ fn write_pki(root: &Path, opts: &Options) -> Result<Pki, ControlPlaneError> {
     let cert = params.signed_by(&key, &ca)?;
 
     let pki = Pki {
-        ca_pem: ca.pem(),
+        ca_file: root.join("ca.crt"),
         cert: root.join("apiserver.crt"),
         key: root.join("apiserver.key"),
         sa_key: root.join("sa.key"),
         sa_pub: root.join("sa.pub"),
+        kubelet_client: (
+            root.join("apiserver-kubelet-client.crt"),
+            root.join("apiserver-kubelet-client.key"),
+        ),
+        ca,
     };
     // The serving chain includes the CA so clients that only pin the CA verify it.
-    write(&pki.cert, format!("{}{}", cert.pem(), pki.ca_pem))?;
+    write(&pki.cert, format!("{}{}", cert.pem(), pki.ca.pem()))?;
     write(&pki.key, key.serialize_pem())?;
+    write(&pki.ca_file, pki.ca.pem())?;
+    let (kc_cert, kc_key) = client_cert(
+        &pki.ca,
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+    )?;
+    write(&pki.kubelet_client.0, kc_cert)?;
+    write(&pki.kubelet_client.1, kc_key)?;
     let sa = KeyPair::generate()?;
     write(&pki.sa_key, sa.serialize_pem())?;
     write(&pki.sa_pub, sa.public_key_pem())?;

@@ -5,10 +5,13 @@ pub mod bed;
 pub mod binaries;
 pub mod cluster;
 pub mod control_plane;
+pub mod images;
 pub mod kubelet;
 pub mod mgmt;
 pub mod netns;
 pub mod process;
+pub mod real_bed;
+pub mod real_node;
 pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};

@@ -3,7 +3,7 @@
 //! faults and dumps the state for leak checks.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -64,12 +64,14 @@ const SECRET_KEY: &str = "vpcsim-secret";
 
 impl VpcSim {
     /// Starts `bin` with the materializer on (namespaces `<prefix>-*`), behaving as
-    /// `behaviour`; its log goes to `<dir>/vpc-sim.log`.
+    /// `behaviour`, listening on `listen` (a free port); its log goes to
+    /// `<dir>/vpc-sim.log`.
     pub async fn start(
         bin: &Path,
         dir: &Path,
         prefix: &str,
         behaviour: &SimConfig,
+        listen: IpAddr,
     ) -> Result<Self, VpcError> {
         let behaviour_file = dir.join("vpc-sim-behaviour.json");
         let text =
@@ -79,6 +81,8 @@ impl VpcSim {
         cmd.args(["--materialize", "--prefix", prefix, "--behaviour"])
             .arg(&behaviour_file)
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg("--listen")
+            .arg(SocketAddr::new(listen, 0).to_string())
             .env("RUST_LOG", "info");
         let log = dir.join("vpc-sim.log");
         let child = ChildGuard::spawn("vpc-sim", cmd, &log).map_err(VpcError::Spawn)?;
@@ -110,6 +114,14 @@ impl VpcSim {
             admin_url: urls.1,
             http: reqwest::Client::new(),
         })
+    }
+
+    /// The access key pair operators sign their calls with.
+    pub fn credentials(&self) -> [(&'static str, &'static str); 2] {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ]
     }
 
     /// `AWS_*` variables that point an operator at this cloud.

@@ -60,3 +60,53 @@ async fn rbac_is_enforced_for_service_accounts() {
         other => panic!("agent without RBAC bindings listed namespaces: {other:?}"),
     }
 }
+
+/// The control plane for real nodes: controller-manager gives every namespace its
+/// `default` service account and `kube-root-ca.crt` (what pods' projected tokens need),
+/// and a node's client certificate is `system:node:<name>` under the Node authorizer: it
+/// may read its own Node but not list secrets.
+#[tokio::test]
+async fn real_node_control_plane_runs_the_controllers() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+    let cp = ControlPlane::start_with(eni_e2e::Options {
+        real_nodes: true,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let client = cp.client().await.expect("client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    loop {
+        let sa = sas.get_opt("default").await.expect("get sa").is_some();
+        let ca = cms.get_opt("kube-root-ca.crt").await.expect("get cm");
+        if sa && let Some(ca) = ca {
+            let pem = ca.data.and_then(|d| d.get("ca.crt").cloned());
+            assert_eq!(pem.as_deref(), Some(cp.ca_pem().as_str()));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no default service account / kube-root-ca.crt after 60s:\n{}",
+            cp.component_logs(30)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let kubeconfig = cp.dir().join("kubeconfig-node-n1");
+    cp.write_node_kubeconfig(&kubeconfig, "n1")
+        .expect("node kubeconfig");
+    let yaml = std::fs::read_to_string(&kubeconfig).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&yaml).expect("parse kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let node = kube::Client::try_from(config).expect("node client");
+    let secrets: Api<Secret> = Api::namespaced(node, "default");
+    match secrets.list(&Default::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{}", s.message),
+        other => panic!("a node listed secrets: {other:?}"),
+    }
+}

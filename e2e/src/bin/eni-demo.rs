@@ -256,7 +256,7 @@ async fn delete_pool(
     from: &Pod,
     user: &Pod,
 ) -> DemoResult<f64> {
-    let kubectl = eni_e2e::binaries::kubernetes()?.kubectl;
+    let kubectl = eni_e2e::binaries::kubernetes(eni_e2e::binaries::Need::ControlPlane)?.kubectl;
     let out = std::process::Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(bed.cp.kubeconfig_path())

@@ -1,0 +1,121 @@
+//! The container images real nodes run, as OCI layout tars that each node's containerd
+//! imports (there is no registry): the product images built by `eni-image` from the
+//! workspace's debug binaries (the ones the stand-in bed runs too, so no release build
+//! is needed), and the test pod and sandbox images from Debian's static busybox.
+//!
+//! Tars are rebuilt only when one of their inputs is newer than the tar.
+
+use std::{
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use eni_image::{Image, layout, product, provenance, testbed};
+
+/// The pods' image: busybox sh, ping, nc, httpd.
+pub const TESTPOD: &str = "localhost/eni-testpod:1";
+/// The sandbox (pause) image containerd pins.
+pub const PAUSE: &str = "localhost/eni-pause:1";
+/// Repositories of the product images (the chart's `images.*.repository`).
+pub const OPERATOR_REPO: &str = "localhost/eni-operator";
+pub const AGENT_REPO: &str = "localhost/eni-agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    #[error("building images: {0}")]
+    Build(#[from] eni_image::Error),
+    #[error("I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image {0} was not built")]
+    Missing(String),
+}
+
+/// Layout tars of the bed's images, and the product images' tag.
+#[derive(Clone, Debug)]
+pub struct BedImages {
+    pub tars: Vec<PathBuf>,
+    /// Tag of eni-operator and eni-agent (the workspace version).
+    pub product_tag: String,
+}
+
+/// Where the product binaries come from (cargo's debug directory) and Debian's inputs.
+const BUSYBOX: &str = "/bin/busybox";
+const CNI_PLUGINS: &str = "/usr/lib/cni";
+
+/// Builds (or reuses) the four tars in `out` from the binaries in `bins`.
+pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
+    std::fs::create_dir_all(out).map_err(|source| io(out, source))?;
+    let prov = provenance::discover(&crate::repo_root(), None, None, None);
+    let product_inputs: Vec<PathBuf> = ["eni-operator", "eni-agent", "eni-cni"]
+        .iter()
+        .map(|b| bins.join(b))
+        .chain(
+            ["portmap", "bandwidth"]
+                .iter()
+                .map(|p| Path::new(CNI_PLUGINS).join(p)),
+        )
+        .collect();
+    let product_tars = [
+        out.join("eni-operator.oci.tar"),
+        out.join("eni-agent.oci.tar"),
+    ];
+    if stale(&product_tars, &product_inputs) {
+        let inputs = product::Inputs {
+            bins: bins.to_path_buf(),
+            cni_plugins: PathBuf::from(CNI_PLUGINS),
+        };
+        let images = product::build(&inputs, &prov)?;
+        write_tars(&images, &product_tars, prov.epoch)?;
+    }
+    let test_tars = [
+        out.join("eni-testpod.oci.tar"),
+        out.join("eni-pause.oci.tar"),
+    ];
+    if stale(&test_tars, &[PathBuf::from(BUSYBOX)]) {
+        let images = testbed::build(Path::new(BUSYBOX), &prov)?;
+        write_tars(&images, &test_tars, prov.epoch)?;
+    }
+    Ok(BedImages {
+        tars: product_tars.into_iter().chain(test_tars).collect(),
+        product_tag: prov.version,
+    })
+}
+
+/// Writes each of `images` to the tar in `tars` named after it.
+fn write_tars(images: &[Image], tars: &[PathBuf], epoch: u64) -> Result<(), ImagesError> {
+    for tar in tars {
+        let file = tar.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        let name = file.trim_end_matches(".oci.tar");
+        let image = images
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| ImagesError::Missing(name.to_owned()))?;
+        let bytes = layout::pack(image, epoch)?;
+        let partial = tar.with_extension("partial");
+        std::fs::write(&partial, bytes).map_err(|source| io(&partial, source))?;
+        std::fs::rename(&partial, tar).map_err(|source| io(tar, source))?;
+    }
+    Ok(())
+}
+
+/// True when a tar is missing or older than an input.
+fn stale(tars: &[PathBuf], inputs: &[PathBuf]) -> bool {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_input = inputs
+        .iter()
+        .filter_map(|p| mtime(p))
+        .max()
+        .unwrap_or(SystemTime::now());
+    tars.iter()
+        .any(|t| mtime(t).is_none_or(|built| built < newest_input))
+}
+
+fn io(path: &Path, source: std::io::Error) -> ImagesError {
+    ImagesError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}

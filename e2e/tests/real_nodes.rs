@@ -1,0 +1,280 @@
+//! End to end on real nodes (`Bed::start_real`): kubelet v1.36 and containerd 2.x in
+//! each node's namespaces, the chart installed by `helm install` (the operator and the
+//! agents run as its pods, under its service accounts), and test pods as real containers
+//! whose readiness and liveness probes kubelet sends over the pod network. Needs root.
+//!
+//! Two real nodes: the bigger scenarios stay on the kubelet stand-in
+//! (tests/end_to_end.rs), which costs no CPU per node.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use eni_crds::Mode;
+use eni_e2e::{
+    bed::{Bed, BedError},
+    cluster::fast_cloud,
+    real_bed::{ECHO_PORT, HTTP_PORT},
+};
+use eni_test_support::{PoolBuilder, pool, probe};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn main() -> std::process::ExitCode {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let trials = vec![trial("real_pods_in_every_mode", real_pods_in_every_mode)];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+fn trial<Fut>(name: &'static str, f: fn() -> Fut) -> Trial
+where
+    Fut: std::future::Future<Output = Result<(), Failed>> + 'static,
+{
+    Trial::test(name, move || {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err("needs root (namespaces, mounts, cgroups)".into());
+        }
+        let rt = tokio::runtime::Runtime::new().map_err(|e| Failed::from(e.to_string()))?;
+        let started = Instant::now();
+        let out = rt.block_on(f());
+        println!("{name}: {:.1}s", started.elapsed().as_secs_f64());
+        out
+    })
+}
+
+async fn with_bed<F, Fut>(bed: &Bed, f: F) -> Result<(), Failed>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), BedError>>,
+{
+    match f().await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            eprintln!("{}", bed.pod_report("default").await);
+            eprintln!("{}", bed.pod_report("eni-system").await);
+            eprintln!("{}", bed.logs(40));
+            Err(e.to_string().into())
+        }
+    }
+}
+
+fn check(what: &str, ok: bool, failures: &mut Vec<String>) {
+    println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
+    if !ok {
+        failures.push(what.to_owned());
+    }
+}
+
+fn result(failures: Vec<String>) -> Result<(), BedError> {
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(BedError::Other(format!("failed: {failures:?}")))
+    }
+}
+
+/// Pool `name` of `mode` for pods labelled `mode=<name>` on every real node.
+fn pool_for(name: &str, mode: Mode) -> PoolBuilder {
+    pool(name, mode)
+        .nodes("eni-pools", "all")
+        .pods("mode", name)
+        .ip_cooldown("2s")
+}
+
+/// A bed with two real nodes and a VM, the chart installed, one pool per mode.
+async fn real_bed() -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
+    let started = Instant::now();
+    let bed = Bed::start_real(fast_cloud())
+        .await
+        .map_err(|e| e.to_string())?;
+    let cp_secs = started.elapsed().as_secs_f64();
+    let mut vm = None;
+    with_bed(&bed, || async {
+        for node in ["r1", "r2"] {
+            bed.add_real_node(node, "m5.xlarge", &[("eni-pools", "all")])
+                .await?;
+        }
+        let nodes_secs = started.elapsed().as_secs_f64();
+        vm = Some(bed.add_host("vm", "t3.medium").await?);
+        let sg = bed.vpc.group_id("default").await?;
+        for pool in [
+            pool_for("shared", Mode::SharedIp).warm_ips(2),
+            pool_for("exclusive", Mode::Exclusive).warm_enis(1),
+            pool_for("trunk", Mode::Trunk)
+                .security_groups(&[sg.as_str()])
+                .warm_enis(1),
+        ] {
+            bed.apply_yaml(&pool.yaml()).await?;
+        }
+        let install = bed.install_chart().await?;
+        println!(
+            "  bed up in {:.1}s: control plane + images {cp_secs:.1}s, 2 real nodes registered at {nodes_secs:.1}s, helm install until rolled out {:.1}s",
+            started.elapsed().as_secs_f64(),
+            install.as_secs_f64()
+        );
+        Ok(())
+    })
+    .await?;
+    let vm = vm.ok_or("no VM")?;
+    Ok((bed, vm))
+}
+
+/// Seconds from a pod's creation to its Ready condition (as kubelet reported it).
+fn seconds_to_ready(pod: &Pod) -> Option<f64> {
+    let created = pod.metadata.creation_timestamp.as_ref()?.0;
+    let ready = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .as_ref()?
+        .0;
+    Some((ready.as_millisecond() - created.as_millisecond()) as f64 / 1000.0)
+}
+
+/// Seconds from a pod's creation to its container running.
+fn seconds_to_running(pod: &Pod) -> Option<f64> {
+    let created = pod.metadata.creation_timestamp.as_ref()?.0;
+    let started = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .running
+        .as_ref()?
+        .started_at
+        .as_ref()?
+        .0;
+    Some((started.as_millisecond() - created.as_millisecond()) as f64 / 1000.0)
+}
+
+/// A real pod that runs: address and the host-visible name of its network namespace.
+struct Running {
+    ip: Ipv4Addr,
+    netns: String,
+}
+
+/// Pods in every mode on both nodes; kubelet's probes over the pod network keep them
+/// Ready with no restart; VM -> pod and pod -> pod (across nodes and modes) ping and TCP
+/// echo reach the containers' own servers.
+async fn real_pods_in_every_mode() -> Result<(), Failed> {
+    let (bed, vm) = real_bed().await?;
+    with_bed(&bed, || async {
+        let modes = ["shared", "exclusive", "trunk"];
+        let mut names = Vec::new();
+        for mode in modes {
+            for node in ["r1", "r2"] {
+                let name = format!("{mode}-{node}");
+                bed.create_test_pod("default", &name, node, &[("mode", mode)])
+                    .await?;
+                names.push(name);
+            }
+        }
+        let pods_api: Api<Pod> = Api::namespaced(bed.client.clone(), "default");
+        let mut running: BTreeMap<String, Running> = BTreeMap::new();
+        for name in &names {
+            let ip = bed
+                .wait_ready("default", name, Duration::from_secs(120))
+                .await?;
+            let netns = bed.expose_pod_netns("default", name).await?;
+            running.insert(name.clone(), Running { ip, netns });
+        }
+        let mut failures = Vec::new();
+        // Start time per mode: creation -> container running, and -> Ready.
+        let mut per_mode: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+        for name in &names {
+            let pod = pods_api.get(name).await?;
+            let mode = modes
+                .iter()
+                .find(|m| name.starts_with(*m))
+                .copied()
+                .unwrap_or("?");
+            if let (Some(run), Some(ready)) = (seconds_to_running(&pod), seconds_to_ready(&pod)) {
+                per_mode.entry(mode).or_default().push((run, ready));
+            }
+        }
+        for (mode, times) in &per_mode {
+            let n = times.len() as f64;
+            let run = times.iter().map(|t| t.0).sum::<f64>() / n;
+            let ready = times.iter().map(|t| t.1).sum::<f64>() / n;
+            println!(
+                "  pod start {mode}: created -> Running {run:.1}s, -> Ready {ready:.1}s (mean of {n})"
+            );
+        }
+        let pns = bed.podnetworks().await?;
+        for (name, p) in &running {
+            let held = pns
+                .iter()
+                .any(|pn| pn.name_any() == *name && pn.spec.allocation.address == p.ip);
+            check(
+                &format!("{name} holds its PodNetwork's address {}", p.ip),
+                held,
+                &mut failures,
+            );
+        }
+        for (name, p) in &running {
+            check(
+                &format!("ping VM -> {name} ({})", p.ip),
+                probe::ping(&vm.netns, p.ip),
+                &mut failures,
+            );
+            check(
+                &format!("tcp echo VM -> {name}:{ECHO_PORT} (the container's nc)"),
+                probe::tcp_echo(&vm.netns, SocketAddr::from((p.ip, ECHO_PORT))),
+                &mut failures,
+            );
+        }
+        let pairs = [
+            ("shared-r1", "shared-r2"),
+            ("exclusive-r1", "exclusive-r2"),
+            ("trunk-r2", "trunk-r1"),
+            ("shared-r2", "exclusive-r1"),
+            ("exclusive-r2", "trunk-r1"),
+            ("trunk-r1", "shared-r2"),
+            ("shared-r1", "trunk-r1"),
+        ];
+        for (from, to) in pairs {
+            let (a, b) = (&running[from], &running[to]);
+            check(
+                &format!("ping {from} -> {to} ({})", b.ip),
+                probe::ping(&a.netns, b.ip),
+                &mut failures,
+            );
+            check(
+                &format!("tcp echo {from} -> {to}:{ECHO_PORT}"),
+                probe::tcp_echo(&a.netns, SocketAddr::from((b.ip, ECHO_PORT))),
+                &mut failures,
+            );
+        }
+        // kubelet keeps probing: after a while every pod is still Ready, never restarted.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        for name in &names {
+            let pod = pods_api.get(name).await?;
+            let status = pod.status.clone().unwrap_or_default();
+            let restarts: i32 = status
+                .container_statuses
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.restart_count)
+                .sum();
+            check(
+                &format!("{name} still Ready after 20s of probes on port {HTTP_PORT} and {ECHO_PORT}, {restarts} restarts"),
+                eni_e2e::bed::ready_ip(&pod).is_some() && restarts == 0,
+                &mut failures,
+            );
+        }
+        result(failures)
+    })
+    .await?;
+    Ok(())
+}
