@@ -59,14 +59,8 @@ echo "build.sh: $profile binaries in $((built - start))s" >&2
 plugins=/usr/lib/cni
 origin=()
 if command -v go >/dev/null; then
-  PLUGINS_VERSION=v1.10.0
-  plugins="${ENI_OPERATOR_CACHE:-$HOME/.cache/eni-operator}/cni-plugins/$PLUGINS_VERSION"
-  if [ ! -x "$plugins/portmap" ] || [ ! -x "$plugins/bandwidth" ]; then
-    echo "build.sh: reference CNI plugins $PLUGINS_VERSION (portmap, bandwidth) into $plugins" >&2
-    mod=github.com/containernetworking/plugins/plugins/meta
-    GOBIN="$plugins" CGO_ENABLED=0 go install -trimpath "$mod/portmap@$PLUGINS_VERSION" "$mod/bandwidth@$PLUGINS_VERSION"
-  fi
-  origin=(--cni-plugins-origin "github.com/containernetworking/plugins@$PLUGINS_VERSION")
+  plugins="$(bash "$repo/images/cni-plugins.sh")"
+  origin=(--cni-plugins-origin "github.com/containernetworking/plugins@$(basename "$plugins")")
 else
   echo "build.sh: no Go; the agent image gets Debian's portmap and bandwidth (CNI spec 1.0: no STATUS or GC)" >&2
 fi

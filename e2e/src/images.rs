@@ -31,6 +31,8 @@ pub enum ImagesError {
     },
     #[error("image {0} was not built")]
     Missing(String),
+    #[error("building the reference CNI plugins: {0}")]
+    Plugins(String),
 }
 
 /// Layout tars of the bed's images, and the product images' tag.
@@ -41,22 +43,42 @@ pub struct BedImages {
     pub product_tag: String,
 }
 
-/// Where the product binaries come from (cargo's debug directory) and Debian's inputs.
+/// The test images' busybox (Debian's busybox-static).
 const BUSYBOX: &str = "/bin/busybox";
-const CNI_PLUGINS: &str = "/usr/lib/cni";
+
+/// The chained plugins the agent image ships, built by `images/cni-plugins.sh` (as
+/// `images/build.sh` does), and their origin label.
+fn cni_plugins() -> Result<(PathBuf, String), ImagesError> {
+    let script = crate::repo_root().join("images/cni-plugins.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .map_err(|source| io(&script, source))?;
+    if !out.status.success() {
+        return Err(ImagesError::Plugins(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let version = dir
+        .file_name()
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((
+        dir,
+        format!("github.com/containernetworking/plugins@{version}"),
+    ))
+}
 
 /// Builds (or reuses) the four tars in `out` from the binaries in `bins`.
 pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
     std::fs::create_dir_all(out).map_err(|source| io(out, source))?;
     let prov = provenance::discover(&crate::repo_root(), None, None, None);
+    let (plugins, plugins_origin) = cni_plugins()?;
     let product_inputs: Vec<PathBuf> = ["eni-operator", "eni-agent", "eni-cni"]
         .iter()
         .map(|b| bins.join(b))
-        .chain(
-            ["portmap", "bandwidth"]
-                .iter()
-                .map(|p| Path::new(CNI_PLUGINS).join(p)),
-        )
+        .chain(["portmap", "bandwidth"].iter().map(|p| plugins.join(p)))
         .collect();
     let product_tars = [
         out.join("eni-operator.oci.tar"),
@@ -65,7 +87,8 @@ pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
     if stale(&product_tars, &product_inputs) {
         let inputs = product::Inputs {
             bins: bins.to_path_buf(),
-            cni_plugins: PathBuf::from(CNI_PLUGINS),
+            cni_plugins: plugins.clone(),
+            cni_plugins_origin: Some(plugins_origin),
         };
         let images = product::build(&inputs, &prov)?;
         write_tars(&images, &product_tars, prov.epoch)?;

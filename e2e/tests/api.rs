@@ -109,7 +109,8 @@ async fn create(client: &Client, obj: &Value) -> Result<DynamicObject, kube::Err
 }
 
 fn kubectl(fx: &Fixture, args: &[&str]) -> Result<String, Failed> {
-    let bins = binaries::kubernetes(binaries::Need::ControlPlane).map_err(|e| Failed::from(e.to_string()))?;
+    let bins = binaries::kubernetes(binaries::Need::ControlPlane)
+        .map_err(|e| Failed::from(e.to_string()))?;
     let out = Command::new(&bins.kubectl)
         .args(args)
         .env("KUBECONFIG", fx.0.kubeconfig_path())
