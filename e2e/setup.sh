@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what a command needs on a fresh Debian machine (idempotent; fast when
 # everything is there). `setup.sh demo`: Debian packages and the Go-built kube-apiserver
-# and kubectl. `setup.sh test` (the default): also the Python venv with moto for the
-# provider tests and helm for the chart tests. Heavy results are cached under
-# ~/.cache/eni-operator, outside the clone.
+# and kubectl. `setup.sh real-demo` (the demo on real nodes): also kubelet,
+# kube-controller-manager, kube-scheduler, containerd and helm. `setup.sh test` (the
+# default): also the Python venv with moto for the provider tests and the tools of the
+# image and CNI trials. Heavy results are cached under ~/.cache/eni-operator, outside
+# the clone.
 set -euo pipefail
 for_what="${1:-test}"
-case "$for_what" in demo|test) ;; *) echo "usage: setup.sh [demo|test]" >&2; exit 2 ;; esac
+case "$for_what" in demo|real-demo|test) ;; *) echo "usage: setup.sh [demo|real-demo|test]" >&2; exit 2 ;; esac
 here="$(cd "$(dirname "$0")" && pwd)"
 CACHE="${ENI_OPERATOR_CACHE:-$HOME/.cache/eni-operator}"
 mkdir -p "$CACHE"
@@ -31,7 +33,7 @@ fi
 
 echo "setup: kube-apiserver and kubectl $(cat "$here/k8s-bin/VERSION") (built once per machine)" >&2
 bash "$here/k8s-bin/build.sh" kube-apiserver kubectl >/dev/null
-[ "$for_what" = test ] || exit 0
+[ "$for_what" = demo ] && exit 0
 
 # Real nodes (e2e/tests/real_nodes.rs): the other Kubernetes binaries, containerd.
 echo "setup: kubelet, kube-controller-manager and kube-scheduler (built once per machine)" >&2
@@ -41,14 +43,6 @@ if [ ! -x "$containerd_dir/ctr" ]; then
   echo "setup: building containerd $(cat "$here/containerd/VERSION") (~4 min, once per machine)" >&2
 fi
 bash "$here/containerd/build.sh" >/dev/null
-
-venv="$CACHE/moto-venv"
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "setup: moto venv in $venv" >&2
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q 'moto[server]==5.*'
-fi
 
 # helm for the chart tests (e2e/tests/chart.rs looks for it here), with the ldflags of
 # helm's own release build: without them `helm version` is vague and `helm template`
@@ -67,6 +61,16 @@ if [ ! -x "$CACHE/bin/helm" ] || [ "$(cat "$CACHE/bin/.helm-version" 2>/dev/null
   done
   GOBIN="$CACHE/bin" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   echo "$HELM_VERSION" > "$CACHE/bin/.helm-version"
+fi
+
+[ "$for_what" = real-demo ] && exit 0
+
+venv="$CACHE/moto-venv"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "setup: moto venv in $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q 'moto[server]==5.*'
 fi
 
 # eni-libcni: drives libcni (containerd's CNI library) with a real node's runtime data for

@@ -282,6 +282,21 @@ impl Bed {
         node: &str,
         labels: &[(&str, &str)],
     ) -> Result<(), BedError> {
+        self.create_test_pod_with(ns, name, node, labels, true)
+            .await
+    }
+
+    /// [`Self::create_test_pod`], with kubelet's probes only when `probes`: a pod whose
+    /// security groups do not admit the node (the demo's `db` and `web` pools) would
+    /// never be Ready, as with per-pod security groups on a real cloud.
+    pub async fn create_test_pod_with(
+        &self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        probes: bool,
+    ) -> Result<(), BedError> {
         let labels: BTreeMap<_, _> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -289,7 +304,7 @@ impl Bed {
         let script = format!(
             "echo {name} > /www/index.html && httpd -p {HTTP_PORT} -h /www && exec nc -ll -p {ECHO_PORT} -e cat"
         );
-        let pod: Pod = serde_json::from_value(json!({
+        let mut pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": ns, "labels": labels},
             "spec": {
                 "nodeSelector": {"kubernetes.io/hostname": node},
@@ -315,6 +330,10 @@ impl Bed {
             },
         }))
         .map_err(kube::Error::SerdeError)?;
+        if !probes && let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            c.readiness_probe = None;
+            c.liveness_probe = None;
+        }
         Api::<Pod>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &pod)
             .await?;

@@ -3,6 +3,8 @@
 //! the real eni-cni), one ENIPool per mode, pods in each mode, and proof that packets
 //! cross between them over their ENI addresses and that a trunk pod's security group
 //! drops what it should. Left running for kubectl until Ctrl-C (or `--once`).
+//! `--real-nodes`: the nodes are real kubelet + containerd, the chart is installed with
+//! helm from images built here, and the pods are real containers.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -26,7 +28,8 @@ type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 #[tokio::main]
 async fn main() -> ExitCode {
     let once = std::env::args().any(|a| a == "--once");
-    match run(once).await {
+    let real = std::env::args().any(|a| a == "--real-nodes");
+    match run(once, real).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -44,13 +47,20 @@ struct Pod {
     ready_secs: f64,
 }
 
-async fn run(once: bool) -> DemoResult<bool> {
+async fn run(once: bool, real: bool) -> DemoResult<bool> {
     let t0 = Instant::now();
     let step = |what: &str| println!("==> [{:5.1}s] {what}", t0.elapsed().as_secs_f64());
-    step(
-        "starting etcd + kube-apiserver (TLS, token auth, RBAC) and vpc-sim (materialized dataplane)",
-    );
-    let bed = Bed::start(fast_cloud()).await?;
+    let bed = if real {
+        step(
+            "starting etcd + kube-apiserver, controller-manager and scheduler, vpc-sim, and building the images",
+        );
+        Bed::start_real(fast_cloud()).await?
+    } else {
+        step(
+            "starting etcd + kube-apiserver (TLS, token auth, RBAC) and vpc-sim (materialized dataplane)",
+        );
+        Bed::start(fast_cloud()).await?
+    };
     println!(
         "    API server {}, EC2 API {}",
         bed.cp.server(),
@@ -61,11 +71,19 @@ async fn run(once: bool) -> DemoResult<bool> {
         ("node-exclusive", "exclusive"),
         ("node-trunk", "trunk"),
     ] {
-        let n = bed
-            .add_node(node, "m5.xlarge", &[("eni-operator.io/mode", mode)])
-            .await?;
+        let labels = [("eni-operator.io/mode", mode)];
+        let n = if real {
+            bed.add_real_node(node, "m5.xlarge", &labels).await?
+        } else {
+            bed.add_node(node, "m5.xlarge", &labels).await?
+        };
+        let runs = if real {
+            "kubelet + containerd"
+        } else {
+            "agent and kubelet stand-in"
+        };
         println!(
-            "    node {node}: instance {} ({}), namespace {}, agent on {}",
+            "    node {node}: instance {} ({}), namespace {}, {runs} on {}",
             n.instance.instance_id, n.instance.primary_ip, n.netns, n.mgmt_ip
         );
     }
@@ -101,9 +119,15 @@ async fn run(once: bool) -> DemoResult<bool> {
             .warm_enis(1);
         bed.apply_yaml(&trunk.yaml()).await?;
     }
-    step("starting the operator (leader-elected) and waiting for the agents");
-    bed.start_operator("eni-operator-0")?;
-    bed.wait_agents().await?;
+    if real {
+        step("helm install of the chart: the operator Deployment and the agent DaemonSet");
+        let took = bed.install_chart().await?;
+        println!("    rolled out {:.1}s after helm install", took.as_secs_f64());
+    } else {
+        step("starting the operator (leader-elected) and waiting for the agents");
+        bed.start_operator("eni-operator-0")?;
+        bed.wait_agents().await?;
+    }
     step("creating pods");
     let spec: [(&str, &str, &str); 5] = [
         ("shared-0", "node-shared", "client"),
@@ -115,14 +139,24 @@ async fn run(once: bool) -> DemoResult<bool> {
     let mut pods = Vec::new();
     let created = Instant::now();
     for (name, node, app) in spec {
-        bed.create_pod("default", name, node, &[("app", app)])
-            .await?;
+        if real {
+            // The trunk pools' groups (web, db) do not admit the node's probes.
+            bed.create_test_pod_with("default", name, node, &[("app", app)], false)
+                .await?;
+        } else {
+            bed.create_pod("default", name, node, &[("app", app)])
+                .await?;
+        }
     }
     for (name, node, _) in spec {
         let ip = bed
             .wait_ready("default", name, Duration::from_secs(90))
             .await?;
-        let sandbox = bed.sandbox_of("default", name).await?;
+        let sandbox = if real {
+            bed.expose_pod_netns("default", name).await?
+        } else {
+            bed.sandbox_of("default", name).await?
+        };
         println!("    {name} Ready on {node} with {ip}");
         pods.push(Pod {
             name,
