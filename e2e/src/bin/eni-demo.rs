@@ -128,7 +128,26 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
         bed.start_operator("eni-operator-0")?;
         bed.wait_agents().await?;
     }
-    step("creating pods");
+    // Pods start from warm stock, as pools are for: READY(s) below is then the pod start
+    // itself, comparable between the kubelet stand-in and real nodes.
+    let pools: Api<ENIPool> = Api::all(bed.client.clone());
+    wait_for(
+        "every pool's warm stock",
+        Duration::from_secs(120),
+        || {
+            let pools = pools.clone();
+            async move {
+                let all = pools.list(&Default::default()).await?.items;
+                let warm = all.len() == 4
+                    && all
+                        .iter()
+                        .all(|p| p.status.as_ref().is_some_and(|s| s.addresses.warm > 0));
+                Ok(warm.then_some(()))
+            }
+        },
+    )
+    .await?;
+    step("pools warm; creating pods");
     let spec: [(&str, &str, &str); 5] = [
         ("shared-0", "node-shared", "client"),
         ("shared-1", "node-shared", "client"),
