@@ -272,9 +272,7 @@ impl Bed {
         out
     }
 
-    /// Creates a pod of the test image on `node`: busybox httpd on [`HTTP_PORT`] (the
-    /// readiness probe) and an nc echo on [`ECHO_PORT`] (the liveness probe), both
-    /// probed by kubelet over the pod network.
+    /// Creates a pod of the test image on `node` ([`test_pod`]).
     pub async fn create_test_pod(
         &self,
         ns: &str,
@@ -282,59 +280,14 @@ impl Bed {
         node: &str,
         labels: &[(&str, &str)],
     ) -> Result<(), BedError> {
-        self.create_test_pod_with(ns, name, node, labels, true)
-            .await
+        self.create_pod_from(test_pod(ns, name, node, labels)).await
     }
 
-    /// [`Self::create_test_pod`], with kubelet's probes only when `probes`: a pod whose
-    /// security groups do not admit the node (the demo's `db` and `web` pools) would
-    /// never be Ready, as with per-pod security groups on a real cloud.
-    pub async fn create_test_pod_with(
-        &self,
-        ns: &str,
-        name: &str,
-        node: &str,
-        labels: &[(&str, &str)],
-        probes: bool,
-    ) -> Result<(), BedError> {
-        let labels: BTreeMap<_, _> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let script = format!(
-            "echo {name} > /www/index.html && httpd -p {HTTP_PORT} -h /www && exec nc -ll -p {ECHO_PORT} -e cat"
-        );
-        let mut pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns, "labels": labels},
-            "spec": {
-                "nodeSelector": {"kubernetes.io/hostname": node},
-                "terminationGracePeriodSeconds": 1,
-                "containers": [{
-                    "name": "c",
-                    "image": images::TESTPOD,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", script],
-                    "ports": [{"containerPort": HTTP_PORT}, {"containerPort": ECHO_PORT}],
-                    "readinessProbe": {
-                        "httpGet": {"path": "/index.html", "port": HTTP_PORT},
-                        "periodSeconds": 2,
-                    },
-                    "livenessProbe": {
-                        "tcpSocket": {"port": ECHO_PORT},
-                        "periodSeconds": 3,
-                        "failureThreshold": 2,
-                    },
-                    "volumeMounts": [{"name": "www", "mountPath": "/www"}],
-                }],
-                "volumes": [{"name": "www", "emptyDir": {}}],
-            },
-        }))
-        .map_err(kube::Error::SerdeError)?;
-        if !probes && let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-            c.readiness_probe = None;
-            c.liveness_probe = None;
-        }
-        Api::<Pod>::namespaced(self.client.clone(), ns)
+    /// Creates the pod `manifest` describes.
+    pub async fn create_pod_from(&self, manifest: serde_json::Value) -> Result<(), BedError> {
+        let pod: Pod = serde_json::from_value(manifest).map_err(kube::Error::SerdeError)?;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        Api::<Pod>::namespaced(self.client.clone(), &ns)
             .create(&PostParams::default(), &pod)
             .await?;
         Ok(())
@@ -398,4 +351,45 @@ fn helm_bin() -> Result<PathBuf, BedError> {
             bin.display()
         )))
     }
+}
+
+/// A pod of the test image on `node`: busybox httpd on [`HTTP_PORT`] (the readiness
+/// probe) and an nc echo on [`ECHO_PORT`] (the liveness probe), both probed by kubelet
+/// over the pod network.
+pub fn test_pod(ns: &str, name: &str, node: &str, labels: &[(&str, &str)]) -> serde_json::Value {
+    let labels: BTreeMap<_, _> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let script = format!(
+        "echo {name} > /www/index.html && httpd -p {HTTP_PORT} -h /www && exec nc -ll -p {ECHO_PORT} -e cat"
+    );
+    json!({
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "c",
+                "image": images::TESTPOD,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+                "ports": [
+                    {"name": "http", "containerPort": HTTP_PORT},
+                    {"name": "echo", "containerPort": ECHO_PORT},
+                ],
+                "readinessProbe": {
+                    "httpGet": {"path": "/index.html", "port": HTTP_PORT},
+                    "periodSeconds": 2,
+                },
+                "livenessProbe": {
+                    "tcpSocket": {"port": ECHO_PORT},
+                    "periodSeconds": 3,
+                    "failureThreshold": 2,
+                },
+                "volumeMounts": [{"name": "www", "mountPath": "/www"}],
+            }],
+            "volumes": [{"name": "www", "emptyDir": {}}],
+        },
+    })
 }

@@ -16,6 +16,7 @@ use eni_crds::{ENIPool, Mode, PodNetwork};
 use eni_e2e::{
     bed::Bed,
     cluster::{fast_cloud, wait_for},
+    real_bed::test_pod,
 };
 use eni_test_support::{pool, probe};
 use kube::{Api, ResourceExt};
@@ -122,7 +123,10 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
     if real {
         step("helm install of the chart: the operator Deployment and the agent DaemonSet");
         let took = bed.install_chart().await?;
-        println!("    rolled out {:.1}s after helm install", took.as_secs_f64());
+        println!(
+            "    rolled out {:.1}s after helm install",
+            took.as_secs_f64()
+        );
     } else {
         step("starting the operator (leader-elected) and waiting for the agents");
         bed.start_operator("eni-operator-0")?;
@@ -131,21 +135,17 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
     // Pods start from warm stock, as pools are for: READY(s) below is then the pod start
     // itself, comparable between the kubelet stand-in and real nodes.
     let pools: Api<ENIPool> = Api::all(bed.client.clone());
-    wait_for(
-        "every pool's warm stock",
-        Duration::from_secs(120),
-        || {
-            let pools = pools.clone();
-            async move {
-                let all = pools.list(&Default::default()).await?.items;
-                let warm = all.len() == 4
-                    && all
-                        .iter()
-                        .all(|p| p.status.as_ref().is_some_and(|s| s.addresses.warm > 0));
-                Ok(warm.then_some(()))
-            }
-        },
-    )
+    wait_for("every pool's warm stock", Duration::from_secs(120), || {
+        let pools = pools.clone();
+        async move {
+            let all = pools.list(&Default::default()).await?.items;
+            let warm = all.len() == 4
+                && all
+                    .iter()
+                    .all(|p| p.status.as_ref().is_some_and(|s| s.addresses.warm > 0));
+            Ok(warm.then_some(()))
+        }
+    })
     .await?;
     step("pools warm; creating pods");
     let spec: [(&str, &str, &str); 5] = [
@@ -159,9 +159,14 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
     let created = Instant::now();
     for (name, node, app) in spec {
         if real {
-            // The trunk pools' groups (web, db) do not admit the node's probes.
-            bed.create_test_pod_with("default", name, node, &[("app", app)], false)
-                .await?;
+            // The trunk pools' groups (web, db) do not admit the node's probes, as with
+            // per-pod security groups on a real cloud: these pods have none.
+            let mut pod = test_pod("default", name, node, &[("app", app)]);
+            if let Some(c) = pod["spec"]["containers"][0].as_object_mut() {
+                c.remove("readinessProbe");
+                c.remove("livenessProbe");
+            }
+            bed.create_pod_from(pod).await?;
         } else {
             bed.create_pod("default", name, node, &[("app", app)])
                 .await?;
