@@ -32,14 +32,17 @@ fn main() -> std::process::ExitCode {
             "kubelet_and_containerd_restarts_keep_pods",
             restarts_keep_pods,
         ),
-        // Fails today in every mode (ignored until fixed; run it with --ignored). The
-        // chained portmap plugin DNATs the VPC host's connection to the pod, but the reply
-        // does not come back the way it came: a SharedIP pod's reply follows the agent's
-        // source rule out of the pod's ENI with the node's primary address as source (the
-        // VPC's anti-spoofing drops it); an Exclusive or Trunk pod answers straight out of
-        // its own ENI, from its own address, so conntrack never reverses the DNAT. Replies
-        // to DNATed connections must leave through the primary ENI (connmark routing).
-        trial("host_port_per_mode", host_port_per_mode).with_ignored_flag(true),
+        trial(
+            "host_port_exclusive_and_trunk",
+            host_port_exclusive_and_trunk,
+        ),
+        // Fails today (ignored until fixed; run it with --ignored). portmap masquerades
+        // the connection to the node's address (masqAll), but a SharedIP pod's answer is
+        // routed by the agent's `from <pod> lookup <ENI table>` rule before conntrack
+        // puts the node's address back as its source, so it leaves through the pod's ENI
+        // with the node's address and the VPC's anti-spoofing drops it. Replies to DNATed
+        // connections need connmark routing through the main table.
+        trial("host_port_shared_ip", host_port_shared_ip).with_ignored_flag(true),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -372,22 +375,31 @@ async fn restarts_keep_pods() -> Result<(), Failed> {
 
 /// hostPort through the chained portmap plugin the chart installs: a VPC host reaches
 /// each mode's pod at its node's address and the pod's host port.
-async fn host_port_per_mode() -> Result<(), Failed> {
+async fn host_port_exclusive_and_trunk() -> Result<(), Failed> {
+    host_port(&[
+        ("exclusive-hp", "exclusive", 17002),
+        ("trunk-hp", "trunk", 17003),
+    ])
+    .await
+}
+
+async fn host_port_shared_ip() -> Result<(), Failed> {
+    host_port(&[("shared-hp", "shared", 17001)]).await
+}
+
+/// A VPC host reaches each pod by the node's address and the pod's hostPort (the chained
+/// portmap plugin), and by the pod's own address.
+async fn host_port(pods: &[(&str, &str, u16)]) -> Result<(), Failed> {
     let (bed, vm) = real_bed().await?;
     with_bed(&bed, || async {
         let r1 = bed.node("r1")?.instance.primary_ip;
-        let pods = [
-            ("shared-hp", "shared", 17001u16),
-            ("exclusive-hp", "exclusive", 17002),
-            ("trunk-hp", "trunk", 17003),
-        ];
-        for (name, mode, host_port) in pods {
+        for &(name, mode, host_port) in pods {
             let mut pod = test_pod("default", name, "r1", &[("mode", mode)]);
             pod["spec"]["containers"][0]["ports"][1]["hostPort"] = serde_json::json!(host_port);
             bed.create_pod_from(pod).await?;
         }
         let mut failures = Vec::new();
-        for (name, _, host_port) in pods {
+        for &(name, _, host_port) in pods {
             let ip = bed
                 .wait_ready("default", name, Duration::from_secs(120))
                 .await?;

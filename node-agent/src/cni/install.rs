@@ -210,12 +210,17 @@ pub fn conflist_json(options: &InstallOptions, version: SpecVersion) -> Value {
     }
     let mut plugins = vec![eni];
     if options.portmap {
-        // snat: hostPort traffic from the node itself (or hairpinned from a pod) is
-        // masqueraded, so that the answer comes back through the DNAT.
+        // masqAll: every hostPort connection is masqueraded to the node's address, so
+        // the pod's answer goes back to the node, where conntrack reverses the DNAT. A
+        // pod's own traffic leaves through its ENI (source rule or the ENI itself), which
+        // would otherwise carry the answer past the node with the DNAT never reversed.
+        // The pod sees the node, not the client, as the source (as a NodePort with
+        // externalTrafficPolicy Cluster).
         plugins.push(json!({
             "type": "portmap",
             "capabilities": { "portMappings": true },
             "snat": true,
+            "masqAll": true,
         }));
     }
     if options.bandwidth {
@@ -567,7 +572,7 @@ mod tests {
                 "name": "eni",
                 "plugins": [
                     { "type": "eni-cni", "socketPath": "/run/x.sock" },
-                    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
+                    { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true, "masqAll": true },
                     { "type": "bandwidth", "capabilities": { "bandwidth": true } }
                 ]
             })
