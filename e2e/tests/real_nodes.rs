@@ -43,6 +43,7 @@ fn main() -> std::process::ExitCode {
         // with the node's address and the VPC's anti-spoofing drops it. Replies to DNATed
         // connections need connmark routing through the main table.
         trial("host_port_shared_ip", host_port_shared_ip).with_ignored_flag(true),
+        trial("security_groups_on_real_pods", security_groups),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -102,8 +103,18 @@ fn pool_for(name: &str, mode: Mode) -> PoolBuilder {
         .ip_cooldown("2s")
 }
 
-/// A bed with two real nodes and a VM, the chart installed, one pool per mode.
-async fn real_bed() -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
+/// The pools a trial's bed gets.
+#[derive(Clone, Copy)]
+enum Pools {
+    /// `shared`, `exclusive` and `trunk`, for pods labelled `mode=<pool>`.
+    OnePerMode,
+    /// Trunk pools `web`, `db` (vpc-sim's groups of those names) and `plain` (the
+    /// `default` group), for pods labelled `mode=<pool>`.
+    SecurityGroups,
+}
+
+/// A bed with two real nodes and a VM, the chart installed, and `pools`.
+async fn real_bed(pools: Pools) -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
     let started = Instant::now();
     let bed = Bed::start_real(fast_cloud())
         .await
@@ -118,13 +129,28 @@ async fn real_bed() -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
         let nodes_secs = started.elapsed().as_secs_f64();
         vm = Some(bed.add_host("vm", "t3.medium").await?);
         let sg = bed.vpc.group_id("default").await?;
-        for pool in [
-            pool_for("shared", Mode::SharedIp).warm_ips(2),
-            pool_for("exclusive", Mode::Exclusive).warm_enis(1),
-            pool_for("trunk", Mode::Trunk)
-                .security_groups(&[sg.as_str()])
-                .warm_enis(1),
-        ] {
+        let pools = match pools {
+            Pools::OnePerMode => vec![
+                pool_for("shared", Mode::SharedIp).warm_ips(2),
+                pool_for("exclusive", Mode::Exclusive).warm_enis(1),
+                pool_for("trunk", Mode::Trunk)
+                    .security_groups(&[sg.as_str()])
+                    .warm_enis(1),
+            ],
+            Pools::SecurityGroups => {
+                let mut pools = Vec::new();
+                for (name, group) in [("web", "web"), ("db", "db"), ("plain", "default")] {
+                    let id = bed.vpc.group_id(group).await?;
+                    pools.push(
+                        pool_for(name, Mode::Trunk)
+                            .security_groups(&[id.as_str()])
+                            .warm_enis(1),
+                    );
+                }
+                pools
+            }
+        };
+        for pool in pools {
             bed.apply_yaml(&pool.yaml()).await?;
         }
         let install = bed.install_chart().await?;
@@ -185,7 +211,7 @@ struct Running {
 /// Ready with no restart; VM -> pod and pod -> pod (across nodes and modes) ping and TCP
 /// echo reach the containers' own servers.
 async fn real_pods_in_every_mode() -> Result<(), Failed> {
-    let (bed, vm) = real_bed().await?;
+    let (bed, vm) = real_bed(Pools::OnePerMode).await?;
     with_bed(&bed, || async {
         let modes = ["shared", "exclusive", "trunk"];
         let mut names = Vec::new();
@@ -300,7 +326,7 @@ async fn real_pods_in_every_mode() -> Result<(), Failed> {
 /// sandbox process, still Ready, no container restart, same PodNetwork, still reachable;
 /// and a pod created after the restarts gets its network through the restarted daemons.
 async fn restarts_keep_pods() -> Result<(), Failed> {
-    let (bed, vm) = real_bed().await?;
+    let (bed, vm) = real_bed(Pools::OnePerMode).await?;
     with_bed(&bed, || async {
         let pods = [("shared-r1", "r1", "shared"), ("exclusive-r2", "r2", "exclusive"), ("trunk-r1", "r1", "trunk"), ("trunk-r2", "r2", "trunk")];
         for (name, node, mode) in pods {
@@ -373,8 +399,6 @@ async fn restarts_keep_pods() -> Result<(), Failed> {
     .await
 }
 
-/// hostPort through the chained portmap plugin the chart installs: a VPC host reaches
-/// each mode's pod at its node's address and the pod's host port.
 async fn host_port_exclusive_and_trunk() -> Result<(), Failed> {
     host_port(&[
         ("exclusive-hp", "exclusive", 17002),
@@ -390,7 +414,7 @@ async fn host_port_shared_ip() -> Result<(), Failed> {
 /// A VPC host reaches each pod by the node's address and the pod's hostPort (the chained
 /// portmap plugin), and by the pod's own address.
 async fn host_port(pods: &[(&str, &str, u16)]) -> Result<(), Failed> {
-    let (bed, vm) = real_bed().await?;
+    let (bed, vm) = real_bed(Pools::OnePerMode).await?;
     with_bed(&bed, || async {
         let r1 = bed.node("r1")?.instance.primary_ip;
         for &(name, mode, host_port) in pods {
@@ -414,6 +438,86 @@ async fn host_port(pods: &[(&str, &str, u16)]) -> Result<(), Failed> {
                 &mut failures,
             );
         }
+        result(failures)
+    })
+    .await
+}
+
+/// vpc-sim's security groups on real Trunk pods (the rules of end_to_end.rs's trial):
+/// `web` admits TCP 80 and ICMP from the VPC, `db` admits TCP 5432 from `web` members
+/// only, `plain` has the permissive `default` group. The containers serve both ports.
+async fn security_groups() -> Result<(), Failed> {
+    let (bed, _vm) = real_bed(Pools::SecurityGroups).await?;
+    with_bed(&bed, || async {
+        let pods = [
+            ("web-0", "r1", "web"),
+            ("plain-0", "r1", "plain"),
+            ("db-0", "r2", "db"),
+        ];
+        for (name, node, pool) in pods {
+            let mut pod = test_pod("default", name, node, &[("mode", pool)]);
+            pod["spec"]["containers"][0]["command"] = serde_json::json!([
+                "sh",
+                "-c",
+                format!(
+                    "echo {name} > /www/index.html && httpd -p {HTTP_PORT} -h /www && \
+                     (nc -ll -p 80 -e cat &) && (nc -ll -p 5432 -e cat &) && \
+                     exec nc -ll -p {ECHO_PORT} -e cat"
+                ),
+            ]);
+            bed.create_pod_from(pod).await?;
+        }
+        let mut running = BTreeMap::new();
+        for (name, _, _) in pods {
+            let ip = bed
+                .wait_ready("default", name, Duration::from_secs(120))
+                .await?;
+            let netns = bed.expose_pod_netns("default", name).await?;
+            running.insert(name, Running { ip, netns });
+        }
+        let tcp = |from: &str, to: &str, port: u16| {
+            probe::tcp_echo(
+                &running[from].netns,
+                SocketAddr::from((running[to].ip, port)),
+            )
+        };
+        let ping = |from: &str, to: &str| probe::ping(&running[from].netns, running[to].ip);
+        let mut failures = Vec::new();
+        check(
+            "web-0 -> db-0 tcp/5432 passes (db admits web members)",
+            tcp("web-0", "db-0", 5432),
+            &mut failures,
+        );
+        check(
+            "plain-0 -> db-0 tcp/5432 dropped (not a web member)",
+            !tcp("plain-0", "db-0", 5432),
+            &mut failures,
+        );
+        check(
+            "web-0 -> db-0 tcp/80 dropped (db admits 5432 only)",
+            !tcp("web-0", "db-0", 80),
+            &mut failures,
+        );
+        check(
+            "ping web-0 -> db-0 dropped (db admits no ICMP)",
+            !ping("web-0", "db-0"),
+            &mut failures,
+        );
+        check(
+            "plain-0 -> web-0 tcp/80 passes",
+            tcp("plain-0", "web-0", 80),
+            &mut failures,
+        );
+        check(
+            "ping plain-0 -> web-0 passes",
+            ping("plain-0", "web-0"),
+            &mut failures,
+        );
+        check(
+            "plain-0 -> web-0 tcp/5432 dropped",
+            !tcp("plain-0", "web-0", 5432),
+            &mut failures,
+        );
         result(failures)
     })
     .await
