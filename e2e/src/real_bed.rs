@@ -113,6 +113,31 @@ impl Bed {
     /// bed's images (never pulled), vpc-sim as the cloud and the management address as
     /// the API server; waits until the operator Deployment and the agent DaemonSet are
     /// rolled out on every real node. Returns how long the install took.
+    /// Runs the real helm with `args` against the bed as its admin (the person installing
+    /// the chart), with helm's state under the bed's directory; returns its output.
+    pub async fn helm(&self, args: &[&str]) -> Result<String, BedError> {
+        let helm_home = self.cp.dir().join("helm");
+        let mut cmd = Command::new(helm_bin()?);
+        cmd.args(args)
+            .env("KUBECONFIG", self.cp.kubeconfig_path())
+            .env("HELM_CONFIG_HOME", helm_home.join("config"))
+            .env("HELM_CACHE_HOME", helm_home.join("cache"))
+            .env("HELM_DATA_HOME", helm_home.join("data"));
+        let what = args.first().copied().unwrap_or_default().to_owned();
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .map_err(|e| BedError::Other(e.to_string()))?
+            .map_err(|e| BedError::Other(format!("running helm: {e}")))?;
+        if !out.status.success() {
+            return Err(BedError::Other(format!(
+                "helm {what} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub async fn install_chart(&self) -> Result<Duration, BedError> {
         let started = Instant::now();
         let images = self
@@ -130,28 +155,21 @@ impl Bed {
         let values = self.chart_values(&images.product_tag)?;
         let values_file = self.cp.dir().join("values.yaml");
         std::fs::write(&values_file, values).map_err(|e| BedError::Other(e.to_string()))?;
-        let helm_home = self.cp.dir().join("helm");
         let chart = crate::repo_root().join("charts/eni-operator");
-        let mut cmd = Command::new(helm_bin()?);
-        cmd.args(["install", RELEASE])
-            .arg(&chart)
-            .args(["--namespace", SYSTEM_NAMESPACE, "--values"])
-            .arg(&values_file)
-            .env("KUBECONFIG", self.cp.kubeconfig_path())
-            .env("HELM_CONFIG_HOME", helm_home.join("config"))
-            .env("HELM_CACHE_HOME", helm_home.join("cache"))
-            .env("HELM_DATA_HOME", helm_home.join("data"));
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .map_err(|e| BedError::Other(e.to_string()))?
-            .map_err(|e| BedError::Other(format!("running helm: {e}")))?;
-        if !out.status.success() {
-            return Err(BedError::Other(format!(
-                "helm install failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        let (chart, values_file) = (
+            chart.display().to_string(),
+            values_file.display().to_string(),
+        );
+        self.helm(&[
+            "install",
+            RELEASE,
+            &chart,
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--values",
+            &values_file,
+        ])
+        .await?;
         self.wait_rolled_out(Duration::from_secs(240)).await?;
         Ok(started.elapsed())
     }

@@ -13,15 +13,28 @@ use std::{
 };
 
 use eni_crds::Mode;
+use eni_e2e::cluster::wait_for;
 use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
-    real_bed::{ECHO_PORT, HTTP_PORT, test_pod},
+    real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, test_pod},
 };
 use eni_test_support::{PoolBuilder, pool, probe};
-use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, ResourceExt};
+use k8s_openapi::{
+    api::{
+        admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
+        apps::v1::{DaemonSet, Deployment},
+        core::v1::{Node, Pod, Service, ServiceAccount},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+};
 use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::json;
 
 fn main() -> std::process::ExitCode {
     let mut args = Arguments::from_args();
@@ -44,6 +57,10 @@ fn main() -> std::process::ExitCode {
         // connections need connmark routing through the main table.
         trial("host_port_shared_ip", host_port_shared_ip).with_ignored_flag(true),
         trial("security_groups_on_real_pods", security_groups),
+        trial(
+            "status_follows_the_agent_then_uninstall",
+            status_then_uninstall,
+        ),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -516,6 +533,144 @@ async fn security_groups() -> Result<(), Failed> {
         check(
             "plain-0 -> web-0 tcp/5432 dropped",
             !tcp("plain-0", "web-0", 5432),
+            &mut failures,
+        );
+        result(failures)
+    })
+    .await
+}
+
+/// Node `name`'s Ready condition: (status, message).
+async fn node_ready(bed: &Bed, name: &str) -> Result<(String, String), kube::Error> {
+    let node = Api::<Node>::all(bed.client.clone()).get(name).await?;
+    Ok(node
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status, c.message.unwrap_or_default()))
+        .unwrap_or_default())
+}
+
+/// CNI STATUS as the runtime calls it: while r2's agent is away (the DaemonSet no
+/// longer selects r2), eni-cni's STATUS fails, containerd reports NetworkReady=false and
+/// kubelet marks the node NotReady with that reason; once the agent is back, Ready.
+/// Then `helm uninstall` leaves none of the chart's RBAC, admission policy, workloads,
+/// service accounts or services behind, and the CRDs stay.
+async fn status_then_uninstall() -> Result<(), Failed> {
+    let (bed, _vm) = real_bed(Pools::OnePerMode).await?;
+    with_bed(&bed, || async {
+        let mut failures = Vec::new();
+        let (status, _) = node_ready(&bed, "r2").await?;
+        check("r2 Ready with its agent", status == "True", &mut failures);
+        let nodes: Api<Node> = Api::all(bed.client.clone());
+        let on = json!({"metadata": {"labels": {"eni-test/agent": "on"}}});
+        nodes
+            .patch("r1", &PatchParams::default(), &Patch::Merge(&on))
+            .await?;
+        let daemonsets: Api<DaemonSet> = Api::namespaced(bed.client.clone(), "eni-system");
+        let ds = daemonsets
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
+            .await?
+            .items
+            .into_iter()
+            .next()
+            .ok_or_else(|| BedError::Other("no agent DaemonSet".into()))?
+            .name_any();
+        let select =
+            json!({"spec": {"template": {"spec": {"nodeSelector": {"eni-test/agent": "on"}}}}});
+        daemonsets
+            .patch(&ds, &PatchParams::default(), &Patch::Merge(&select))
+            .await?;
+        let away = wait_for(
+            "r2 NotReady for its network",
+            Duration::from_secs(120),
+            || async {
+                let (status, message) = node_ready(&bed, "r2").await?;
+                Ok(
+                    (status == "False" && message.contains("NetworkReady=false"))
+                        .then_some(message),
+                )
+            },
+        )
+        .await?;
+        println!("  r2 without its agent: Ready=False: {away}");
+        check(
+            "kubelet reports the plugin's STATUS error",
+            away.contains("eni-agent") || away.contains("eni-cni") || away.contains("agent"),
+            &mut failures,
+        );
+        nodes
+            .patch("r2", &PatchParams::default(), &Patch::Merge(&on))
+            .await?;
+        wait_for(
+            "r2 Ready again with its agent",
+            Duration::from_secs(120),
+            || async {
+                let (status, _) = node_ready(&bed, "r2").await?;
+                Ok((status == "True").then_some(()))
+            },
+        )
+        .await?;
+        check("r2 Ready again once its agent is back", true, &mut failures);
+
+        let out = bed
+            .helm(&["uninstall", RELEASE, "--namespace", "eni-system", "--wait"])
+            .await?;
+        println!("  {}", out.trim());
+        let lp = ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"));
+        let client = bed.client.clone();
+        let left = wait_for(
+            "the release's objects gone",
+            Duration::from_secs(90),
+            || {
+                let (client, lp) = (client.clone(), lp.clone());
+                async move {
+                    let mut left = Vec::new();
+                    macro_rules! gone {
+                        ($kind:ty, $api:expr) => {
+                            let api: Api<$kind> = $api;
+                            for o in api.list(&lp).await?.items {
+                                left.push(format!("{} {}", stringify!($kind), o.name_any()));
+                            }
+                        };
+                    }
+                    gone!(ClusterRole, Api::all(client.clone()));
+                    gone!(ClusterRoleBinding, Api::all(client.clone()));
+                    gone!(ValidatingAdmissionPolicy, Api::all(client.clone()));
+                    gone!(ValidatingAdmissionPolicyBinding, Api::all(client.clone()));
+                    gone!(Role, Api::namespaced(client.clone(), "eni-system"));
+                    gone!(RoleBinding, Api::namespaced(client.clone(), "eni-system"));
+                    gone!(DaemonSet, Api::namespaced(client.clone(), "eni-system"));
+                    gone!(Deployment, Api::namespaced(client.clone(), "eni-system"));
+                    gone!(
+                        ServiceAccount,
+                        Api::namespaced(client.clone(), "eni-system")
+                    );
+                    gone!(Service, Api::namespaced(client.clone(), "eni-system"));
+                    gone!(Pod, Api::namespaced(client.clone(), "eni-system"));
+                    Ok(left.is_empty().then_some(left))
+                }
+            },
+        )
+        .await;
+        check(
+            &format!("helm uninstall leaves none of the chart's objects ({left:?})"),
+            left.is_ok(),
+            &mut failures,
+        );
+        let crds: Api<CustomResourceDefinition> = Api::all(bed.client.clone());
+        let ours = crds
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|c| c.name_any().ends_with(".eni-operator.io"))
+            .count();
+        check(
+            &format!("the CRDs stay ({ours} of 3)"),
+            ours == 3,
             &mut failures,
         );
         result(failures)
