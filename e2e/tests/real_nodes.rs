@@ -604,7 +604,7 @@ async fn status_then_uninstall() -> Result<(), Failed> {
         nodes
             .patch("r2", &PatchParams::default(), &Patch::Merge(&on))
             .await?;
-        wait_for(
+        let back = wait_for(
             "r2 Ready again with its agent",
             Duration::from_secs(120),
             || async {
@@ -612,8 +612,12 @@ async fn status_then_uninstall() -> Result<(), Failed> {
                 Ok((status == "True").then_some(()))
             },
         )
-        .await?;
-        check("r2 Ready again once its agent is back", true, &mut failures);
+        .await;
+        check(
+            &format!("r2 Ready again once its agent is back ({back:?})"),
+            back.is_ok(),
+            &mut failures,
+        );
 
         let out = bed
             .helm(&["uninstall", RELEASE, "--namespace", "eni-system", "--wait"])
