@@ -45,17 +45,7 @@ fn main() -> std::process::ExitCode {
             "kubelet_and_containerd_restarts_keep_pods",
             restarts_keep_pods,
         ),
-        trial(
-            "host_port_exclusive_and_trunk",
-            host_port_exclusive_and_trunk,
-        ),
-        // Fails today (ignored until fixed; run it with --ignored). portmap masquerades
-        // the connection to the node's address (masqAll), but a SharedIP pod's answer is
-        // routed by the agent's `from <pod> lookup <ENI table>` rule before conntrack
-        // puts the node's address back as its source, so it leaves through the pod's ENI
-        // with the node's address and the VPC's anti-spoofing drops it. Replies to DNATed
-        // connections need connmark routing through the main table.
-        trial("host_port_shared_ip", host_port_shared_ip).with_ignored_flag(true),
+        trial("host_port_in_every_mode", host_port_in_every_mode),
         trial("security_groups_on_real_pods", security_groups),
         trial(
             "status_follows_the_agent_then_uninstall",
@@ -416,16 +406,16 @@ async fn restarts_keep_pods() -> Result<(), Failed> {
     .await
 }
 
-async fn host_port_exclusive_and_trunk() -> Result<(), Failed> {
+/// hostPort through the chained portmap plugin in every mode. A SharedIP pod's replies
+/// leave through the main table thanks to the agent's DNAT-reply mark (its ENI table
+/// would send them out of the pod's ENI with the node's address, which the VPC drops).
+async fn host_port_in_every_mode() -> Result<(), Failed> {
     host_port(&[
+        ("shared-hp", "shared", 17001),
         ("exclusive-hp", "exclusive", 17002),
         ("trunk-hp", "trunk", 17003),
     ])
     .await
-}
-
-async fn host_port_shared_ip() -> Result<(), Failed> {
-    host_port(&[("shared-hp", "shared", 17001)]).await
 }
 
 /// A VPC host reaches each pod by the node's address and the pod's hostPort (the chained

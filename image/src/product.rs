@@ -22,6 +22,10 @@ pub const CNI_PLUGIN_DIR: &str = "/usr/lib/cni";
 pub const CNI_PLUGINS: [&str; 2] = ["bandwidth", "portmap"];
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 const PATH_ENV: &str = "PATH=/usr/local/bin:/usr/bin:/bin";
+/// Debian's nft, which the agent runs to keep its own nftables table (replies to
+/// connections the node DNATs); at the same path in the image, on the agent's PATH.
+pub const NFT: &str = "/usr/sbin/nft";
+const AGENT_PATH_ENV: &str = "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/bin";
 /// Label saying which user the image runs as and why.
 pub const LABEL_PRIVILEGES: &str = "io.eni-operator.image.privileges";
 
@@ -139,6 +143,16 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
     agent_layer.file(&format!("{BIN_DIR}/eni-agent"), agent, 0o755)?;
     agent_layer.file(&format!("{BIN_DIR}/eni-cni"), cni, 0o755)?;
     let mut agent_files = base_files.clone();
+    // nft and the libraries only it needs go into the agent's layer, not the shared base.
+    let nft = Path::new(NFT);
+    rootfs::read_input(nft, "nft", "install Debian's nftables")?;
+    let in_base = elf::runtime_files(&executables)?;
+    for file in elf::runtime_files(&[nft])? {
+        if !in_base.contains(&file) {
+            agent_files.copy(&mut agent_layer, &file.image_path, &file.host_path, 0o644)?;
+        }
+    }
+    agent_files.copy(&mut agent_layer, NFT, nft, 0o755)?;
     let plugin_files = CNI_PLUGINS.iter().zip(plugin_paths.iter().zip(plugins));
     for (name, (host_path, data)) in plugin_files {
         let image_path = format!("{CNI_PLUGIN_DIR}/{name}");
@@ -161,12 +175,12 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
     let agent = Definition {
         name: "eni-agent".to_owned(),
         tag: provenance.version.clone(),
-        description: "eni-operator node agent (eni-agent), its CNI plugin (eni-cni) and the chained portmap and bandwidth plugins".to_owned(),
+        description: "eni-operator node agent (eni-agent), its CNI plugin (eni-cni), nft and the chained portmap and bandwidth plugins".to_owned(),
         arch,
         user: None,
         entrypoint: Some(vec![format!("{BIN_DIR}/eni-agent")]),
         cmd: None,
-        env: vec![PATH_ENV.to_owned()],
+        env: vec![AGENT_PATH_ENV.to_owned()],
         labels: agent_labels,
         layers: vec![base, agent_layer.build(provenance.epoch)?],
     };

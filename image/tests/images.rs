@@ -204,6 +204,7 @@ fn agent_image_holds_agent_cni_and_chained_plugins() {
         "usr/local/bin/eni-cni",
         "usr/lib/cni/portmap",
         "usr/lib/cni/bandwidth",
+        "usr/sbin/nft",
     ] {
         let e = files.get(path).unwrap_or_else(|| panic!("{path} missing"));
         assert_eq!(
@@ -214,6 +215,26 @@ fn agent_image_holds_agent_cni_and_chained_plugins() {
     }
     assert!(!files.contains_key("usr/local/bin/eni-operator"));
     assert!(label(&agent, LABEL_DEBIAN_PACKAGES).contains("containernetworking-plugins="));
+    // nft with the libraries only it needs, in the agent's own layer, on its PATH.
+    assert!(label(&agent, LABEL_DEBIAN_PACKAGES).contains("nftables="));
+    assert!(
+        files.keys().any(|p| p.contains("libnftables.so")),
+        "libnftables in the agent"
+    );
+    assert!(
+        !entries(&operator)
+            .keys()
+            .any(|p| p.contains("libnftables.so")),
+        "nft's libraries stay out of the shared base"
+    );
+    assert!(
+        config
+            .env()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|e| e.starts_with("PATH=") && e.contains("/usr/sbin"))
+    );
     // One shared base layer.
     assert_eq!(agent.manifest.layers()[0], operator.manifest.layers()[0]);
 }

@@ -286,7 +286,8 @@ async fn shared_ip_veth_policy_routing() {
     dp.unwire(&unwire_request("ctr-b", &ns_b))
         .await
         .expect("unwire b");
-    assert_eq!(bed.snapshot(&bed.host), before);
+    // Only the node-wide rule for DNATed replies stays (see the trial below).
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
     // DEL twice, and DEL of a container never seen, succeed.
     dp.unwire(&unwire_request("ctr-b", &ns_b))
         .await
@@ -294,7 +295,140 @@ async fn shared_ip_veth_policy_routing() {
     dp.unwire(&unwire_request("never-seen", &ns_b))
         .await
         .expect("DEL unknown");
-    assert_eq!(bed.snapshot(&bed.host), before);
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
+}
+
+const DNAT_REPLIES_RULE: &str = "1024:\tfrom all fwmark 0x80/0x80 lookup main proto 225";
+
+/// `snapshot` with the node-wide `fwmark 0x80/0x80 lookup main` rule added in place.
+fn with_dnat_replies_rule(snapshot: &str) -> String {
+    let (rules, rest) = snapshot
+        .split_once("routes:\n")
+        .expect("snapshot has routes");
+    let mut lines: Vec<&str> = rules.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| {
+            l.split(':')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p > 1024)
+        })
+        .unwrap_or(lines.len());
+    lines.insert(at, DNAT_REPLIES_RULE);
+    format!("{}\nroutes:\n{rest}", lines.join("\n"))
+}
+
+/// A connection the node DNATs to a SharedIP pod (what portmap does for a hostPort and
+/// kube-proxy for a NodePort) is answered: the reply is marked by the agent's nftables
+/// chain and routed by the main table, out of the node's primary ENI with the node's
+/// address. Without the mark rule the reply takes the pod's ENI table and the VPC's
+/// anti-spoofing drops it; CHECK reports the missing rule and ADD puts it back.
+#[tokio::test]
+async fn shared_ip_pod_answers_connections_the_node_dnats() {
+    let mut bed = Bed::new();
+    let dp = bed.dataplane().await;
+    let (pod, ns) = bed.pod();
+    let req = request(
+        "ctr-dnat",
+        &ns,
+        Mode::SharedIp,
+        allocation(&SHARED, 30, 32).build(),
+    );
+    dp.wire(&req).await.expect("wire");
+    let _server = probe::EchoServer::start(&pod, 7000).expect("echo server in the pod");
+    let host = bed.host.clone();
+    let nft = |script: &str| {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &host, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft -f: {script}");
+    };
+    // A hostPort as portmap programs it, in a table of its own.
+    nft("table ip hostport {
+           chain prerouting { type nat hook prerouting priority dstnat;
+             ip daddr 10.0.0.10 tcp dport 17001 dnat to 10.0.1.30:7000; }
+         }");
+    let node_port: std::net::SocketAddr = "10.0.0.10:17001".parse().unwrap();
+    let router = bed.vpc.router().to_owned();
+    assert!(
+        probe::tcp_echo(&router, node_port),
+        "VPC -> node:17001 -> pod"
+    );
+    let rules = must(&["ip", "-n", &bed.host, "rule"]);
+    assert_eq!(
+        lines_with(&rules, "fwmark"),
+        vec!["1024: from all fwmark 0x80/0x80 lookup main proto 225"]
+    );
+    let table = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &bed.host,
+        "nft",
+        "list",
+        "table",
+        "ip",
+        "eni-agent",
+    ]);
+    assert!(
+        table.contains("ct direction reply ct status dnat meta mark set meta mark | 0x00000080"),
+        "{table}"
+    );
+    assert_eq!(dp.check(&req).await.unwrap(), Vec::<String>::new());
+
+    // Without the rule the reply leaves through the pod's ENI and is dropped.
+    must(&["ip", "-n", &bed.host, "rule", "del", "pref", "1024"]);
+    assert!(
+        !probe::tcp_echo(&router, node_port),
+        "without the mark rule the VPC must drop the reply"
+    );
+    // The pod's own address still answers: only DNATed replies need the rule.
+    assert!(probe::tcp_echo(&router, "10.0.1.30:7000".parse().unwrap()));
+    let differences = dp.check(&req).await.unwrap();
+    assert_eq!(differences.len(), 1, "{differences:?}");
+    assert!(
+        differences[0].contains("fwmark 0x80/0x80 lookup main"),
+        "{differences:?}"
+    );
+
+    // Someone flushes the agent's table: CHECK says so, ADD repairs both.
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &bed.host,
+        "nft",
+        "delete",
+        "table",
+        "ip",
+        "eni-agent",
+    ]);
+    let differences = dp.check(&req).await.unwrap();
+    assert!(
+        differences
+            .iter()
+            .any(|d| d.contains("table ip eni-agent is missing")),
+        "{differences:?}"
+    );
+    dp.wire(&req).await.expect("ADD again repairs");
+    assert_eq!(dp.check(&req).await.unwrap(), Vec::<String>::new());
+    assert!(
+        probe::tcp_echo(&router, node_port),
+        "VPC -> node:17001 -> pod after the repair"
+    );
+    dp.unwire(&unwire_request("ctr-dnat", &ns))
+        .await
+        .expect("unwire");
 }
 
 #[tokio::test]
@@ -527,7 +661,10 @@ async fn unwire_after_the_pod_namespace_is_gone() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    assert_eq!(without_exclusive(&after), without_exclusive(&before));
+    assert_eq!(
+        without_exclusive(&after),
+        without_exclusive(&with_dnat_replies_rule(&before))
+    );
 }
 
 #[tokio::test]
@@ -579,7 +716,7 @@ async fn gc_removes_containers_that_are_gone() {
         "ENI returned by gc"
     );
     dp.unwire(&unwire_request("keep", &ns_a)).await.unwrap();
-    assert_eq!(bed.snapshot(&bed.host), before);
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
 }
 
 #[tokio::test]
@@ -668,5 +805,5 @@ async fn agent_restart_recovers_twenty_pods_without_disturbing_traffic() {
     }
     eprintln!("unwired 20 SharedIP pods in {:?}", started.elapsed());
     assert!(dp.recover().await.unwrap().is_empty());
-    assert_eq!(bed.snapshot(&bed.host), before);
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
 }

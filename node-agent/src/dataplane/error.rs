@@ -52,6 +52,9 @@ pub enum DataplaneError {
         what: String,
         source: rtnetlink::Error,
     },
+    /// nft refused or could not run (the agent's own nftables table).
+    #[error("nftables, {what}: {detail}")]
+    Nftables { what: String, detail: String },
     /// A dedicated namespace thread died before answering.
     #[error("namespace worker thread died: {0}")]
     Worker(String),

@@ -13,6 +13,7 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage,
 };
 use netlink_packet_route::route::RouteProtocol;
+use netlink_packet_route::rule::RuleMessage;
 use rtnetlink::{Handle, IpVersion};
 use tokio::task::JoinHandle;
 
@@ -213,25 +214,39 @@ impl Netlink {
 
     /// Every IPv4 rule of the agent's shape, with its protocol.
     pub async fn rules(&self) -> Result<Vec<(Rule, RouteProtocol)>, DataplaneError> {
-        let messages: Vec<_> = self
-            .handle
+        let messages = self.rule_messages().await?;
+        Ok(messages.iter().filter_map(Rule::from_message).collect())
+    }
+
+    /// Every IPv4 rule as the kernel dumps it.
+    pub async fn rule_messages(&self) -> Result<Vec<RuleMessage>, DataplaneError> {
+        self.handle
             .rule()
             .get(IpVersion::V4)
             .execute()
             .try_collect()
             .await
-            .map_err(|e| self.error("listing rules", e))?;
-        Ok(messages.iter().filter_map(Rule::from_message).collect())
+            .map_err(|e| self.error("listing rules", e))
+    }
+
+    /// Adds the rule `message` describes; present already is fine.
+    pub async fn add_rule_message(
+        &self,
+        message: RuleMessage,
+        what: &str,
+    ) -> Result<(), DataplaneError> {
+        let mut request = self.handle.rule().add();
+        *request.message_mut() = message;
+        match request.execute().await {
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            other => other.map_err(|e| self.error(format!("adding rule {what}"), e)),
+        }
     }
 
     /// Adds `rule`; present already is fine.
     pub async fn add_rule(&self, rule: &Rule) -> Result<(), DataplaneError> {
-        let mut request = self.handle.rule().add();
-        *request.message_mut() = rule.to_message();
-        match request.execute().await {
-            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            other => other.map_err(|e| self.error(format!("adding rule {rule:?}"), e)),
-        }
+        self.add_rule_message(rule.to_message(), &format!("{rule:?}"))
+            .await
     }
 
     /// Deletes `rule`; gone already is fine.

@@ -7,6 +7,7 @@
 //! ([`Dataplane::recover`]), and every call is idempotent. Calls that change the host
 //! are serialised. See docs/datapaths.md for the exact links, routes and rules.
 
+mod dnat_replies;
 pub mod error;
 mod expect;
 mod kernel;

@@ -4,7 +4,8 @@
 //! permanent neighbour entry 169.254.1.1 → host veth MAC. Host: `<ip>/32 dev <veth>`
 //! in main, rule 512 `to <ip> lookup main`, rule 2048 `from <ip> lookup <ENI table>`,
 //! the ENI table with `default via <gateway> dev <ENI> onlink` and `<subnet> dev <ENI>`,
-//! and a proxy-ARP entry for `<ip>` on the ENI link.
+//! and a proxy-ARP entry for `<ip>` on the ENI link. Node-wide: replies to connections
+//! the node DNATed go by the main table (`dnat_replies`).
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -40,6 +41,7 @@ impl Dataplane {
         )
         .await?;
         self.prepare_host(Some(&eni)).await?;
+        self.ensure_dnat_replies().await?;
         let (host_side, pod_side) = expectations(checked, &eni, &pair)?;
         pod_side.apply(&pod).await?;
         host_side.apply(&self.host).await?;
@@ -80,6 +82,7 @@ impl Dataplane {
         };
         let (host_side, pod_side) = expectations(checked, &eni, &pair)?;
         let mut differences = host_side.differences(&self.host, "host").await?;
+        differences.extend(self.dnat_replies_differences().await?);
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
     }
