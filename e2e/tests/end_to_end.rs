@@ -15,6 +15,7 @@ use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
     netns,
+    security_groups::{self, GroupPod},
 };
 use eni_test_support::{PoolBuilder, pool, probe};
 use kube::ResourceExt;
@@ -318,45 +319,14 @@ async fn security_groups() -> Result<(), Failed> {
             .iter()
             .flat_map(|p| [80, 5432].map(|port| probe::EchoServer::start(&pods[*p].sandbox, port)))
             .collect::<Result<_, _>>()?;
-        let tcp = |from: &str, to: &str, port: u16| {
-            probe::tcp_echo(&pods[from].sandbox, SocketAddr::from((pods[to].ip, port)))
+        let pod = |name: &str| GroupPod {
+            netns: &pods[name].sandbox,
+            ip: pods[name].ip,
         };
         let mut failures = Vec::new();
-        check(
-            "web-0 -> db-0 tcp/5432 passes (db admits web members)",
-            tcp("web-0", "db-0", 5432),
-            &mut failures,
-        );
-        check(
-            "plain-0 -> db-0 tcp/5432 dropped (not a web member)",
-            !tcp("plain-0", "db-0", 5432),
-            &mut failures,
-        );
-        check(
-            "web-0 -> db-0 tcp/80 dropped (db admits 5432 only)",
-            !tcp("web-0", "db-0", 80),
-            &mut failures,
-        );
-        check(
-            "ping web-0 -> db-0 dropped (db admits no ICMP)",
-            !probe::ping(&pods["web-0"].sandbox, pods["db-0"].ip),
-            &mut failures,
-        );
-        check(
-            "plain-0 -> web-0 tcp/80 passes",
-            tcp("plain-0", "web-0", 80),
-            &mut failures,
-        );
-        check(
-            "ping plain-0 -> web-0 passes",
-            probe::ping(&pods["plain-0"].sandbox, pods["web-0"].ip),
-            &mut failures,
-        );
-        check(
-            "plain-0 -> web-0 tcp/5432 dropped",
-            !tcp("plain-0", "web-0", 5432),
-            &mut failures,
-        );
+        for (what, ok) in security_groups::probes(pod("web-0"), pod("db-0"), pod("plain-0")) {
+            check(&what, ok, &mut failures);
+        }
         drop(servers);
 
         // The db pool moves to the web group: new pods get it.

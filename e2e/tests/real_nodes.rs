@@ -18,6 +18,7 @@ use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
     real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, test_pod},
+    security_groups::{self, GroupPod},
 };
 use eni_test_support::{PoolBuilder, pool, probe};
 use k8s_openapi::{
@@ -482,49 +483,14 @@ async fn security_groups() -> Result<(), Failed> {
             let netns = bed.expose_pod_netns("default", name).await?;
             running.insert(name, Running { ip, netns });
         }
-        let tcp = |from: &str, to: &str, port: u16| {
-            probe::tcp_echo(
-                &running[from].netns,
-                SocketAddr::from((running[to].ip, port)),
-            )
+        let pod = |name: &str| GroupPod {
+            netns: &running[name].netns,
+            ip: running[name].ip,
         };
-        let ping = |from: &str, to: &str| probe::ping(&running[from].netns, running[to].ip);
         let mut failures = Vec::new();
-        check(
-            "web-0 -> db-0 tcp/5432 passes (db admits web members)",
-            tcp("web-0", "db-0", 5432),
-            &mut failures,
-        );
-        check(
-            "plain-0 -> db-0 tcp/5432 dropped (not a web member)",
-            !tcp("plain-0", "db-0", 5432),
-            &mut failures,
-        );
-        check(
-            "web-0 -> db-0 tcp/80 dropped (db admits 5432 only)",
-            !tcp("web-0", "db-0", 80),
-            &mut failures,
-        );
-        check(
-            "ping web-0 -> db-0 dropped (db admits no ICMP)",
-            !ping("web-0", "db-0"),
-            &mut failures,
-        );
-        check(
-            "plain-0 -> web-0 tcp/80 passes",
-            tcp("plain-0", "web-0", 80),
-            &mut failures,
-        );
-        check(
-            "ping plain-0 -> web-0 passes",
-            ping("plain-0", "web-0"),
-            &mut failures,
-        );
-        check(
-            "plain-0 -> web-0 tcp/5432 dropped",
-            !tcp("plain-0", "web-0", 5432),
-            &mut failures,
-        );
+        for (what, ok) in security_groups::probes(pod("web-0"), pod("db-0"), pod("plain-0")) {
+            check(&what, ok, &mut failures);
+        }
         result(failures)
     })
     .await
