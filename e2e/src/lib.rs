@@ -12,6 +12,7 @@ pub mod netns;
 pub mod process;
 pub mod real_bed;
 pub mod real_node;
+pub mod traffic;
 pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};
