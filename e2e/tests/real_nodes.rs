@@ -906,6 +906,23 @@ async fn helm_upgrade_of_the_agent_keeps_pods() -> Result<(), Failed> {
             &mut failures,
         );
 
+        // r1 has no room for a second Exclusive ENI: its Exclusive pod, wired by the old
+        // agent, goes first, torn down by the new one (which reads the old one's state).
+        bed.delete_pod("default", "exclusive-r1").await?;
+        bed.wait_gone("default", "exclusive-r1", Duration::from_secs(60))
+            .await?;
+        let r1_agent = new_agents
+            .iter()
+            .find(|a| a.node == "r1")
+            .ok_or_else(|| BedError::Other("no new agent on r1".into()))?;
+        let log = bed
+            .real_node("r1")?
+            .container_log("eni-system", &r1_agent.name, &r1_agent.uid, "agent")?;
+        check(
+            "exclusive-r1 (wired by the old agent) deleted: the new agent unwired it",
+            log.lines().any(|l| l.contains("pod unwired")),
+            &mut failures,
+        );
         // New pods go through the new agents: each agent's own log shows it wired them.
         for (name, node, mode) in [
             ("shared-new", "r2", "shared"),
@@ -1064,7 +1081,7 @@ async fn bandwidth_annotation_is_enforced() -> Result<(), Failed> {
                 if name == "shaped" {
                     check(
                         &format!("shaped {direction}: past the burst {last:.1} Mbit/s, within 0.5x..1.3x of {LIMIT_MBIT}"),
-                        last <= 1.3 * LIMIT_MBIT && last >= 0.5 * LIMIT_MBIT,
+                        (0.5 * LIMIT_MBIT..=1.3 * LIMIT_MBIT).contains(&last),
                         &mut failures,
                     );
                     check(
