@@ -60,6 +60,8 @@ pub enum BedError {
     Images(#[from] crate::images::ImagesError),
     #[error(transparent)]
     RealNode(#[from] crate::real_node::RealNodeError),
+    #[error(transparent)]
+    Traffic(#[from] crate::traffic::TrafficError),
     #[error("{0}")]
     Other(String),
 }

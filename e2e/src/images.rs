@@ -41,6 +41,10 @@ pub struct BedImages {
     pub tars: Vec<PathBuf>,
     /// Tag of eni-operator and eni-agent (the workspace version).
     pub product_tag: String,
+    /// Where the product binaries were taken from and the tars written (for images
+    /// built later: [`build_agent_version`]).
+    bins: PathBuf,
+    out: PathBuf,
 }
 
 /// The test images' busybox (Debian's busybox-static).
@@ -74,22 +78,12 @@ fn cni_plugins() -> Result<(PathBuf, String), ImagesError> {
 pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
     std::fs::create_dir_all(out).map_err(|source| io(out, source))?;
     let prov = provenance::discover(&crate::repo_root(), None, None, None);
-    let (plugins, plugins_origin) = cni_plugins()?;
-    let product_inputs: Vec<PathBuf> = ["eni-operator", "eni-agent", "eni-cni"]
-        .iter()
-        .map(|b| bins.join(b))
-        .chain(["portmap", "bandwidth"].iter().map(|p| plugins.join(p)))
-        .collect();
     let product_tars = [
         out.join("eni-operator.oci.tar"),
         out.join("eni-agent.oci.tar"),
     ];
-    if stale(&product_tars, &product_inputs) {
-        let inputs = product::Inputs {
-            bins: bins.to_path_buf(),
-            cni_plugins: plugins.clone(),
-            cni_plugins_origin: Some(plugins_origin),
-        };
+    let (inputs, input_files) = product_inputs(bins)?;
+    if stale(&product_tars, &input_files) {
         let images = product::build(&inputs, &prov)?;
         write_tars(&images, &product_tars, prov.epoch)?;
     }
@@ -104,7 +98,47 @@ pub fn build(bins: &Path, out: &Path) -> Result<BedImages, ImagesError> {
     Ok(BedImages {
         tars: product_tars.into_iter().chain(test_tars).collect(),
         product_tag: prov.version,
+        bins: bins.to_path_buf(),
+        out: out.to_path_buf(),
     })
+}
+
+/// What the product images are built from, and those files (for staleness).
+fn product_inputs(bins: &Path) -> Result<(product::Inputs, Vec<PathBuf>), ImagesError> {
+    let (plugins, plugins_origin) = cni_plugins()?;
+    let files = ["eni-operator", "eni-agent", "eni-cni"]
+        .iter()
+        .map(|b| bins.join(b))
+        .chain(["portmap", "bandwidth"].iter().map(|p| plugins.join(p)))
+        .collect();
+    let inputs = product::Inputs {
+        bins: bins.to_path_buf(),
+        cni_plugins: plugins,
+        cni_plugins_origin: Some(plugins_origin),
+    };
+    Ok((inputs, files))
+}
+
+/// The agent image again, as version `version` (or reused when current): the same
+/// binaries under another tag and version label, so another config digest and image
+/// id, as a release would be. Upgrade trials roll the DaemonSet to it. Returns the tar
+/// and the image's reference.
+pub fn build_agent_version(
+    images: &BedImages,
+    version: &str,
+) -> Result<(PathBuf, String), ImagesError> {
+    let prov = provenance::discover(&crate::repo_root(), Some(version.to_owned()), None, None);
+    let tar = images.out.join(format!("eni-agent-{version}.oci.tar"));
+    let (inputs, input_files) = product_inputs(&images.bins)?;
+    if stale(std::slice::from_ref(&tar), &input_files) {
+        let built = product::build(&inputs, &prov)?;
+        let agent = built
+            .iter()
+            .find(|i| i.name == "eni-agent")
+            .ok_or_else(|| ImagesError::Missing("eni-agent".to_owned()))?;
+        write_tar(agent, &tar, prov.epoch)?;
+    }
+    Ok((tar, format!("{AGENT_REPO}:{version}")))
 }
 
 /// Writes each of `images` to the tar in `tars` named after it.
@@ -116,12 +150,17 @@ fn write_tars(images: &[Image], tars: &[PathBuf], epoch: u64) -> Result<(), Imag
             .iter()
             .find(|i| i.name == name)
             .ok_or_else(|| ImagesError::Missing(name.to_owned()))?;
-        let bytes = layout::pack(image, epoch)?;
-        let partial = tar.with_extension("partial");
-        std::fs::write(&partial, bytes).map_err(|source| io(&partial, source))?;
-        std::fs::rename(&partial, tar).map_err(|source| io(tar, source))?;
+        write_tar(image, tar, epoch)?;
     }
     Ok(())
+}
+
+/// Writes `image` as a layout tar to `tar` (whole or not at all).
+fn write_tar(image: &Image, tar: &Path, epoch: u64) -> Result<(), ImagesError> {
+    let bytes = layout::pack(image, epoch)?;
+    let partial = tar.with_extension("partial");
+    std::fs::write(&partial, bytes).map_err(|source| io(&partial, source))?;
+    std::fs::rename(&partial, tar).map_err(|source| io(tar, source))
 }
 
 /// True when a tar is missing or older than an input.

@@ -13,6 +13,7 @@ pub mod process;
 pub mod real_bed;
 pub mod real_node;
 pub mod security_groups;
+pub mod traffic;
 pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};

@@ -102,6 +102,47 @@ impl Bed {
         Ok(bed_node)
     }
 
+    /// Builds the agent image again as version `version` ([`images::build_agent_version`])
+    /// and imports it into every real node's containerd, as a registry pull of a new
+    /// release would put it there. Returns the image's reference.
+    pub async fn import_agent_version(&self, version: &str) -> Result<String, BedError> {
+        let images = self
+            .images
+            .clone()
+            .ok_or_else(|| BedError::Other("import_agent_version needs Bed::start_real".into()))?;
+        let version = version.to_owned();
+        let (tar, reference) =
+            tokio::task::spawn_blocking(move || images::build_agent_version(&images, &version))
+                .await
+                .map_err(|e| BedError::Other(e.to_string()))??;
+        let nodes: Vec<Arc<RealNode>> = lock(&self.real_nodes).values().cloned().collect();
+        for node in nodes {
+            node.import_image(&tar)?;
+        }
+        Ok(reference)
+    }
+
+    /// The chart's agent pods (the DaemonSet's), whatever their state.
+    pub async fn agent_pods(&self) -> Result<Vec<Pod>, kube::Error> {
+        let lp = ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=agent"
+        ));
+        Ok(
+            Api::<Pod>::namespaced(self.client.clone(), SYSTEM_NAMESPACE)
+                .list(&lp)
+                .await?
+                .items,
+        )
+    }
+
+    /// Tag of the product images the bed built (the chart's `images.*.tag`).
+    pub fn product_tag(&self) -> Result<String, BedError> {
+        self.images
+            .as_ref()
+            .map(|i| i.product_tag.clone())
+            .ok_or_else(|| BedError::Other("no images: a bed without real nodes".into()))
+    }
+
     pub fn real_node(&self, name: &str) -> Result<Arc<RealNode>, BedError> {
         lock(&self.real_nodes)
             .get(name)
@@ -155,7 +196,7 @@ impl Bed {
         let values = self.chart_values(&images.product_tag)?;
         let values_file = self.cp.dir().join("values.yaml");
         std::fs::write(&values_file, values).map_err(|e| BedError::Other(e.to_string()))?;
-        let chart = crate::repo_root().join("charts/eni-operator");
+        let chart = chart_dir();
         let (chart, values_file) = (
             chart.display().to_string(),
             values_file.display().to_string(),
@@ -339,6 +380,11 @@ impl Bed {
         )?;
         Ok(ns_name)
     }
+}
+
+/// The chart's directory in the repository (what `helm install` and `helm upgrade` get).
+pub fn chart_dir() -> PathBuf {
+    crate::repo_root().join("charts/eni-operator")
 }
 
 /// Host and port of the API server's URL `https://host:port`.

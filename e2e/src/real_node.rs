@@ -151,16 +151,36 @@ impl RealNode {
         node.write_configs()?;
         node.start_containerd().await?;
         for image in &node.config.images {
-            node.ctr(&["images", "import", "--local"])
-                .arg(image)
-                .output()
-                .map_err(|e| io(image, e))
-                .and_then(|out| {
-                    check_output(&format!("ctr images import {}", image.display()), out)
-                })?;
+            node.import_image(image)?;
         }
         node.start_kubelet()?;
         Ok(node)
+    }
+
+    /// Imports the OCI layout tar `image` into containerd (the node's only way to get
+    /// an image: there is no registry).
+    pub fn import_image(&self, image: &Path) -> Result<(), RealNodeError> {
+        self.ctr(&["images", "import", "--local"])
+            .arg(image)
+            .output()
+            .map_err(|e| io(image, e))
+            .and_then(|out| check_output(&format!("ctr images import {}", image.display()), out))
+    }
+
+    /// The log kubelet keeps of container `container` of pod `ns/pod` (uid `uid`), every
+    /// run of it (`/var/log/pods/<ns>_<pod>_<uid>/<container>/`, in the node's mounts).
+    pub fn container_log(
+        &self,
+        ns: &str,
+        pod: &str,
+        uid: &str,
+        container: &str,
+    ) -> Result<String, RealNodeError> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--mount={}", self.mount_ns.display()))
+            .args(["sh", "-c", "cat \"$0\"/*.log"])
+            .arg(format!("/var/log/pods/{ns}_{pod}_{uid}/{container}"));
+        stdout(cmd)
     }
 
     pub fn name(&self) -> &str {
