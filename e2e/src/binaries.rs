@@ -19,6 +19,8 @@ pub enum BinaryError {
     },
     #[error("{script} failed (is Go installed?):\n{stderr}")]
     Build { script: String, stderr: String },
+    #[error("{path} is missing: run e2e/setup.sh to build it")]
+    Missing { path: PathBuf },
 }
 
 /// The containerd version real nodes run.
@@ -83,6 +85,21 @@ pub fn containerd() -> Result<ContainerdBinaries, BinaryError> {
         ctr: dir.join("ctr"),
         shim_dir: dir,
     })
+}
+
+/// `eni-libcni` (e2e/libcni-driver), which e2e/setup.sh builds into the cache: libcni
+/// driven with a real node's conflist, result cache and sandbox list.
+pub fn libcni_driver() -> Result<PathBuf, BinaryError> {
+    let cache = std::env::var_os("ENI_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/eni-operator")))
+        .unwrap_or_default();
+    let path = cache.join("bin/eni-libcni");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BinaryError::Missing { path })
+    }
 }
 
 /// Runs a build script of this crate with `args` (a no-op when its cache is complete)

@@ -9,6 +9,7 @@ pub mod images;
 pub mod kubelet;
 pub mod mgmt;
 pub mod netns;
+pub mod node_net;
 pub mod process;
 pub mod real_bed;
 pub mod real_node;

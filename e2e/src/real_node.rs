@@ -232,6 +232,171 @@ impl RealNode {
             })
     }
 
+    /// IDs of pod `ns/pod`'s sandboxes: those of its sandbox containers, and those in
+    /// containerd's sandbox store still labelled with the pod's sandbox name. CRI records
+    /// a sandbox in that store before it sets up the sandbox's network and removes it
+    /// if that fails, so a sandbox whose CNI ADD fails shows here while the ADD runs.
+    pub fn pod_sandbox_ids(&self, ns: &str, pod: &str) -> Result<Vec<String>, RealNodeError> {
+        // CRI labels a new sandbox `name=<pod>_<namespace>_<uid>_<attempt>`.
+        let filter = format!("labels.name~=\"^{pod}_{ns}_\"");
+        let mut ids = first_column(&stdout(self.ctr(&[
+            "sandboxes",
+            "ls",
+            "--filters",
+            &filter,
+        ]))?);
+        let filter = format!(
+            "labels.\"io.kubernetes.pod.name\"=={pod},labels.\"io.kubernetes.pod.namespace\"=={ns},labels.\"io.cri-containerd.kind\"==sandbox"
+        );
+        ids.extend(
+            stdout(self.ctr(&["containers", "ls", "-q", &filter]))?
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// IDs of every pod sandbox containerd has (its containers of kind `sandbox`): the
+    /// attachments a runtime calls valid when it asks for a CNI GC.
+    pub fn sandbox_ids(&self) -> Result<Vec<String>, RealNodeError> {
+        let out = stdout(self.ctr(&[
+            "containers",
+            "ls",
+            "-q",
+            "labels.\"io.cri-containerd.kind\"==sandbox",
+        ]))?;
+        Ok(out.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// Whether containerd still knows sandbox `id`: as a container or in its sandbox
+    /// store.
+    pub fn knows_sandbox(&self, id: &str) -> Result<bool, RealNodeError> {
+        let filter = format!("id=={id}");
+        let containers = stdout(self.ctr(&["containers", "ls", "-q", &filter]))?;
+        let sandboxes = stdout(self.ctr(&["sandboxes", "ls", "--filters", &filter]))?;
+        Ok(containers.split_whitespace().any(|c| c == id)
+            || first_column(&sandboxes).iter().any(|s| s == id))
+    }
+
+    /// The network namespace containerd made for sandbox `id` (from its OCI spec), as
+    /// the node's processes see it.
+    pub fn sandbox_netns(&self, id: &str) -> Result<String, RealNodeError> {
+        let spec = stdout(self.ctr(&["containers", "info", "--spec", id]))?;
+        let bad = |detail: String| RealNodeError::Command {
+            cmd: format!("ctr containers info --spec {id}"),
+            detail,
+        };
+        let spec: serde_json::Value =
+            serde_json::from_str(&spec).map_err(|e| bad(e.to_string()))?;
+        spec["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["type"] == "network")
+            .and_then(|n| n["path"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| bad("the spec names no network namespace path".into()))
+    }
+
+    /// Removes the containers and sandboxes of pods `ns/<pods>` behind CRI's back, as a
+    /// runtime that lost its state would: tasks killed and containers deleted through
+    /// containerd's own APIs (CRI is not asked, so no CNI DEL is sent), then containerd
+    /// restarted so that CRI, which recovers its sandboxes from those APIs, forgets
+    /// them. kubelet must be stopped first: it would stop the dead sandboxes through
+    /// CRI, which calls DEL. The sandboxes' network namespaces stay mounted (nobody
+    /// removes them). Returns the removed sandbox IDs.
+    pub async fn remove_pods_behind_runtime(
+        &self,
+        ns: &str,
+        pods: &[&str],
+    ) -> Result<Vec<String>, RealNodeError> {
+        if lock(&self.kubelet).is_some() {
+            return Err(RealNodeError::Command {
+                cmd: "remove_pods_behind_runtime".into(),
+                detail: "kubelet is running: stop it first".into(),
+            });
+        }
+        let mut removed = Vec::new();
+        for pod in pods {
+            let of_pod = format!(
+                "labels.\"io.kubernetes.pod.name\"=={pod},labels.\"io.kubernetes.pod.namespace\"=={ns}"
+            );
+            let apps = format!("{of_pod},labels.\"io.cri-containerd.kind\"==container");
+            for id in stdout(self.ctr(&["containers", "ls", "-q", &apps]))?.split_whitespace() {
+                // `tasks rm -f` kills the task and waits for it; a task already gone is fine.
+                let _ = self.ctr(&["tasks", "rm", "-f", id]).output();
+                run(&mut self.ctr(&["containers", "rm", id]))?;
+            }
+            let sandboxes = format!("{of_pod},labels.\"io.cri-containerd.kind\"==sandbox");
+            for id in stdout(self.ctr(&["containers", "ls", "-q", &sandboxes]))?.split_whitespace()
+            {
+                // The sandbox controller's stop and shutdown: task, container and store
+                // entry, no network teardown.
+                run(&mut self.ctr(&["sandboxes", "rm", "-f", id]))?;
+                removed.push(id.to_owned());
+            }
+        }
+        self.restart_containerd().await?;
+        for id in &removed {
+            if self.knows_sandbox(id)? {
+                return Err(RealNodeError::Command {
+                    cmd: format!("ctr sandboxes rm -f {id}"),
+                    detail: "containerd still knows the sandbox after its restart".into(),
+                });
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs `sh -c <script>` inside the node (its mount and network namespaces) and
+    /// returns its stdout.
+    pub fn sh(&self, script: &str) -> Result<String, RealNodeError> {
+        let mut cmd = self.command_in(Path::new("sh"));
+        cmd.args(["-c", script]);
+        stdout(cmd)
+    }
+
+    /// The records in eni-agent's state dir `state_dir` on this node (one JSON object
+    /// per container in `<state_dir>/containers/`).
+    pub fn agent_records(&self, state_dir: &Path) -> Result<Vec<serde_json::Value>, RealNodeError> {
+        let dir = state_dir.join("containers");
+        let out = self.sh(&format!(
+            "for f in {}/*.json; do [ -f \"$f\" ] && cat \"$f\" && echo; done; true",
+            dir.display()
+        ))?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).map_err(|e| RealNodeError::Command {
+                    cmd: format!("reading {}", dir.display()),
+                    detail: format!("{e}: {l}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `eni-libcni <args>` (e2e/libcni-driver) inside the node, where libcni finds
+    /// the conflist, plugins and result cache containerd uses and eni-cni reaches the
+    /// node's agent: `Ok(stdout)` when it succeeded, `Err(its message)` when it failed.
+    pub fn libcni(&self, args: &[&str]) -> Result<Result<String, String>, RealNodeError> {
+        let mut cmd = self.command_in(&binaries::libcni_driver()?);
+        cmd.args(args);
+        let text = format!("{cmd:?}");
+        let out = cmd.output().map_err(|e| RealNodeError::Command {
+            cmd: text,
+            detail: e.to_string(),
+        })?;
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        Ok(if out.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stderr}{stdout}"))
+        })
+    }
+
     /// A command run inside the node: its mount and network namespaces.
     pub fn command_in(&self, program: &Path) -> Command {
         let mut cmd = Command::new("nsenter");
@@ -604,6 +769,16 @@ fn spawn_appending(
         let _ = fs::write(PathBuf::from(prev), previous);
     }
     ChildGuard::spawn(what, cmd, log).map_err(|source| RealNodeError::Spawn { what, source })
+}
+
+/// First column of a table `ctr` prints, header skipped.
+fn first_column(table: &str) -> Vec<String> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn path_with(dir: &Path) -> String {

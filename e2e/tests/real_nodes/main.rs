@@ -7,7 +7,7 @@
 //! (tests/end_to_end.rs), which costs no CPU per node.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddr},
     time::{Duration, Instant},
 };
@@ -18,10 +18,12 @@ use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
     netns,
+    node_net::NodeNet,
     real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, chart_dir, test_pod},
     security_groups::{self, GroupPod},
     traffic::{self, HeldConnection, Pinger},
 };
+use eni_node_agent::agent::state::Record;
 use eni_test_support::{PoolBuilder, pool, probe};
 use k8s_openapi::{
     api::{
@@ -34,10 +36,20 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::json;
+
+mod bandwidth;
+mod cni_check_gc;
+mod sandbox_retry;
+mod upgrade;
+
+use bandwidth::bandwidth_annotation_is_enforced;
+use cni_check_gc::{cni_check_and_gc_through_libcni, cni_check_of_passthrough_pods};
+use sandbox_retry::sandbox_recreated_after_a_failed_add;
+use upgrade::helm_upgrade_of_the_agent_keeps_pods;
 
 fn main() -> std::process::ExitCode {
     let mut args = Arguments::from_args();
@@ -62,6 +74,24 @@ fn main() -> std::process::ExitCode {
             "bandwidth_annotation_is_enforced",
             bandwidth_annotation_is_enforced,
         ),
+        trial(
+            "sandbox_recreated_after_a_failed_add",
+            sandbox_recreated_after_a_failed_add,
+        ),
+        trial(
+            "cni_check_and_gc_through_libcni",
+            cni_check_and_gc_through_libcni,
+        ),
+        // Fails today (ignored until fixed; run it with --ignored). The chart chains the
+        // reference bandwidth plugin, whose CHECK wants the pod's interface to be a veth
+        // with its peer on the host even when the pod has no bandwidth limit; an
+        // Exclusive or Trunk pod's interface is its ENI, so the chain's CHECK fails in
+        // bandwidth although eni-cni's own CHECK passes.
+        trial(
+            "cni_check_of_passthrough_pods",
+            cni_check_of_passthrough_pods,
+        )
+        .with_ignored_flag(true),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -129,6 +159,8 @@ enum Pools {
     /// Trunk pools `web`, `db` (vpc-sim's groups of those names) and `plain` (the
     /// `default` group), for pods labelled `mode=<pool>`.
     SecurityGroups,
+    /// `shared` only: the nodes keep ENI slots for pools a trial applies later.
+    SharedOnly,
 }
 
 /// A bed with two real nodes and a VM, the chart installed, and `pools`.
@@ -155,6 +187,7 @@ async fn real_bed(pools: Pools) -> Result<(Bed, eni_e2e::vpc::Instance), Failed>
                     .security_groups(&[sg.as_str()])
                     .warm_enis(1),
             ],
+            Pools::SharedOnly => vec![pool_for("shared", Mode::SharedIp).warm_ips(2)],
             Pools::SecurityGroups => {
                 let mut pools = Vec::new();
                 for (name, group) in [("web", "web"), ("db", "db"), ("plain", "default")] {
@@ -648,476 +681,23 @@ async fn status_then_uninstall() -> Result<(), Failed> {
     .await
 }
 
-/// The agent pod of the DaemonSet on a node, as the upgrade trial follows it.
-#[derive(Clone, Debug)]
-struct AgentPod {
-    name: String,
-    uid: String,
-    node: String,
-    /// The agent container's image and the image id containerd runs it from.
-    image: String,
-    image_id: String,
-    ready: bool,
+/// The first 12 characters of a container ID, as runtimes print them.
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
-async fn agent_pods(bed: &Bed) -> Result<Vec<AgentPod>, kube::Error> {
-    Ok(bed
-        .agent_pods()
-        .await?
+/// The agent's state records on `node`, in the agent's own format.
+fn agent_records(bed: &Bed, node: &str) -> Result<Vec<Record>, BedError> {
+    let state_dir = bed.node(node)?.state_dir;
+    bed.real_node(node)?
+        .agent_records(&state_dir)?
         .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| {
-            let agent = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .and_then(|c| c.iter().find(|c| c.name == "agent").cloned());
-            AgentPod {
-                name: p.name_any(),
-                uid: p.uid().unwrap_or_default(),
-                node: p
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.clone())
-                    .unwrap_or_default(),
-                image: agent.as_ref().map(|c| c.image.clone()).unwrap_or_default(),
-                image_id: agent
-                    .as_ref()
-                    .map(|c| c.image_id.clone())
-                    .unwrap_or_default(),
-                ready: agent.is_some_and(|c| c.ready),
-            }
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| BedError::Other(format!("agent record: {e}")))
         })
-        .collect())
+        .collect()
 }
 
-/// When pod `p` last became Ready (unchanged while it stays Ready).
-fn ready_since(p: &Pod) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?
-        .last_transition_time
-        .as_ref()
-        .map(|t| t.0.to_string())
-}
-
-fn restarts(p: &Pod) -> i32 {
-    p.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .map(|c| c.iter().map(|c| c.restart_count).sum())
-        .unwrap_or(-1)
-}
-
-/// `helm upgrade` rolls the agent DaemonSet to another image while pods of every mode
-/// run on both nodes. A ping every 200 ms from the VM to each pod and a TCP connection
-/// to each pod's echo server cross the whole rollout: no echo is lost (the agent is not
-/// on the data path), and the pods keep their sandbox, readiness, PodNetwork and
-/// connection. Pods created afterwards are wired by the new agents.
-async fn helm_upgrade_of_the_agent_keeps_pods() -> Result<(), Failed> {
-    let (bed, vm) = real_bed(Pools::OnePerMode).await?;
-    with_bed(&bed, || async {
-        let mut names = Vec::new();
-        for mode in ["shared", "exclusive", "trunk"] {
-            for node in ["r1", "r2"] {
-                let name = format!("{mode}-{node}");
-                bed.create_test_pod("default", &name, node, &[("mode", mode)])
-                    .await?;
-                names.push((name, node));
-            }
-        }
-        let pods_api: Api<Pod> = Api::namespaced(bed.client.clone(), "default");
-        // Per pod: address, sandbox process, Ready since, PodNetwork (uid/ENI/address).
-        let mut before = BTreeMap::new();
-        for (name, node) in &names {
-            let ip = bed
-                .wait_ready("default", name, Duration::from_secs(120))
-                .await?;
-            let pid = bed.real_node(node)?.sandbox_pid("default", name)?;
-            let pod = pods_api.get(name).await?;
-            before.insert(name.clone(), (ip, pid, ready_since(&pod)));
-        }
-        let units = |pns: Vec<eni_crds::PodNetwork>| -> BTreeMap<String, String> {
-            pns.into_iter()
-                .map(|p| {
-                    let unit = format!(
-                        "{} {}/{}",
-                        p.uid().unwrap_or_default(),
-                        p.spec.allocation.eni_id,
-                        p.spec.allocation.address
-                    );
-                    (p.name_any(), unit)
-                })
-                .collect()
-        };
-        let units_before = units(bed.podnetworks().await?);
-        let old_agents = agent_pods(&bed).await?;
-        let version = format!("{}-upgrade", bed.product_tag()?);
-        let new_image = bed.import_agent_version(&version).await?;
-
-        let interval = Duration::from_millis(200);
-        let mut pingers = Vec::new();
-        let mut held = BTreeMap::new();
-        for (name, (ip, _, _)) in &before {
-            pingers.push((name.clone(), Pinger::start(&vm.netns, *ip, interval)?));
-            let conn = HeldConnection::open(&vm.netns, SocketAddr::from((*ip, ECHO_PORT)))?;
-            held.insert(name.clone(), conn);
-        }
-        let started = Instant::now();
-        let chart = chart_dir().display().to_string();
-        let tag = format!("images.agent.tag={version}");
-        bed.helm(&[
-            "upgrade",
-            RELEASE,
-            &chart,
-            "--namespace",
-            "eni-system",
-            "--reuse-values",
-            "--set",
-            &tag,
-        ])
-        .await?;
-        let helm_secs = started.elapsed().as_secs_f64();
-        // Rolled out: on each node a new agent pod, Ready, whose container runs from
-        // another image id than the old one's (not only a changed spec).
-        let old = old_agents.clone();
-        let new_agents = wait_for(
-            "new agents Ready on the new image on r1 and r2",
-            Duration::from_secs(180),
-            || {
-                let (bed, old, new_image) = (&bed, &old, &new_image);
-                async move {
-                    let now = agent_pods(bed).await?;
-                    let done = ["r1", "r2"].iter().all(|node| {
-                        let on: Vec<&AgentPod> = now.iter().filter(|a| a.node == *node).collect();
-                        let was = old.iter().find(|a| a.node == *node);
-                        on.len() == 1
-                            && on[0].ready
-                            && on[0].image == *new_image
-                            && was.is_some_and(|w| w.uid != on[0].uid && w.image_id != on[0].image_id)
-                    });
-                    Ok(done.then_some(now))
-                }
-            },
-        )
-        .await?;
-        let rollout_secs = started.elapsed().as_secs_f64();
-        bed.wait_rolled_out(Duration::from_secs(60)).await?;
-        println!(
-            "  helm upgrade returned after {helm_secs:.1}s; both agents replaced and Ready on the new image after {rollout_secs:.1}s"
-        );
-        for old in &old_agents {
-            if let Some(new) = new_agents.iter().find(|a| a.node == old.node) {
-                println!(
-                    "  agent on {}: {} {} ({}) -> {} {} ({})",
-                    old.node, old.name, old.image, old.image_id, new.name, new.image, new.image_id
-                );
-            }
-        }
-        // Pings run on a little past the rollout.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut failures = Vec::new();
-        for (name, pinger) in pingers {
-            let stats = pinger.stop()?;
-            println!("  pings lost during the agent upgrade, VM -> {name}: {stats}");
-            let covered = f64::from(stats.sent) * interval.as_secs_f64() >= rollout_secs;
-            check(
-                &format!("{name}: no ping lost across the upgrade ({} of {} lost), pings covered the {rollout_secs:.1}s rollout ({covered})", stats.lost.len(), stats.sent),
-                stats.lost.is_empty() && covered,
-                &mut failures,
-            );
-        }
-        for (name, conn) in held.iter_mut() {
-            let echoed = conn.echo("after the upgrade");
-            check(
-                &format!("{name}: the TCP connection opened before the upgrade still echoes ({echoed:?})"),
-                echoed.is_ok(),
-                &mut failures,
-            );
-        }
-        for (name, node) in &names {
-            let (ip, pid, since) = &before[name];
-            let pod = pods_api.get(name).await?;
-            let pid_now = bed.real_node(node)?.sandbox_pid("default", name).ok();
-            let since_now = ready_since(&pod);
-            check(
-                &format!(
-                    "{name}: same sandbox ({pid} -> {pid_now:?}), Ready throughout (since {since:?} -> {since_now:?}), {} restarts",
-                    restarts(&pod)
-                ),
-                pid_now == Some(*pid)
-                    && eni_e2e::bed::ready_ip(&pod) == Some(*ip)
-                    && since_now == *since
-                    && restarts(&pod) == 0,
-                &mut failures,
-            );
-        }
-        let units_after = units(bed.podnetworks().await?);
-        check(
-            &format!("PodNetworks (uid, ENI, address) unchanged ({} units)", units_before.len()),
-            units_before == units_after,
-            &mut failures,
-        );
-
-        // r1 has no room for a second Exclusive ENI: its Exclusive pod, wired by the old
-        // agent, goes first, torn down by the new one (which reads the old one's state).
-        bed.delete_pod("default", "exclusive-r1").await?;
-        bed.wait_gone("default", "exclusive-r1", Duration::from_secs(60))
-            .await?;
-        let r1_agent = new_agents
-            .iter()
-            .find(|a| a.node == "r1")
-            .ok_or_else(|| BedError::Other("no new agent on r1".into()))?;
-        let log = bed
-            .real_node("r1")?
-            .container_log("eni-system", &r1_agent.name, &r1_agent.uid, "agent")?;
-        check(
-            "exclusive-r1 (wired by the old agent) deleted: the new agent unwired it",
-            log.lines().any(|l| l.contains("pod unwired")),
-            &mut failures,
-        );
-        // New pods go through the new agents: each agent's own log shows it wired them.
-        for (name, node, mode) in [
-            ("shared-new", "r2", "shared"),
-            ("exclusive-new", "r1", "exclusive"),
-            ("trunk-new", "r2", "trunk"),
-        ] {
-            bed.create_test_pod("default", name, node, &[("mode", mode)])
-                .await?;
-            let ip = bed.wait_ready("default", name, Duration::from_secs(120)).await?;
-            check(
-                &format!("{name} created after the upgrade is Ready and answers the VM ({ip})"),
-                probe::ping(&vm.netns, ip)
-                    && probe::tcp_echo(&vm.netns, SocketAddr::from((ip, ECHO_PORT))),
-                &mut failures,
-            );
-            let agent = new_agents
-                .iter()
-                .find(|a| a.node == node)
-                .ok_or_else(|| BedError::Other(format!("no new agent on {node}")))?;
-            let log = bed
-                .real_node(node)?
-                .container_log("eni-system", &agent.name, &agent.uid, "agent")?;
-            let wired = log
-                .lines()
-                .any(|l| l.contains("pod wired") && l.contains(&format!("default/{name}")));
-            check(
-                &format!("{name} wired by the new agent {} (its log says so)", agent.name),
-                wired,
-                &mut failures,
-            );
-        }
-        result(failures)
-    })
-    .await
-}
-
-/// What both bandwidth annotations ask for: 8 Mbit/s (Kubernetes quantities, bit/s).
-const BANDWIDTH_LIMIT: &str = "8M";
-const LIMIT_MBIT: f64 = 8.0;
-
-/// A test pod with `kubernetes.io/ingress-bandwidth` and `egress-bandwidth` set to
-/// [`BANDWIDTH_LIMIT`].
-fn shaped_pod(name: &str, node: &str, mode: &str) -> serde_json::Value {
-    let mut pod = test_pod("default", name, node, &[("mode", mode)]);
-    pod["metadata"]["annotations"] = json!({
-        "kubernetes.io/ingress-bandwidth": BANDWIDTH_LIMIT,
-        "kubernetes.io/egress-bandwidth": BANDWIDTH_LIMIT,
-    });
-    pod
-}
-
-/// The events of pod `default/name`: reason and message.
-async fn pod_events(bed: &Bed, name: &str) -> Result<Vec<(String, String)>, kube::Error> {
-    let events: Api<Event> = Api::namespaced(bed.client.clone(), "default");
-    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
-    Ok(events
-        .list(&lp)
-        .await?
-        .items
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect())
-}
-
-/// Errors of the bandwidth plugin when the pod's interface has no veth peer among the
-/// host interfaces of eni-cni's result (v1.10.0, `getHostInterface`).
-const NO_HOST_PEER: [&str; 3] = [
-    "has no veth peer",
-    "is not in host ns",
-    "no veth peer of container interface found in host ns",
-];
-
-/// What became of an Exclusive or Trunk pod with the annotations.
-enum Outcome {
-    Ready(Ipv4Addr),
-    /// The runtime's sandbox creation failed in the bandwidth plugin: the event.
-    Refused(String),
-}
-
-/// The chained bandwidth plugin on real pods. A SharedIP pod annotated
-/// `kubernetes.io/{ingress,egress}-bandwidth: 8M` gets token buckets at 8 Mbit/s on the
-/// host veth eni-cni names (VM -> pod) and on an ifb (pod -> VM), with the burst
-/// containerd asks for (2^32-1 bits, which the plugin turns into minutes of the rate).
-/// Measured both ways past that burst, the rate stays within 1.3x the limit while an
-/// unannotated pod measured the same way runs over 10x faster; the burst itself passes at
-/// full speed. Exclusive and Trunk pods (eth0 is the ENI, no veth to the node): the
-/// plugin refuses the ADD, or, in this bed only, shapes the pod's host veth that VPC
-/// traffic never crosses (docs/operations.md).
-async fn bandwidth_annotation_is_enforced() -> Result<(), Failed> {
-    let (bed, vm) = real_bed(Pools::OnePerMode).await?;
-    with_bed(&bed, || async {
-        bed.create_pod_from(shaped_pod("shaped", "r1", "shared"))
-            .await?;
-        bed.create_test_pod("default", "unshaped", "r1", &[("mode", "shared")])
-            .await?;
-        bed.create_pod_from(shaped_pod("exclusive-shaped", "r2", "exclusive"))
-            .await?;
-        bed.create_pod_from(shaped_pod("trunk-shaped", "r2", "trunk"))
-            .await?;
-        let mut failures = Vec::new();
-        let wait = Duration::from_secs(120);
-        let shaped_ip = bed.wait_ready("default", "shaped", wait).await?;
-        let unshaped_ip = bed.wait_ready("default", "unshaped", wait).await?;
-
-        let r1 = bed.node("r1")?.netns;
-        let host_veth = netns::route_device(&r1, shaped_ip)?;
-        let tbfs = traffic::tbf_qdiscs(&r1)?;
-        let limit_bytes = (LIMIT_MBIT * 1e6 / 8.0) as u64;
-        let at_limit = |t: &traffic::Tbf| t.rate_bytes_per_s == limit_bytes;
-        check(
-            &format!(
-                "r1 shapes at {BANDWIDTH_LIMIT}bit/s the shaped pod's host veth {host_veth} (VM -> pod) and an ifb (pod -> VM), nothing else: {tbfs:?}"
-            ),
-            tbfs.len() == 2
-                && tbfs.iter().any(|t| t.dev == host_veth && at_limit(t))
-                && tbfs.iter().any(|t| t.dev.starts_with("bwp") && at_limit(t)),
-            &mut failures,
-        );
-        let burst = tbfs.iter().map(|t| t.burst_bytes).max().unwrap_or_default();
-        println!(
-            "  the buckets' burst: {burst} bytes, {:.0}s of the limit",
-            burst as f64 / limit_bytes as f64
-        );
-        // Past the burst, then 2 MiB for the shaper to settle, then the measured part.
-        let measured = 6u64 << 20;
-        let total = burst + (2 << 20) + measured;
-        let timeout = Duration::from_secs(120);
-        for (name, ip) in [("shaped", shaped_ip), ("unshaped", unshaped_ip)] {
-            let ns = bed.expose_pod_netns("default", name).await?;
-            let vm_to_pod = traffic::transfer(
-                &vm.netns,
-                &ns,
-                SocketAddr::from((ip, 7100)),
-                total,
-                timeout,
-            )?;
-            let pod_to_vm = traffic::transfer(
-                &ns,
-                &vm.netns,
-                SocketAddr::from((vm.primary_ip, 7101)),
-                total,
-                timeout,
-            )?;
-            for (direction, timeline) in [("VM -> pod", vm_to_pod), ("pod -> VM", pod_to_vm)] {
-                let rate = |from, to| {
-                    timeline.rate(from, to).ok_or_else(|| {
-                        BedError::Other(format!("{name} {direction}: no rate from {from} to {to}"))
-                    })
-                };
-                let first_half = rate(0, burst / 2)?.mbit_per_s();
-                let last = rate(total - measured, total)?.mbit_per_s();
-                println!(
-                    "  {name} {direction}: {total} bytes; the first {} at {first_half:.0} Mbit/s, the last {measured} at {last:.1} Mbit/s",
-                    burst / 2
-                );
-                if name == "shaped" {
-                    check(
-                        &format!("shaped {direction}: past the burst {last:.1} Mbit/s, within 0.5x..1.3x of {LIMIT_MBIT}"),
-                        (0.5 * LIMIT_MBIT..=1.3 * LIMIT_MBIT).contains(&last),
-                        &mut failures,
-                    );
-                    check(
-                        &format!("shaped {direction}: the burst passes unshaped ({first_half:.0} Mbit/s > 10x the limit)"),
-                        first_half > 10.0 * LIMIT_MBIT,
-                        &mut failures,
-                    );
-                } else {
-                    check(
-                        &format!("unshaped {direction}: {last:.0} Mbit/s over the same bytes, > 10x the limit"),
-                        last > 10.0 * LIMIT_MBIT,
-                        &mut failures,
-                    );
-                }
-            }
-        }
-
-        let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "default");
-        let r2 = bed.node("r2")?.netns;
-        for name in ["exclusive-shaped", "trunk-shaped"] {
-            let outcome = wait_for(
-                &format!("{name} Ready or refused by the bandwidth plugin"),
-                Duration::from_secs(120),
-                || {
-                    let (bed, pods) = (&bed, &pods);
-                    async move {
-                        let pod = pods.get(name).await?;
-                        if let Some(ip) = eni_e2e::bed::ready_ip(&pod) {
-                            return Ok(Some(Outcome::Ready(ip)));
-                        }
-                        let refused = pod_events(bed, name).await?.into_iter().find(|(r, m)| {
-                            r == "FailedCreatePodSandBox"
-                                && m.contains("plugin type=\"bandwidth\" failed (add)")
-                        });
-                        Ok(refused.map(|(_, m)| Outcome::Refused(m)))
-                    }
-                },
-            )
-            .await?;
-            match outcome {
-                Outcome::Refused(message) => {
-                    println!("  {name}: refused: {message}");
-                    check(
-                        &format!("{name}: the bandwidth plugin finds no veth peer of eth0 (the ENI) among the node's interfaces and fails the ADD"),
-                        NO_HOST_PEER.iter().any(|e| message.contains(e)),
-                        &mut failures,
-                    );
-                    bed.delete_pod("default", name).await?;
-                    let gone = bed.wait_gone("default", name, Duration::from_secs(60)).await;
-                    check(
-                        &format!("{name} refused by the plugin is deleted cleanly ({gone:?})"),
-                        gone.is_ok(),
-                        &mut failures,
-                    );
-                }
-                Outcome::Ready(ip) => {
-                    // The bed's ENIs are veths whose peer is in the VPC namespace: the
-                    // peer's index can name an interface of the node, here the pod's own
-                    // host veth.
-                    let host = netns::route_device(&r2, ip)?;
-                    let sent = || -> Result<Option<u64>, BedError> {
-                        Ok(traffic::tbf_qdiscs(&r2)?
-                            .into_iter()
-                            .find(|t| t.dev == host)
-                            .map(|t| t.sent_bytes))
-                    };
-                    let before = sent()?;
-                    let ns = bed.expose_pod_netns("default", name).await?;
-                    traffic::transfer(&vm.netns, &ns, SocketAddr::from((ip, 7100)), 8 << 20, timeout)?;
-                    let after = sent()?;
-                    println!("  {name}: Ready at {ip}; tbf on its host veth {host}: {before:?} -> {after:?} bytes");
-                    check(
-                        &format!("{name}: the plugin shaped the pod's host veth {host}, which 8 MiB VM -> pod over the ENI did not cross ({before:?} -> {after:?} bytes)"),
-                        matches!((before, after), (Some(b), Some(a)) if a.saturating_sub(b) < 1 << 20),
-                        &mut failures,
-                    );
-                }
-            }
-        }
-        result(failures)
-    })
-    .await
+fn node_net(bed: &Bed, node: &str) -> Result<NodeNet, BedError> {
+    NodeNet::read(&bed.real_node(node)?.config().netns).map_err(|e| BedError::Other(e.to_string()))
 }
