@@ -35,7 +35,7 @@ echo "setup: kube-apiserver and kubectl $(cat "$here/k8s-bin/VERSION") (built on
 bash "$here/k8s-bin/build.sh" kube-apiserver kubectl >/dev/null
 [ "$for_what" = demo ] && exit 0
 
-# Real nodes (e2e/tests/real_nodes.rs): the other Kubernetes binaries, containerd.
+# Real nodes (e2e/tests/real_nodes/): the other Kubernetes binaries, containerd.
 echo "setup: kubelet, kube-controller-manager and kube-scheduler (built once per machine)" >&2
 bash "$here/k8s-bin/build.sh" >/dev/null
 containerd_dir="$CACHE/containerd/$(cat "$here/containerd/VERSION")"

@@ -1,5 +1,5 @@
 //! The security-group trial's probes, run alike on the stand-in bed (tests/end_to_end.rs)
-//! and on real nodes (tests/real_nodes.rs). vpc-sim's layout: `web` admits TCP 80 and
+//! and on real nodes (tests/real_nodes/). vpc-sim's layout: `web` admits TCP 80 and
 //! ICMP from the VPC, `db` admits TCP 5432 from members of `web` only; `plain` pods have
 //! the permissive `default` group. Every pod serves TCP 80 and 5432.
 
