@@ -470,7 +470,10 @@ pub(super) async fn cni_check_and_gc_through_libcni() -> Result<(), Failed> {
 }
 
 /// CNI CHECK through libcni, with the chart's chain, passes for Exclusive and Trunk
-/// pods. Fails today (ignored): see [`chain_check_passed`].
+/// pods. Fails today (ignored): see [`chain_check_passed`]. On this bed an ENI link is
+/// a veth whose peer is in vpc-sim's namespace, so bandwidth looks that peer's index up
+/// in the node and may, by coincidence, hit the pod's host veth and pass; on an
+/// instance the ENI is no veth and bandwidth always refuses.
 pub(super) async fn cni_check_of_passthrough_pods() -> Result<(), Failed> {
     let (bed, _vm) = real_bed(Pools::OnePerMode).await?;
     with_bed(&bed, || async {
