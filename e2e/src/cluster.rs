@@ -339,6 +339,15 @@ pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterErr
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--locked", "--workspace", "--bins"]);
+    // Under `cargo test` this process carries the variables cargo sets for the crate
+    // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...). Build scripts that watch them (ring's
+    // does) would see a change against a plain `cargo build` and rebuild, and with them
+    // everything above ring, here and again in the next plain build.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_for_the_crate) {
+            cmd.env_remove(&key);
+        }
+    }
     let out = cmd
         .current_dir(crate::repo_root())
         .output()
@@ -353,4 +362,50 @@ pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterErr
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::repo_root().join("target"));
     Ok(names.iter().map(|n| target.join("debug").join(n)).collect())
+}
+
+/// Variables cargo sets for a crate it builds or runs (not the user's configuration).
+fn set_by_cargo_for_the_crate(key: &str) -> bool {
+    key == "OUT_DIR"
+        || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || key.starts_with("CARGO_BIN_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_for_the_crate;
+
+    #[test]
+    fn only_the_crates_variables_are_dropped_for_the_nested_build() {
+        for key in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_EXE_eni-demo",
+            "CARGO_PRIMARY_PACKAGE",
+            "OUT_DIR",
+        ] {
+            assert!(set_by_cargo_for_the_crate(key), "{key}");
+        }
+        for key in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "CARGO",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_the_crate(key), "{key}");
+        }
+    }
 }
