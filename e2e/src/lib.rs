@@ -15,6 +15,7 @@ pub mod real_bed;
 pub mod real_node;
 pub mod security_groups;
 pub mod traffic;
+pub mod trial;
 pub mod vpc;
 
 pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};

@@ -16,6 +16,7 @@ use eni_e2e::{
     cluster::fast_cloud,
     netns,
     security_groups::{self, GroupPod},
+    trial::{self, check, result},
 };
 use eni_test_support::{PoolBuilder, pool, probe};
 use kube::ResourceExt;
@@ -33,20 +34,11 @@ fn main() -> std::process::ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-fn trial<Fut>(name: &'static str, f: fn() -> Fut) -> Trial
-where
-    Fut: std::future::Future<Output = Result<(), Failed>> + 'static,
-{
-    Trial::test(name, move || {
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err("needs root (network namespaces)".into());
-        }
-        let rt = tokio::runtime::Runtime::new().map_err(|e| Failed::from(e.to_string()))?;
-        let started = Instant::now();
-        let out = rt.block_on(f());
-        println!("{name}: {:.1}s", started.elapsed().as_secs_f64());
-        out
-    })
+fn trial<Fut: std::future::Future<Output = Result<(), Failed>> + 'static>(
+    name: &'static str,
+    f: fn() -> Fut,
+) -> Trial {
+    trial::as_root(name, "network namespaces", f)
 }
 
 /// Pool `name` for the nodes labelled `pool=<node_label>`; addresses cool down for 2 s
@@ -139,13 +131,6 @@ async fn start_pods(
         );
     }
     Ok(out)
-}
-
-fn check(what: &str, ok: bool, failures: &mut Vec<String>) {
-    println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
-    if !ok {
-        failures.push(what.to_owned());
-    }
 }
 
 async fn connectivity() -> Result<(), Failed> {
@@ -268,14 +253,6 @@ async fn connectivity() -> Result<(), Failed> {
         }
     })
     .await
-}
-
-fn result(failures: Vec<String>) -> Result<(), BedError> {
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(BedError::Other(format!("failed: {failures:?}")))
-    }
 }
 
 /// Trunk pool `name` on the nodes labelled `pool=trunk` for pods labelled `app=<app>`.

@@ -22,6 +22,7 @@ use eni_e2e::{
     real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, chart_dir, test_pod},
     security_groups::{self, GroupPod},
     traffic::{self, HeldConnection, Pinger},
+    trial::{self, check, result},
 };
 use eni_node_agent::agent::state::Record;
 use eni_test_support::{PoolBuilder, pool, probe};
@@ -96,20 +97,11 @@ fn main() -> std::process::ExitCode {
     libtest_mimic::run(&args, trials).exit_code()
 }
 
-fn trial<Fut>(name: &'static str, f: fn() -> Fut) -> Trial
-where
-    Fut: std::future::Future<Output = Result<(), Failed>> + 'static,
-{
-    Trial::test(name, move || {
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err("needs root (namespaces, mounts, cgroups)".into());
-        }
-        let rt = tokio::runtime::Runtime::new().map_err(|e| Failed::from(e.to_string()))?;
-        let started = Instant::now();
-        let out = rt.block_on(f());
-        println!("{name}: {:.1}s", started.elapsed().as_secs_f64());
-        out
-    })
+fn trial<Fut: std::future::Future<Output = Result<(), Failed>> + 'static>(
+    name: &'static str,
+    f: fn() -> Fut,
+) -> Trial {
+    trial::as_root(name, "namespaces, mounts, cgroups", f)
 }
 
 async fn with_bed<F, Fut>(bed: &Bed, f: F) -> Result<(), Failed>
@@ -125,21 +117,6 @@ where
             eprintln!("{}", bed.logs(40));
             Err(e.to_string().into())
         }
-    }
-}
-
-fn check(what: &str, ok: bool, failures: &mut Vec<String>) {
-    println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
-    if !ok {
-        failures.push(what.to_owned());
-    }
-}
-
-fn result(failures: Vec<String>) -> Result<(), BedError> {
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(BedError::Other(format!("failed: {failures:?}")))
     }
 }
 
