@@ -107,7 +107,8 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
 
     let mut base = LayerBuilder::new();
     let mut base_files = DebianFiles::default();
-    for file in elf::runtime_files(&executables)? {
+    let in_base = elf::runtime_files(&executables)?;
+    for file in &in_base {
         let mode = if file.loader { 0o755 } else { 0o644 };
         base_files.copy(&mut base, &file.image_path, &file.host_path, mode)?;
     }
@@ -146,7 +147,6 @@ pub fn build(inputs: &Inputs, provenance: &Provenance) -> Result<Vec<Image>> {
     // nft and the libraries only it needs go into the agent's layer, not the shared base.
     let nft = Path::new(NFT);
     rootfs::read_input(nft, "nft", "install Debian's nftables")?;
-    let in_base = elf::runtime_files(&executables)?;
     for file in elf::runtime_files(&[nft])? {
         if !in_base.contains(&file) {
             agent_files.copy(&mut agent_layer, &file.image_path, &file.host_path, 0o644)?;
