@@ -62,6 +62,8 @@ pub enum BedError {
     RealNode(#[from] crate::real_node::RealNodeError),
     #[error(transparent)]
     Traffic(#[from] crate::traffic::TrafficError),
+    #[error(transparent)]
+    Transfer(#[from] eni_test_support::transfer::TransferError),
     #[error("{0}")]
     Other(String),
 }

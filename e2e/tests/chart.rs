@@ -329,9 +329,10 @@ fn renders_with_default_values() -> TestResult {
         cmd.contains("--socket-path /run/eni-operator/agent.sock"),
         "{cmd}"
     );
-    // portmap and bandwidth are chained by default, from the image when a node lacks them.
+    // portmap is chained by default, from the image when a node lacks it; the agent
+    // enforces the bandwidth annotations (eni-cni takes the capability).
     assert!(
-        cmd.ends_with("--portmap --bandwidth --chained-plugins-dir /usr/lib/cni"),
+        cmd.ends_with("--portmap --bandwidth agent --chained-plugins-dir /usr/lib/cni"),
         "{cmd}"
     );
     assert_eq!(pod["priorityClassName"], "system-node-critical");
@@ -416,7 +417,7 @@ agent:
     binDir: /usr/libexec/cni
     confDir: /etc/cni/conf.d
     portmap: true
-    bandwidth: false
+    bandwidth: none
     chainedPluginsDir: /opt/eni/plugins
     overwriteChainedPlugins: true
     agentTimeoutSeconds: 45
@@ -485,7 +486,7 @@ metrics: {service: {enabled: false}}
     ] {
         assert!(cmd.contains(want), "{want} not in {cmd}");
     }
-    assert!(!cmd.contains("--bandwidth"), "{cmd}");
+    assert!(cmd.contains("--bandwidth none"), "{cmd}");
     let env = env_of(&pod["containers"][0]);
     assert_eq!(env["SERVICE_CIDRS"]["value"], "10.100.0.0/16,172.20.0.0/16");
     assert_eq!(env["ENI_AGENT_ALLOCATION_TIMEOUT"]["value"], "20");
@@ -523,7 +524,7 @@ fn refuses_bad_values() -> TestResult {
     let home = tempfile::tempdir()?;
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let cases: [(&[&str], &[&str]); 14] = [
+    let cases: [(&[&str], &[&str]); 15] = [
         (
             &["--kube-version", "1.29.0"],
             &["requires kubeVersion: >=1.30.0-0"],
@@ -565,6 +566,11 @@ fn refuses_bad_values() -> TestResult {
                 "metrics.serviceMonitor.enabled=true",
             ],
             &["metrics.serviceMonitor.enabled needs metrics.service.enabled"],
+        ),
+        // The boolean of earlier releases: the message names the choices.
+        (
+            &["--set", "agent.cni.bandwidth=true"],
+            &["/agent/cni/bandwidth", "agent", "chained-plugin", "none"],
         ),
         (
             &["--set", "metrics.prometheusRule.throttledRatio=2"],

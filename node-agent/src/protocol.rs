@@ -97,6 +97,34 @@ pub struct Attachment {
     /// The Kubernetes pod, from `CNI_ARGS`; required for ADD, optional otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRef>,
+    /// The runtime's `bandwidth` capability (ADD only; absent: no limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
+/// Pod traffic limits as the CNI conventions' `bandwidth` capability carries them (the
+/// kubelet's `kubernetes.io/{ingress,egress}-bandwidth` annotations): rates in bit/s,
+/// bursts in bits, 0 for no limit. Ingress is traffic to the pod, egress from it.
+/// containerd (go-cni's `BandWidth`, no JSON tags) spells the keys `IngressRate`...;
+/// Go plugins match keys case-insensitively, so both spellings are accepted.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Bandwidth {
+    #[serde(default, alias = "IngressRate")]
+    pub ingress_rate: u64,
+    #[serde(default, alias = "IngressBurst")]
+    pub ingress_burst: u64,
+    #[serde(default, alias = "EgressRate")]
+    pub egress_rate: u64,
+    #[serde(default, alias = "EgressBurst")]
+    pub egress_burst: u64,
+}
+
+impl Bandwidth {
+    /// No limit in either direction.
+    pub fn is_unlimited(&self) -> bool {
+        self.ingress_rate == 0 && self.egress_rate == 0
+    }
 }
 
 /// Identity of a Kubernetes pod.
@@ -300,6 +328,11 @@ mod tests {
                 namespace: "default".into(),
                 name: "web-0".into(),
                 uid: Some("u-1".into()),
+            }),
+            bandwidth: Some(Bandwidth {
+                ingress_rate: 8_000_000,
+                ingress_burst: 800_000,
+                ..Bandwidth::default()
             }),
         }
     }

@@ -5,16 +5,19 @@
 //! Needs root.
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use eni_crds::{Allocation, Datapath, Mac, Mode};
 use eni_node_agent::dataplane::{
     Dataplane, DataplaneConfig, DataplaneError, KernelFeature, PodRequest, UnwireRequest,
     WiringKind,
 };
+use eni_node_agent::protocol::Bandwidth;
 use eni_test_support::command::must;
+use eni_test_support::transfer::transfer;
 use eni_test_support::{AllocationBuilder, FakeEni, FakeEniKind, FakeVpc, probe};
 use ipnet::Ipv4Net;
 
@@ -146,6 +149,7 @@ fn request(id: &str, netns: &Path, mode: Mode, allocation: Allocation) -> PodReq
         ifname: "eth0".into(),
         mode,
         allocation,
+        bandwidth: None,
     }
 }
 
@@ -806,4 +810,133 @@ async fn agent_restart_recovers_twenty_pods_without_disturbing_traffic() {
     eprintln!("unwired 20 SharedIP pods in {:?}", started.elapsed());
     assert!(dp.recover().await.unwrap().is_empty());
     assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
+}
+
+/// What a shaped pod asks for: 8 Mbit/s to it, 16 Mbit/s from it (bits, as the runtime
+/// passes them; the burst containerd asks for, capped by the agent to 100 ms).
+const SHAPED: Bandwidth = Bandwidth {
+    ingress_rate: 8_000_000,
+    ingress_burst: 4_294_967_295,
+    egress_rate: 16_000_000,
+    egress_burst: 4_294_967_295,
+};
+
+/// Mbit/s of `total` bytes from `from_ns` to `to`, past the first quarter (the burst and
+/// the slow start).
+fn measured_mbit(from_ns: &str, to_ns: &str, to: &str, total: u64) -> f64 {
+    let to: SocketAddr = to.parse().expect("an address");
+    let timeline = transfer(from_ns, to_ns, to, total, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{from_ns} -> {to}: {e}"));
+    timeline
+        .rate(total / 4, total)
+        .expect("a rate")
+        .mbit_per_s()
+}
+
+fn assert_near(what: &str, mbit: f64, limit: f64) {
+    assert!(
+        (0.5 * limit..=1.3 * limit).contains(&mbit),
+        "{what}: {mbit:.1} Mbit/s, not within 0.5x..1.3x of {limit}"
+    );
+}
+
+/// The bandwidth limits of a SharedIP and an Exclusive pod, measured with real TCP from
+/// the VPC and (for the Exclusive pod, over its veth to the node) from the node: one
+/// bucket per direction covers every link of the pod; CHECK notices a removed redirect
+/// and ADD repairs it; the ENI goes back to the node without the pod's qdiscs.
+#[tokio::test]
+async fn bandwidth_limits_hold_on_every_link_of_the_pod() {
+    let mut bed = Bed::new();
+    let before = bed.snapshot(&bed.host);
+    let dp = bed.dataplane().await;
+    let router = bed.vpc.router().to_string();
+
+    let (shared, shared_ns) = bed.pod();
+    let mut req = request(
+        "ctr-bw-s",
+        &shared_ns,
+        Mode::SharedIp,
+        allocation(&SHARED, 30, 32).build(),
+    );
+    req.bandwidth = Some(SHAPED);
+    dp.wire(&req).await.expect("wire shared");
+    assert_eq!(dp.check(&req).await.unwrap(), Vec::<String>::new());
+    let qdiscs = must(&["tc", "-n", &shared, "qdisc", "show"]);
+    assert!(
+        qdiscs.contains("qdisc tbf 1: dev bwi-eth0 root refcnt 2 rate 8Mbit burst 100000b")
+            && qdiscs.contains("qdisc tbf 1: dev bwo-eth0 root refcnt 2 rate 16Mbit burst 200000b")
+            && qdiscs.contains("qdisc clsact ffff: dev eth0 parent ffff:fff1"),
+        "{qdiscs}"
+    );
+    let to_pod = measured_mbit(&router, &shared, "10.0.1.30:7300", 2_500_000);
+    let from_pod = measured_mbit(&shared, &router, "10.0.1.1:7301", 5_000_000);
+    println!("SharedIP: VPC -> pod {to_pod:.1} Mbit/s, pod -> VPC {from_pod:.1} Mbit/s");
+    assert_near("SharedIP VPC -> pod", to_pod, 8.0);
+    assert_near("SharedIP pod -> VPC", from_pod, 16.0);
+
+    // The redirects removed behind the agent's back: CHECK says so, ADD repairs.
+    must(&["tc", "-n", &shared, "qdisc", "del", "dev", "eth0", "clsact"]);
+    let differences = dp.check(&req).await.unwrap();
+    assert_eq!(
+        differences,
+        vec![
+            "pod: the ingress of eth0 is not redirected to bwi-eth0",
+            "pod: the egress of eth0 is not redirected to bwo-eth0",
+        ]
+    );
+    dp.wire(&req).await.expect("ADD repairs");
+    assert_eq!(dp.check(&req).await.unwrap(), Vec::<String>::new());
+    // A bucket changed: CHECK names it.
+    must(&[
+        "tc", "-n", &shared, "qdisc", "replace", "dev", "bwo-eth0", "root", "handle", "1:", "tbf",
+        "rate", "4mbit", "burst", "200000", "latency", "25ms",
+    ]);
+    let differences = dp.check(&req).await.unwrap();
+    assert!(
+        differences.len() == 1
+            && differences[0].contains("the egress limit on bwo-eth0 is 500000 bytes/s"),
+        "{differences:?}"
+    );
+    dp.unwire(&unwire_request("ctr-bw-s", &shared_ns))
+        .await
+        .expect("unwire shared");
+
+    let (exclusive, exclusive_ns) = bed.pod();
+    let mut req = request(
+        "ctr-bw-x",
+        &exclusive_ns,
+        Mode::Exclusive,
+        allocation(&EXCLUSIVE, 30, 24).build(),
+    );
+    req.bandwidth = Some(SHAPED);
+    dp.wire(&req).await.expect("wire exclusive");
+    assert_eq!(dp.check(&req).await.unwrap(), Vec::<String>::new());
+    let to_pod = measured_mbit(&router, &exclusive, "10.0.2.30:7302", 2_500_000);
+    let from_pod = measured_mbit(&exclusive, &router, "10.0.2.1:7303", 5_000_000);
+    let node_to_pod = measured_mbit(&bed.host, &exclusive, "10.0.2.30:7304", 2_500_000);
+    println!(
+        "Exclusive: VPC -> pod {to_pod:.1}, pod -> VPC {from_pod:.1}, node -> pod {node_to_pod:.1} Mbit/s"
+    );
+    assert_near("Exclusive VPC -> pod (over the ENI)", to_pod, 8.0);
+    assert_near("Exclusive pod -> VPC (over the ENI)", from_pod, 16.0);
+    assert_near("Exclusive node -> pod (over veth0)", node_to_pod, 8.0);
+
+    dp.unwire(&unwire_request("ctr-bw-x", &exclusive_ns))
+        .await
+        .expect("unwire exclusive");
+    // The SharedIP pod left the agent's rule for replies to DNATed connections.
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
+    let eni_qdiscs = must(&[
+        "tc",
+        "-n",
+        &bed.host,
+        "qdisc",
+        "show",
+        "dev",
+        &EXCLUSIVE.link(),
+    ]);
+    assert!(
+        !eni_qdiscs.contains("tbf") && !eni_qdiscs.contains("clsact"),
+        "the ENI came back with the pod's qdiscs: {eni_qdiscs}"
+    );
 }

@@ -6,6 +6,7 @@
 //!   materializer (a VPC router namespace, a node namespace, pod namespaces).
 //! - `pool`, `podnetwork`: typed ENIPool and PodNetwork fixtures.
 //! - `probe`: ping and a TCP echo from inside namespaces; `command`: `ip` and friends.
+//! - `transfer`: bulk TCP transfers between namespaces, timed at the receiver.
 //!
 //! Test code: failures to set up panic with a message, failures of the code under test
 //! are returned to the test.
@@ -16,6 +17,7 @@ pub mod fake_vpc;
 pub mod podnetwork;
 pub mod pool;
 pub mod probe;
+pub mod transfer;
 
 pub use cloud::{SimCloud, SimError};
 pub use fake_vpc::{FakeEni, FakeEniKind, FakeVpc, FakeVpcError};

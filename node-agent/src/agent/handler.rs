@@ -146,6 +146,7 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
                 ifname: a.ifname.clone(),
                 mode: pn.spec.mode,
                 allocation: pn.spec.allocation.clone(),
+                bandwidth: a.bandwidth,
             },
             network: a.network.clone(),
             pod: pod.clone(),

@@ -180,6 +180,7 @@ mod tests {
                     route_table: Some(1001),
                     ..Allocation::default()
                 },
+                bandwidth: None,
             },
             network: "eni".into(),
             pod: PodRef {

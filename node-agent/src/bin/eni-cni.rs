@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use eni_node_agent::cni::client::UnixTransport;
-use eni_node_agent::cni::install::{InstallOptions, install};
+use eni_node_agent::cni::install::{BandwidthBy, InstallOptions, install};
 use eni_node_agent::cni::version::SpecVersion;
 use eni_node_agent::cni::{self, CniError};
 use eni_node_agent::protocol::codes;
@@ -42,9 +42,11 @@ struct InstallArgs {
     /// Chain the reference portmap plugin (hostPort).
     #[arg(long)]
     portmap: bool,
-    /// Chain the reference bandwidth plugin (traffic shaping annotations).
-    #[arg(long)]
-    bandwidth: bool,
+    /// Who enforces the pods' bandwidth annotations: `agent` (eni-cni takes the
+    /// capability, the agent shapes inside the pod, every mode), `chained-plugin` (the
+    /// reference plugin: SharedIP veth pods only) or `none`.
+    #[arg(long, value_enum, default_value_t = BandwidthBy::Agent)]
+    bandwidth: BandwidthBy,
     /// Directory of the chained plugins shipped with eni-cni: a chained plugin missing
     /// from --bin-dir is copied from here.
     #[arg(long)]

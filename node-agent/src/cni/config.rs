@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::{AttachmentKey, DEFAULT_SOCKET_PATH};
+use crate::protocol::{AttachmentKey, Bandwidth, DEFAULT_SOCKET_PATH};
 
 use super::error::CniError;
 use super::version::SpecVersion;
@@ -57,6 +57,15 @@ struct RawConfig {
     // libcni before v1.2.3 wrote this key; it now writes both.
     #[serde(default, rename = "cni.dev/attachments")]
     attachments: Option<Vec<AttachmentKey>>,
+    #[serde(default)]
+    runtime_config: RuntimeConfig,
+}
+
+/// The capabilities eni-cni advertises, as the runtime fills them in.
+#[derive(Deserialize, Debug, Clone, Default)]
+struct RuntimeConfig {
+    #[serde(default)]
+    bandwidth: Option<Bandwidth>,
 }
 
 /// A parsed and checked network configuration.
@@ -71,6 +80,8 @@ pub struct NetConf {
     pub prev_result: Option<Value>,
     /// `cni.dev/valid-attachments` (GC only).
     pub valid_attachments: Option<Vec<AttachmentKey>>,
+    /// `runtimeConfig.bandwidth`, when it limits anything.
+    pub bandwidth: Option<Bandwidth>,
 }
 
 /// Reads only `cniVersion`, for VERSION and for labelling errors.
@@ -137,6 +148,7 @@ impl NetConf {
             dns: raw.dns.unwrap_or_default(),
             prev_result: raw.prev_result,
             valid_attachments: raw.valid_attachments.or(raw.attachments),
+            bandwidth: raw.runtime_config.bandwidth.filter(|b| !b.is_unlimited()),
         })
     }
 }
@@ -168,6 +180,58 @@ mod tests {
         assert_eq!(c.agent_timeout, Duration::from_millis(2500));
         assert_eq!(c.dns.nameservers, vec!["10.96.0.10"]);
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
+        assert_eq!(c.bandwidth, None);
+    }
+
+    #[test]
+    fn bandwidth_capability() {
+        let parse = |runtime: &str| {
+            NetConf::parse(
+                format!(r#"{{"cniVersion":"1.0.0","name":"eni","type":"eni-cni","runtimeConfig":{runtime}}}"#)
+                    .as_bytes(),
+            )
+        };
+        let c = parse(r#"{"bandwidth":{"ingressRate":8000000,"ingressBurst":4294967295,"egressRate":1000000}}"#)
+            .unwrap();
+        assert_eq!(
+            c.bandwidth,
+            Some(Bandwidth {
+                ingress_rate: 8_000_000,
+                ingress_burst: 4_294_967_295,
+                egress_rate: 1_000_000,
+                egress_burst: 0,
+            })
+        );
+        // containerd's spelling (go-cni's struct has no JSON tags).
+        let c = parse(r#"{"bandwidth":{"IngressRate":8000000,"IngressBurst":2147483647,"EgressRate":8000000,"EgressBurst":2147483647}}"#)
+            .unwrap();
+        assert_eq!(
+            c.bandwidth,
+            Some(Bandwidth {
+                ingress_rate: 8_000_000,
+                ingress_burst: 2_147_483_647,
+                egress_rate: 8_000_000,
+                egress_burst: 2_147_483_647,
+            })
+        );
+        // All rates 0: nothing to limit.
+        assert_eq!(
+            parse(r#"{"bandwidth":{"ingressRate":0}}"#)
+                .unwrap()
+                .bandwidth,
+            None
+        );
+        for bad in [
+            r#"{"bandwidth":{"ingressRate":-1}}"#,
+            r#"{"bandwidth":{"egressRate":"8M"}}"#,
+        ] {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(error.code, codes::INVALID_CONFIG, "{bad}");
+            assert!(
+                error.msg.contains("invalid network configuration"),
+                "{error:?}"
+            );
+        }
     }
 
     #[test]

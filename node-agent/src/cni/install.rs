@@ -66,14 +66,28 @@ pub struct InstallOptions {
     pub agent_timeout_seconds: Option<f64>,
     /// Chain the reference `portmap` plugin (hostPort support).
     pub portmap: bool,
-    /// Chain the reference `bandwidth` plugin (pod bandwidth annotations).
-    pub bandwidth: bool,
+    /// Who enforces the pods' bandwidth annotations.
+    pub bandwidth: BandwidthBy,
     /// Where the chained plugins shipped next to eni-cni are (the agent image's); a
     /// chained plugin the host lacks is copied from here.
     pub chained_plugins_dir: Option<PathBuf>,
     /// Replace the host's chained plugins with the shipped ones. Off by default: the
     /// host's copies may be newer, or other networks on the node may rely on them.
     pub overwrite_chained: bool,
+}
+
+/// Who enforces the pods' bandwidth annotations (the runtime's `bandwidth` capability).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BandwidthBy {
+    /// eni-cni takes the capability and the agent shapes inside the pod's namespace:
+    /// every mode, one bucket per direction over all of the pod's links.
+    #[default]
+    Agent,
+    /// The reference `bandwidth` plugin, chained: it shapes the host end of a veth, so
+    /// it can only limit SharedIP veth pods and fails ADD and CHECK of the others.
+    ChainedPlugin,
+    /// Nobody: the annotations are ignored.
+    None,
 }
 
 /// What happened to one chained plugin in the host's bin directory.
@@ -193,7 +207,7 @@ fn chained_plugins(options: &InstallOptions) -> Vec<&'static str> {
     if options.portmap {
         plugins.push("portmap");
     }
-    if options.bandwidth {
+    if options.bandwidth == BandwidthBy::ChainedPlugin {
         plugins.push("bandwidth");
     }
     plugins
@@ -207,6 +221,9 @@ pub fn conflist_json(options: &InstallOptions, version: SpecVersion) -> Value {
     }
     if let Some(seconds) = options.agent_timeout_seconds {
         eni["agentTimeoutSeconds"] = json!(seconds);
+    }
+    if options.bandwidth == BandwidthBy::Agent {
+        eni["capabilities"] = json!({ "bandwidth": true });
     }
     let mut plugins = vec![eni];
     if options.portmap {
@@ -223,7 +240,7 @@ pub fn conflist_json(options: &InstallOptions, version: SpecVersion) -> Value {
             "masqAll": true,
         }));
     }
-    if options.bandwidth {
+    if options.bandwidth == BandwidthBy::ChainedPlugin {
         plugins.push(json!({ "type": "bandwidth", "capabilities": { "bandwidth": true } }));
     }
     json!({
@@ -345,7 +362,7 @@ mod tests {
             socket_path: Some("/run/x.sock".into()),
             agent_timeout_seconds: None,
             portmap: false,
-            bandwidth: false,
+            bandwidth: BandwidthBy::None,
             chained_plugins_dir: None,
             overwrite_chained: false,
         }
@@ -391,7 +408,7 @@ mod tests {
         );
         InstallOptions {
             portmap: true,
-            bandwidth: true,
+            bandwidth: BandwidthBy::ChainedPlugin,
             chained_plugins_dir: Some(shipped),
             ..options(dir)
         }
@@ -539,7 +556,7 @@ mod tests {
         fs::write(dir.path().join("src-bin"), b"x").unwrap();
         let o = InstallOptions {
             portmap: true,
-            bandwidth: true,
+            bandwidth: BandwidthBy::ChainedPlugin,
             chained_plugins_dir: Some(real.to_path_buf()),
             ..options(dir.path())
         };
@@ -577,5 +594,27 @@ mod tests {
                 ]
             })
         );
+    }
+
+    #[test]
+    fn by_default_eni_cni_takes_the_bandwidth_capability_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = chained_options(dir.path());
+        o.bandwidth = BandwidthBy::Agent;
+        let installed = install(&o).unwrap();
+        let conf: Value = serde_json::from_slice(&fs::read(&installed.conflist).unwrap()).unwrap();
+        assert_eq!(
+            conf["plugins"],
+            json!([
+                { "type": "eni-cni", "socketPath": "/run/x.sock", "capabilities": { "bandwidth": true } },
+                { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true, "masqAll": true },
+            ])
+        );
+        // Only portmap was placed and asked for its versions.
+        assert_eq!(
+            installed.chained.iter().map(|c| c.name).collect::<Vec<_>>(),
+            ["portmap"]
+        );
+        assert_eq!(BandwidthBy::default(), BandwidthBy::Agent);
     }
 }

@@ -88,6 +88,7 @@ fn execute(env: &CniEnv, conf: &NetConf, transport: &dyn Transport) -> Result<St
             ifname: c.ifname.clone(),
             netns: c.netns.clone(),
             pod: c.pod.clone(),
+            bandwidth: conf.bandwidth,
         })
     };
     let request = match command {

@@ -11,6 +11,8 @@ pub enum KernelFeature {
     IpVlan,
     /// 802.1Q VLAN links (Trunk members relayed as VLAN sub-interfaces).
     Vlan,
+    /// ifb links (pod bandwidth limits).
+    Ifb,
 }
 
 impl fmt::Display for KernelFeature {
@@ -18,6 +20,7 @@ impl fmt::Display for KernelFeature {
         f.write_str(match self {
             KernelFeature::IpVlan => "ipvlan",
             KernelFeature::Vlan => "8021q (VLAN)",
+            KernelFeature::Ifb => "ifb",
         })
     }
 }

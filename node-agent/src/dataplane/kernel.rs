@@ -7,6 +7,7 @@ use eni_crds::Mac;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -14,6 +15,11 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::RouteProtocol;
 use netlink_packet_route::rule::RuleMessage;
+use netlink_packet_route::tc::{TcHandle, TcMessage};
+use rtnetlink::packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
+};
 use rtnetlink::{Handle, IpVersion};
 use tokio::task::JoinHandle;
 
@@ -25,6 +31,7 @@ const ENOENT: i32 = nix::libc::ENOENT;
 const ENODEV: i32 = nix::libc::ENODEV;
 const ESRCH: i32 = nix::libc::ESRCH;
 const EADDRNOTAVAIL: i32 = nix::libc::EADDRNOTAVAIL;
+const EINVAL: i32 = nix::libc::EINVAL;
 
 /// A link as read from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,6 +262,98 @@ impl Netlink {
             Err(e) if errno(&e) == Some(ENOENT) => Ok(()),
             other => other.map_err(|e| self.error(format!("deleting rule {rule:?}"), e)),
         }
+    }
+
+    /// Sends one tc request and waits for the kernel's answer; returns what it dumped.
+    async fn tc(
+        &self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<TcMessage>, rtnetlink::Error> {
+        let mut request = NetlinkMessage::from(message);
+        request.header.flags = NLM_F_REQUEST | flags;
+        let mut responses = self.handle.clone().request(request)?;
+        let mut found = Vec::new();
+        while let Some(response) = futures::StreamExt::next(&mut responses).await {
+            match response.payload {
+                NetlinkPayload::Error(e) if e.code.is_some() => {
+                    return Err(rtnetlink::Error::NetlinkError(e));
+                }
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewQueueDiscipline(m)
+                    | RouteNetlinkMessage::NewTrafficFilter(m),
+                ) => found.push(m),
+                _ => {}
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every qdisc of the namespace.
+    pub async fn qdiscs(&self) -> Result<Vec<TcMessage>, DataplaneError> {
+        let dump = RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default());
+        self.tc(dump, NLM_F_DUMP)
+            .await
+            .map_err(|e| self.error("listing qdiscs", e))
+    }
+
+    /// Adds or replaces the qdisc `message` describes.
+    pub async fn replace_qdisc(
+        &self,
+        message: TcMessage,
+        what: &str,
+    ) -> Result<(), DataplaneError> {
+        let new = RouteNetlinkMessage::NewQueueDiscipline(message);
+        self.tc(new, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(what, e))
+    }
+
+    /// Adds the qdisc `message` describes; present already is fine.
+    pub async fn add_qdisc(&self, message: TcMessage, what: &str) -> Result<(), DataplaneError> {
+        let new = RouteNetlinkMessage::NewQueueDiscipline(message);
+        match self.tc(new, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).await {
+            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+            other => other.map(drop).map_err(|e| self.error(what, e)),
+        }
+    }
+
+    /// Deletes the qdisc `message` describes; absent is fine (the kernel says ENOENT or,
+    /// for clsact, EINVAL).
+    pub async fn delete_qdisc(&self, message: TcMessage, what: &str) -> Result<(), DataplaneError> {
+        let del = RouteNetlinkMessage::DelQueueDiscipline(message);
+        match self.tc(del, NLM_F_ACK).await {
+            Err(e) if matches!(errno(&e), Some(ENOENT | EINVAL)) => Ok(()),
+            other => other.map(drop).map_err(|e| self.error(what, e)),
+        }
+    }
+
+    /// The filters of link `index` under `parent`.
+    pub async fn filters(
+        &self,
+        index: u32,
+        parent: TcHandle,
+    ) -> Result<Vec<TcMessage>, DataplaneError> {
+        let mut message = TcMessage::with_index(index as i32);
+        message.header.parent = parent;
+        match self
+            .tc(RouteNetlinkMessage::GetTrafficFilter(message), NLM_F_DUMP)
+            .await
+        {
+            // No clsact (yet): no filters.
+            Err(e) if matches!(errno(&e), Some(EINVAL | ENOENT)) => Ok(Vec::new()),
+            other => other.map_err(|e| self.error(format!("listing filters of link {index}"), e)),
+        }
+    }
+
+    /// Adds the filter `message` describes.
+    pub async fn add_filter(&self, message: TcMessage, what: &str) -> Result<(), DataplaneError> {
+        let new = RouteNetlinkMessage::NewTrafficFilter(message);
+        self.tc(new, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(what, e))
     }
 
     /// Sets a permanent neighbour entry (replacing one for the same address).

@@ -16,6 +16,7 @@ mod netns;
 mod passthrough;
 mod probe;
 pub mod requests;
+mod shaping;
 mod shared_ipvlan;
 mod shared_veth;
 mod teardown;
@@ -38,8 +39,10 @@ pub use naming::WiringKind;
 pub use probe::{KernelFeatures, probe};
 pub use teardown::RecoveredPod;
 
+use crate::protocol::Bandwidth;
 use kernel::{Link, Netlink};
-use naming::{PodMarker, validate_container_id, validate_ifname};
+use naming::{PodMarker, host_path_ifname, validate_container_id, validate_ifname};
+use shaping::Shaping;
 
 /// Where and for what the dataplane works.
 #[derive(Clone, Debug)]
@@ -66,6 +69,9 @@ pub struct PodRequest {
     pub ifname: String,
     pub mode: Mode,
     pub allocation: Allocation,
+    /// The runtime's limits for the pod's traffic (the `bandwidth` capability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
 }
 
 impl PodRequest {
@@ -140,6 +146,7 @@ struct Checked {
     eni_mac: Mac,
     trunk_mac: Option<Mac>,
     table: u32,
+    shaping: Shaping,
 }
 
 impl Checked {
@@ -175,7 +182,12 @@ impl Checked {
         if table == 0 || (253..=255).contains(&table) {
             return Err(invalid("routeTable", &table));
         }
+        let shaping = match &request.bandwidth {
+            Some(bandwidth) => Shaping::plan(bandwidth)?,
+            None => Shaping::default(),
+        };
         Ok(Checked {
+            shaping,
             address,
             prefix_len: allocation.prefix_length,
             gateway: allocation.gateway,
@@ -190,6 +202,23 @@ impl Checked {
     fn pod_net(&self) -> Ipv4Net {
         Ipv4Net::new(self.address, self.prefix_len).unwrap_or_else(|_| Ipv4Net::from(self.address))
     }
+}
+
+/// The pod's namespace and the links of its own there that carry its traffic: the
+/// interface the runtime named and, for passthrough pods, the veth to the node.
+async fn pod_links(request: &PodRequest) -> Result<(Netlink, Vec<Link>), DataplaneError> {
+    let pod = netns::netlink(&request.netns_path).await?;
+    let mut names = vec![request.ifname.clone()];
+    if path_of(request) == Path::Passthrough {
+        names.push(host_path_ifname(&request.ifname));
+    }
+    let links = pod
+        .links()
+        .await?
+        .into_iter()
+        .filter(|l| names.contains(&l.name))
+        .collect();
+    Ok((pod, links))
 }
 
 /// CHECK's report of an ENI link that is not in the host (any more).
@@ -262,6 +291,10 @@ impl Dataplane {
             Path::SharedIpvlan => self.wire_ipvlan(request, &checked).await,
             Path::Passthrough => self.wire_passthrough(request, &checked).await,
         };
+        let result = match result {
+            Ok(wired) => self.shape(request, &checked).await.map(|()| wired),
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(wired) => {
                 info!(container = %request.container_id, kind = ?wired.kind, address = %wired.address, "pod wired")
@@ -316,11 +349,32 @@ impl Dataplane {
                 request.netns_path.display()
             )]);
         }
-        match path_of(request) {
+        let mut differences = match path_of(request) {
             Path::SharedVeth => self.check_shared_veth(request, &checked).await,
             Path::SharedIpvlan => self.check_ipvlan(request, &checked).await,
             Path::Passthrough => self.check_passthrough(request, &checked).await,
+        }?;
+        if checked.shaping != Shaping::default() {
+            let (pod, links) = pod_links(request).await?;
+            differences.extend(
+                checked
+                    .shaping
+                    .differences(&pod, &request.ifname, &links)
+                    .await?,
+            );
         }
+        Ok(differences)
+    }
+
+    /// Puts the pod's bandwidth limits in its namespace, when it has any.
+    async fn shape(&self, request: &PodRequest, checked: &Checked) -> Result<(), DataplaneError> {
+        if checked.shaping == Shaping::default() {
+            return Ok(());
+        }
+        let (pod, links) = pod_links(request).await?;
+        checked.shaping.apply(&pod, &request.ifname, &links).await?;
+        info!(container = %request.container_id, shaping = ?checked.shaping, "bandwidth limits set");
+        Ok(())
     }
 
     /// The ENI link with `mac` in the host.
@@ -372,6 +426,7 @@ mod tests {
                 device_index: 2,
                 ..Allocation::default()
             },
+            bandwidth: None,
         }
     }
 
