@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a command needs on a fresh Debian machine (idempotent; fast when
-# everything is there). `setup.sh demo`: Debian packages and the Go-built kube-apiserver
-# and kubectl. `setup.sh real-demo` (the demo on real nodes): also kubelet,
-# kube-controller-manager, kube-scheduler, containerd and helm. `setup.sh test` (the
+# everything is there). `setup.sh demo`: Debian packages, the Go-built kube-apiserver
+# and kubectl, and helm. `setup.sh real-demo` (the demo on real nodes): also kubelet,
+# kube-controller-manager, kube-scheduler and containerd. `setup.sh test` (the
 # default): also the Python venv with moto for the provider tests and the tools of the
 # image and CNI trials. Heavy results are cached under ~/.cache/eni-operator, outside
 # the clone.
@@ -33,19 +33,9 @@ fi
 
 echo "setup: kube-apiserver and kubectl $(cat "$here/k8s-bin/VERSION") (built once per machine)" >&2
 bash "$here/k8s-bin/build.sh" kube-apiserver kubectl >/dev/null
-[ "$for_what" = demo ] && exit 0
-
-# Real nodes (e2e/tests/real_nodes/): the other Kubernetes binaries, containerd.
-echo "setup: kubelet, kube-controller-manager and kube-scheduler (built once per machine)" >&2
-bash "$here/k8s-bin/build.sh" >/dev/null
-containerd_dir="$CACHE/containerd/$(cat "$here/containerd/VERSION")"
-if [ ! -x "$containerd_dir/ctr" ]; then
-  echo "setup: building containerd $(cat "$here/containerd/VERSION") (~4 min, once per machine)" >&2
-fi
-bash "$here/containerd/build.sh" >/dev/null
-
-# helm for the chart tests (e2e/tests/chart.rs looks for it here), with the ldflags of
-# helm's own release build: without them `helm version` is vague and `helm template`
+# helm: every bed and the demo render the chart's identities with it (the product runs
+# as the chart's ServiceAccounts), the chart tests and real nodes install the chart with
+# it. Built with the ldflags of helm's own release build: without them `helm version` is vague and `helm template`
 # assumes Kubernetes 1.20, below the chart's kubeVersion. The stamp file makes a changed
 # pin rebuild it.
 HELM_VERSION=v3.22.0
@@ -62,6 +52,17 @@ if [ ! -x "$CACHE/bin/helm" ] || [ "$(cat "$CACHE/bin/.helm-version" 2>/dev/null
   GOBIN="$CACHE/bin" go install -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   echo "$HELM_VERSION" > "$CACHE/bin/.helm-version"
 fi
+[ "$for_what" = demo ] && exit 0
+
+# Real nodes (e2e/tests/real_nodes/): the other Kubernetes binaries, containerd.
+echo "setup: kubelet, kube-controller-manager and kube-scheduler (built once per machine)" >&2
+bash "$here/k8s-bin/build.sh" >/dev/null
+containerd_dir="$CACHE/containerd/$(cat "$here/containerd/VERSION")"
+if [ ! -x "$containerd_dir/ctr" ]; then
+  echo "setup: building containerd $(cat "$here/containerd/VERSION") (~4 min, once per machine)" >&2
+fi
+bash "$here/containerd/build.sh" >/dev/null
+
 
 [ "$for_what" = real-demo ] && exit 0
 

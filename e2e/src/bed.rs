@@ -31,8 +31,9 @@ use serde_json::json;
 use vpc_sim::behaviour::SimConfig;
 
 use crate::{
-    ControlPlane, Identity, Options,
+    ControlPlane, Options,
     cluster::{self, ClusterError},
+    identities::{self, Who},
     images::{self, BedImages},
     kubelet::{Kubelet, KubeletConfig, KubeletStats},
     mgmt::MgmtNet,
@@ -111,27 +112,6 @@ pub struct Bed {
     pub(crate) images: Option<BedImages>,
 }
 
-/// The agents' permissions, as the chart grants them (`rbac-agent.yaml`). The chart's
-/// node-scope admission policy needs node-bound tokens, which a static token file
-/// cannot express; the chart test covers it.
-const AGENT_RBAC: [&str; 2] = [
-    "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: eni-agent}
-rules:
-- {apiGroups: [eni-operator.io], resources: [podnetworks], verbs: [get, list, watch]}
-- {apiGroups: [eni-operator.io], resources: [podnetworks/status], verbs: [get, patch]}
-- {apiGroups: [\"\"], resources: [nodes], verbs: [get]}
-",
-    "apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: eni-agent}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: eni-agent}
-subjects:
-- {kind: ServiceAccount, name: eni-agent, namespace: eni-system}
-",
-];
-
 static BEDS: AtomicU32 = AtomicU32::new(0);
 
 /// Operator flags for short test periods: resync, garbage collection and leases.
@@ -197,9 +177,14 @@ impl Bed {
                 .map_err(|e| BedError::Other(e.to_string()))??;
             (IpAddr::V4(mgmt.host()), Some(images))
         } else {
-            for manifest in AGENT_RBAC {
-                cluster::apply_yaml(&client, manifest).await?;
-            }
+            // The product runs as the chart's ServiceAccounts (helm brings them on real
+            // nodes).
+            identities::install(&client, cp.dir())
+                .await
+                .map_err(ClusterError::from)?;
+            identities::kubeconfig(&cp, &client, Who::Operator)
+                .await
+                .map_err(ClusterError::from)?;
             (IpAddr::V4(Ipv4Addr::LOCALHOST), None)
         };
         let vpc = VpcSim::start(&bins[0], cp.dir(), &prefix, &behaviour, listen).await?;
@@ -300,6 +285,9 @@ impl Bed {
             .create(&PostParams::default(), &obj)
             .await?;
         lock(&self.nodes).push(node.clone());
+        identities::kubeconfig(&self.cp, &self.client, Who::Agent(name))
+            .await
+            .map_err(ClusterError::from)?;
         self.start_agent(name)?;
         let kubelet = Kubelet::start(
             self.client.clone(),
@@ -319,8 +307,8 @@ impl Bed {
     /// Starts (or restarts) the agent of `node` inside its namespace.
     pub fn start_agent(&self, node: &str) -> Result<(), BedError> {
         let n = self.node(node)?;
-        let kubeconfig = self.cp.dir().join(format!("kubeconfig-agent-{node}"));
-        self.cp.write_kubeconfig(&kubeconfig, Identity::Agent)?;
+        // Written when the node was added: a token bound to the node's agent pod.
+        let kubeconfig = Who::Agent(node).kubeconfig_path(&self.cp);
         let mut cmd = netns::command_in(&n.netns, &self.bins.agent);
         cmd.args(["--node-name", node, "--node-ip"])
             .arg(n.instance.primary_ip.to_string())

@@ -23,6 +23,20 @@ pub enum BinaryError {
     Missing { path: PathBuf },
 }
 
+/// The helm binary e2e/setup.sh builds into the cache.
+pub fn helm() -> Result<PathBuf, BinaryError> {
+    let cache = std::env::var_os("ENI_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/eni-operator")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/eni-operator"));
+    let path = cache.join("bin/helm");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(BinaryError::Missing { path })
+    }
+}
+
 /// The containerd version real nodes run.
 pub const CONTAINERD_VERSION: &str = include_str!("../containerd/VERSION");
 

@@ -29,7 +29,11 @@ use serde_json::json;
 use tokio::{sync::oneshot, task::JoinHandle};
 use vpc_sim::{behaviour::SimConfig, server::ServerConfig};
 
-use crate::{ControlPlane, ControlPlaneError, Identity, process::ChildGuard};
+use crate::{
+    ControlPlane, ControlPlaneError,
+    identities::{self, IdentityError, Who},
+    process::ChildGuard,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -45,6 +49,14 @@ pub enum ClusterError {
     Spawn(&'static str, std::io::Error),
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
+    #[error("the chart's identities: {0}")]
+    Identity(Box<IdentityError>),
+}
+
+impl From<IdentityError> for ClusterError {
+    fn from(e: IdentityError) -> Self {
+        ClusterError::Identity(Box::new(e))
+    }
 }
 
 pub struct Cluster {
@@ -105,6 +117,8 @@ impl Cluster {
         )
         .map_err(kube::Error::SerdeError)?;
         ns.create(&PostParams::default(), &obj).await?;
+        identities::install(&client, cp.dir()).await?;
+        identities::kubeconfig(&cp, &client, Who::Operator).await?;
         let sim = SimCloud::start_with(config).await?;
         let name = format!("test-{}", std::process::id());
         Ok(Cluster {
@@ -154,7 +168,7 @@ impl Cluster {
         let metrics = Metrics::register(&mut registry);
         let provider: Arc<dyn CloudProvider> =
             Arc::new(self.sim.provider(&self.name, rate, &mut registry).await);
-        let client = self.cp.client_as(Identity::Admin).await?;
+        let client = identities::client(&self.cp, &self.client, Who::Operator).await?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run::run(
             client,
@@ -286,8 +300,9 @@ where
 }
 
 /// Starts a replica of the `eni-operator` binary `bin` (leader-elected, lease in the
-/// system namespace) for cluster `cluster`, with the cloud's `env`; its log goes to
-/// `<control plane dir>/<identity>.log`.
+/// system namespace) for cluster `cluster`, with the cloud's `env`, as the chart's
+/// operator ServiceAccount (its kubeconfig written by `identities::kubeconfig`); its log
+/// goes to `<control plane dir>/<identity>.log`.
 pub fn spawn_operator_bin(
     bin: &std::path::Path,
     cp: &ControlPlane,
@@ -296,8 +311,7 @@ pub fn spawn_operator_bin(
     extra: &[&str],
     env: &[(&'static str, String)],
 ) -> Result<ChildGuard, ClusterError> {
-    let kubeconfig = cp.dir().join(format!("kubeconfig-{identity}"));
-    cp.write_kubeconfig(&kubeconfig, Identity::Admin)?;
+    let kubeconfig = Who::Operator.kubeconfig_path(cp);
     let mut cmd = Command::new(bin);
     cmd.args([
         "--cluster-name",

@@ -1,8 +1,9 @@
 //! A real control plane for tests: etcd + kube-apiserver on loopback.
 //!
-//! TLS with a throwaway CA, static token authentication (an admin and the operator's and
-//! agent's service-account identities) and RBAC authorization, so the chart's RBAC is
-//! what the tests exercise. Both processes die with the `ControlPlane` (on drop, also
+//! TLS with a throwaway CA, a static token for the admin (the tests and the person
+//! installing), service-account tokens signed by the API server (see `identities` for
+//! the product's), and RBAC authorization, so the chart's RBAC is what the tests
+//! exercise. Both processes die with the `ControlPlane` (on drop, also
 //! when a test panics) and with the test process (parent-death signal); the temp dir goes
 //! with it.
 //!
@@ -32,8 +33,10 @@ use tempfile::TempDir;
 
 use crate::{binaries, process::ChildGuard};
 
-/// Namespace the chart installs into; the service-account identities below live there.
+/// Namespace the chart installs into; the product's service accounts live there.
 pub const SYSTEM_NAMESPACE: &str = "eni-system";
+/// The admin's user name (group `system:masters`).
+const ADMIN_USER: &str = "eni-admin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
@@ -74,44 +77,6 @@ pub enum ControlPlaneError {
     NoComponents,
 }
 
-/// Who a client authenticates as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Identity {
-    /// `system:masters`: the cluster admin.
-    Admin,
-    /// The operator's service account (`eni-system/eni-operator`).
-    Operator,
-    /// A node agent's service account (`eni-system/eni-agent`).
-    Agent,
-}
-
-impl Identity {
-    const ALL: [Identity; 3] = [Identity::Admin, Identity::Operator, Identity::Agent];
-
-    fn user(self) -> String {
-        match self {
-            Identity::Admin => "eni-admin".into(),
-            Identity::Operator => format!("system:serviceaccount:{SYSTEM_NAMESPACE}:eni-operator"),
-            Identity::Agent => format!("system:serviceaccount:{SYSTEM_NAMESPACE}:eni-agent"),
-        }
-    }
-
-    fn groups(self) -> String {
-        match self {
-            Identity::Admin => "system:masters".into(),
-            _ => format!("system:serviceaccounts,system:serviceaccounts:{SYSTEM_NAMESPACE}"),
-        }
-    }
-
-    fn context(self) -> &'static str {
-        match self {
-            Identity::Admin => "admin",
-            Identity::Operator => "operator",
-            Identity::Agent => "agent",
-        }
-    }
-}
-
 /// Where the API server listens and which names its certificate carries.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -150,7 +115,8 @@ pub struct ControlPlane {
     dir: TempDir,
     server: String,
     ca: CertifiedIssuer<'static, KeyPair>,
-    tokens: Vec<(Identity, String)>,
+    /// The admin's static token.
+    admin_token: String,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -177,17 +143,12 @@ impl ControlPlane {
         let (etcd, etcd_url) = start_etcd(&root).await?;
 
         let pki = write_pki(&root, &opts)?;
-        let tokens: Vec<(Identity, String)> = Identity::ALL
-            .iter()
-            .map(|id| (*id, random_token()))
-            .collect();
+        let admin_token = random_token();
         let token_file = root.join("tokens.csv");
-        let csv: String = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, (id, tok))| format!("{tok},{},uid-{i},\"{}\"\n", id.user(), id.groups()))
-            .collect();
-        write(&token_file, csv)?;
+        write(
+            &token_file,
+            format!("{admin_token},{ADMIN_USER},uid-admin,\"system:masters\"\n"),
+        )?;
 
         let port = free_port()?;
         let bind = opts.bind_address;
@@ -250,9 +211,9 @@ impl ControlPlane {
             dir,
             server: format!("https://{advertise}:{port}"),
             ca: pki.ca,
-            tokens,
+            admin_token,
         };
-        cp.write_kubeconfig(&cp.kubeconfig_path(), Identity::Admin)?;
+        cp.write_token_kubeconfig(&cp.kubeconfig_path(), "admin", &cp.admin_token)?;
         cp.wait_ready().await?;
         if opts.real_nodes {
             cp.components = Some(cp.start_components(&bins, &pki.sa_key, &pki.ca_file)?);
@@ -376,12 +337,12 @@ impl ControlPlane {
 
     /// A client authenticated as the cluster admin.
     pub async fn client(&self) -> Result<Client, ControlPlaneError> {
-        self.client_as(Identity::Admin).await
+        self.token_client("admin", &self.admin_token).await
     }
 
-    /// A client authenticated as `who`; subject to RBAC.
-    pub async fn client_as(&self, who: Identity) -> Result<Client, ControlPlaneError> {
-        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig_yaml(who))
+    /// A client presenting `token` (named `user` in its kubeconfig); subject to RBAC.
+    pub async fn token_client(&self, user: &str, token: &str) -> Result<Client, ControlPlaneError> {
+        let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig_yaml(user, token))
             .map_err(|e| ControlPlaneError::Kubeconfig(e.to_string()))?;
         let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
@@ -389,20 +350,18 @@ impl ControlPlane {
         Ok(Client::try_from(config)?)
     }
 
-    /// Writes a kubeconfig for `who` to `path`.
-    pub fn write_kubeconfig(&self, path: &Path, who: Identity) -> Result<(), ControlPlaneError> {
-        write(path, self.kubeconfig_yaml(who))
+    /// Writes a kubeconfig presenting `token` (named `user`) to `path`.
+    pub fn write_token_kubeconfig(
+        &self,
+        path: &Path,
+        user: &str,
+        token: &str,
+    ) -> Result<(), ControlPlaneError> {
+        write(path, self.kubeconfig_yaml(user, token))
     }
 
-    fn kubeconfig_yaml(&self, who: Identity) -> String {
-        let token = self
-            .tokens
-            .iter()
-            .find(|(id, _)| *id == who)
-            .map(|(_, t)| t.as_str())
-            .unwrap_or_default();
+    fn kubeconfig_yaml(&self, ctx: &str, token: &str) -> String {
         let ca = BASE64.encode(self.ca.pem().as_bytes());
-        let ctx = who.context();
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: eni-test\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {ctx}\n  user:\n    token: {token}\ncontexts:\n- name: {ctx}\n  context:\n    cluster: eni-test\n    user: {ctx}\ncurrent-context: {ctx}\n",
             server = self.server
@@ -498,6 +457,35 @@ impl ControlPlane {
     /// Log file of kube-apiserver (for failure reports).
     pub fn apiserver_log(&self) -> String {
         self.apiserver.log_tail(60)
+    }
+
+    /// Kills kube-apiserver (SIGKILL), keeps it down for `down`, starts it again with the
+    /// same flags (port, certificates, etcd) and returns once it is ready: every client's
+    /// connections and watches break meanwhile.
+    pub async fn restart_apiserver(&self, down: Duration) -> Result<(), ControlPlaneError> {
+        self.apiserver.kill();
+        tokio::time::sleep(down).await;
+        self.apiserver
+            .start_again()
+            .map_err(|source| ControlPlaneError::Spawn {
+                what: "kube-apiserver",
+                source,
+            })?;
+        self.wait_ready().await
+    }
+
+    /// Kills etcd (SIGKILL), keeps it down for `down`, starts it again on the same data
+    /// and ports, and returns once the API server is ready again.
+    pub async fn restart_etcd(&self, down: Duration) -> Result<(), ControlPlaneError> {
+        self.etcd.kill();
+        tokio::time::sleep(down).await;
+        self.etcd
+            .start_again()
+            .map_err(|source| ControlPlaneError::Spawn {
+                what: "etcd",
+                source,
+            })?;
+        self.wait_ready().await
     }
 }
 
@@ -672,23 +660,4 @@ fn random_token() -> String {
     (0..32)
         .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_file_identities_are_service_accounts() {
-        assert_eq!(
-            Identity::Operator.user(),
-            "system:serviceaccount:eni-system:eni-operator"
-        );
-        assert!(
-            Identity::Agent
-                .groups()
-                .contains("system:serviceaccounts:eni-system")
-        );
-        assert_eq!(Identity::Admin.groups(), "system:masters");
-    }
 }

@@ -5,6 +5,7 @@ pub mod bed;
 pub mod binaries;
 pub mod cluster;
 pub mod control_plane;
+pub mod identities;
 pub mod images;
 pub mod kubelet;
 pub mod mgmt;
@@ -18,7 +19,7 @@ pub mod traffic;
 pub mod trial;
 pub mod vpc;
 
-pub use control_plane::{ControlPlane, ControlPlaneError, Identity, Options};
+pub use control_plane::{ControlPlane, ControlPlaneError, Options};
 
 use std::path::PathBuf;
 

@@ -158,7 +158,8 @@ impl Bed {
     /// the chart), with helm's state under the bed's directory; returns its output.
     pub async fn helm(&self, args: &[&str]) -> Result<String, BedError> {
         let helm_home = self.cp.dir().join("helm");
-        let mut cmd = Command::new(helm_bin()?);
+        let mut cmd =
+            Command::new(crate::binaries::helm().map_err(|e| BedError::Other(e.to_string()))?);
         cmd.args(args)
             .env("KUBECONFIG", self.cp.kubeconfig_path())
             .env("HELM_CONFIG_HOME", helm_home.join("config"))
@@ -398,23 +399,6 @@ fn api_host_port(server: &str) -> Result<(String, u16), BedError> {
         .parse()
         .map_err(|e| BedError::Other(format!("API server URL {server}: {e}")))?;
     Ok((host.to_owned(), port))
-}
-
-/// The helm binary e2e/setup.sh builds into the cache.
-fn helm_bin() -> Result<PathBuf, BedError> {
-    let cache = std::env::var_os("ENI_OPERATOR_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/eni-operator")))
-        .ok_or_else(|| BedError::Other("neither ENI_OPERATOR_CACHE nor HOME is set".into()))?;
-    let bin = cache.join("bin/helm");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(BedError::Other(format!(
-            "{} is missing: run e2e/setup.sh to install helm",
-            bin.display()
-        )))
-    }
 }
 
 /// A pod of the test image on `node`: busybox httpd on [`HTTP_PORT`] (the readiness

@@ -213,7 +213,7 @@ impl VpcSim {
         self.admin(reqwest::Method::GET, "state", None).await
     }
 
-    /// Per action `{calls, throttled, faulted, errors}`.
+    /// Per action `{calls, throttled, faulted, timed_out, errors}`.
     pub async fn counters(&self) -> Result<Value, VpcError> {
         self.admin(reqwest::Method::GET, "counters", None).await
     }

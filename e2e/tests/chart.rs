@@ -18,20 +18,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use eni_e2e::{ControlPlane, Identity};
+use eni_e2e::{
+    ControlPlane, binaries,
+    identities::{self, Who},
+};
 use k8s_openapi::{
     api::{
-        authentication::v1::TokenRequest,
         coordination::v1::Lease,
-        core::v1::{Namespace, Node, Pod, Secret, ServiceAccount},
+        core::v1::{Namespace, Node, Pod, Secret},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
-    Api, Client, Config,
+    Api, Client,
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchParams},
-    config::{AuthInfo, KubeConfigOptions, Kubeconfig},
     core::{ApiResource, GroupVersionKind},
     discovery::{self, Scope},
 };
@@ -51,26 +52,10 @@ fn chart_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/eni-operator")
 }
 
-fn helm_bin() -> Result<PathBuf, String> {
-    let cache = std::env::var_os("ENI_OPERATOR_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/eni-operator")))
-        .ok_or("neither ENI_OPERATOR_CACHE nor HOME is set")?;
-    let bin = cache.join("bin/helm");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} is missing: run e2e/setup.sh to install helm",
-            bin.display()
-        ))
-    }
-}
-
 /// Runs helm with its config, cache and data in `home`, so that tests share no state
 /// with each other or with the user's helm.
 fn helm(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> Result<Output, String> {
-    let mut cmd = Command::new(helm_bin()?);
+    let mut cmd = Command::new(binaries::helm().map_err(|e| e.to_string())?);
     cmd.args(args)
         .env("HELM_CONFIG_HOME", home.join("config"))
         .env("HELM_CACHE_HOME", home.join("cache"))
@@ -1042,7 +1027,7 @@ fn forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>, what: &str, verb: &s
 }
 
 /// Status patch as the agent's user with a node in its extra info, as a pod-bound token
-/// would carry it; done by the admin through impersonation (static tokens have no extra).
+/// would carry it; done by the admin through impersonation (which can name any node).
 async fn patch_status_as_agent_on(
     admin: &Client,
     node: &str,
@@ -1118,7 +1103,7 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
         .await?;
 
     // The operator.
-    let operator = cp.client_as(Identity::Operator).await?;
+    let operator = identities::client(&cp, &admin, Who::Operator).await?;
     Api::<Pod>::all(operator.clone())
         .list(&ListParams::default())
         .await?;
@@ -1196,7 +1181,8 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
     )?;
 
     // The agent.
-    let agent = cp.client_as(Identity::Agent).await?;
+    // A token of the agent's ServiceAccount bound to no pod: RBAC applies, no node.
+    let agent = identities::client(&cp, &admin, Who::UnboundAgent).await?;
     let agent_pns = podnetworks(agent.clone(), "default");
     let listed = podnetworks_all(agent.clone())
         .list(&ListParams::default())
@@ -1252,8 +1238,8 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
         "list",
     )?;
 
-    // The node-scope policy. A static token carries no node: RBAC lets the status patch
-    // through (authorization runs before admission), the policy refuses it.
+    // The node-scope policy. A token bound to no pod carries no node: RBAC lets the
+    // status patch through (authorization runs before admission), the policy refuses it.
     wait_for_policy(&agent_pns).await?;
     let (code, message) = api_error(
         agent_pns
@@ -1280,7 +1266,7 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
     assert_eq!(phase_of(&admin, "pn-a").await?, "Ready");
     // The same with a real token of an agent pod on node-a (the TokenRequest the kubelet
     // makes): the API server puts the pod's node into the user's extra info itself.
-    let bound = pod_bound_agent_client(&cp, &admin, "node-a").await?;
+    let bound = identities::client(&cp, &admin, Who::Agent("node-a")).await?;
     let bound_pns = podnetworks(bound, "default");
     bound_pns
         .patch_status("pn-a", &PatchParams::default(), &status_patch("Allocated"))
@@ -1378,51 +1364,6 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
     // Helm never deletes crds/: the PodNetworks (and with them the users' data) stay.
     crds.get("podnetworks.eni-operator.io").await?;
     Ok(())
-}
-
-/// A client with the token the kubelet would get for an eni-agent pod on `node`: a
-/// TokenRequest bound to such a pod (which never runs: there is no kubelet here).
-async fn pod_bound_agent_client(
-    cp: &ControlPlane,
-    admin: &Client,
-    node: &str,
-) -> Result<Client, Box<dyn std::error::Error>> {
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("eni-agent-{node}")},
-        "spec": {
-            "nodeName": node, "serviceAccountName": "eni-agent",
-            "containers": [{"name": "agent", "image": "localhost/eni-agent"}]
-        }
-    }))?;
-    let pod = Api::<Pod>::namespaced(admin.clone(), NAMESPACE)
-        .create(&PostParams::default(), &pod)
-        .await?;
-    let request: TokenRequest = serde_json::from_value(json!({
-        "spec": {
-            "audiences": [], "expirationSeconds": 600,
-            "boundObjectRef": {
-                "apiVersion": "v1", "kind": "Pod",
-                "name": pod.metadata.name, "uid": pod.metadata.uid
-            }
-        }
-    }))?;
-    let issued: TokenRequest = Api::<ServiceAccount>::namespaced(admin.clone(), NAMESPACE)
-        .create_subresource("token", "eni-agent", &PostParams::default(), &request)
-        .await?;
-    let token = issued
-        .status
-        .and_then(|s| s.token)
-        .ok_or("TokenRequest without a token")?;
-    // The admin kubeconfig with the agent's token in place of the admin's.
-    let mut kubeconfig = Kubeconfig::read_from(cp.kubeconfig_path())?;
-    for named in &mut kubeconfig.auth_infos {
-        named.auth_info = Some(AuthInfo {
-            token: Some(token.clone().into()),
-            ..AuthInfo::default()
-        });
-    }
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
 }
 
 async fn phase_of(client: &Client, name: &str) -> Result<String, kube::Error> {

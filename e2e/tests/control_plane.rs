@@ -3,7 +3,11 @@
 
 use std::path::Path;
 
-use eni_e2e::{ControlPlane, Identity};
+use eni_e2e::{
+    ControlPlane,
+    control_plane::SYSTEM_NAMESPACE,
+    identities::{self, Who},
+};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, api::PostParams};
 
@@ -53,7 +57,19 @@ async fn two_control_planes_in_parallel_then_nothing_left() {
 #[tokio::test]
 async fn rbac_is_enforced_for_service_accounts() {
     let cp = ControlPlane::start().await.expect("control plane");
-    let agent = cp.client_as(Identity::Agent).await.expect("agent client");
+    let admin = cp.client().await.expect("admin client");
+    // The agent's ServiceAccount with no RBAC of the chart bound to it.
+    for manifest in [
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "eni-agent", "namespace": SYSTEM_NAMESPACE}}),
+    ] {
+        eni_e2e::cluster::apply_yaml(&admin, &serde_json::to_string(&manifest).unwrap())
+            .await
+            .expect("fixture");
+    }
+    let agent = identities::client(&cp, &admin, Who::UnboundAgent)
+        .await
+        .expect("agent client");
     let ns_api: Api<Namespace> = Api::all(agent);
     match ns_api.list(&Default::default()).await {
         Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{}", s.message),

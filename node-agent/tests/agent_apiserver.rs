@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use cni_harness::*;
 use eni_crds::{PodNetwork, PodNetworkPhase};
-use eni_e2e::{ControlPlane, Identity};
+use eni_e2e::{
+    ControlPlane,
+    control_plane::SYSTEM_NAMESPACE,
+    identities::{self, Who},
+};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
@@ -75,8 +79,20 @@ async fn agent_process_against_a_real_apiserver() {
     cp.install_crds().await.expect("CRDs");
     let client = cp.client().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    cp.write_kubeconfig(&kubeconfig, Identity::Admin).unwrap();
+    // The agent runs as the chart's ServiceAccount with a token bound to an agent pod on
+    // its node (the chart's RBAC and node-scope policy in force).
+    for manifest in [
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}}),
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
+    ] {
+        eni_e2e::cluster::apply_yaml(&client, &manifest.to_string())
+            .await
+            .unwrap();
+    }
+    identities::install(&client, dir.path()).await.unwrap();
+    let kubeconfig = identities::kubeconfig(&cp, &client, Who::Agent(NODE))
+        .await
+        .unwrap();
 
     let mut bed = NodeBed::new("api");
     let netns = bed.pod();

@@ -44,6 +44,10 @@ struct Args {
     qps: NonZeroU32,
     #[arg(long, env = "ENI_CLOUD_BURST", default_value_t = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))]
     burst: NonZeroU32,
+    /// Seconds one cloud request may take before it counts as failed (and is retried:
+    /// its effect may still have happened, which the next describe finds).
+    #[arg(long, env = "ENI_CLOUD_ATTEMPT_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+    cloud_attempt_timeout_seconds: u64,
     #[arg(long, env = "ENI_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     metrics_addr: SocketAddr,
     #[arg(long, env = "POD_NAMESPACE", default_value = "eni-system")]
@@ -109,6 +113,7 @@ async fn main_inner(args: Args) -> Result<(), MainError> {
     let metrics = Metrics::register(&mut registry);
     let sdk = load_sdk_config(args.region.clone()).await;
     let mut settings = AwsSettings::new(args.cluster_name.clone());
+    settings.attempt_timeout = Duration::from_secs(args.cloud_attempt_timeout_seconds);
     settings.endpoint_url = args.ec2_endpoint.clone();
     settings.rate = RateLimit {
         qps: args.qps,

@@ -25,7 +25,10 @@ use crate::sigv4::{self, Credentials, RequestParts};
 pub struct ActionCounters {
     pub calls: u64,
     pub throttled: u64,
+    /// Failed before any effect (injected server error).
     pub faulted: u64,
+    /// Took effect, answered too late (injected timeout).
+    pub timed_out: u64,
     pub errors: u64,
 }
 
@@ -190,7 +193,7 @@ impl Sim {
         let result = self.execute(action, params, request_id, &config);
         if let Fault::Timeout(hold) = fault {
             // The effect happened; the answer comes too late for the client.
-            self.count(action, |c| c.faulted += 1);
+            self.count(action, |c| c.timed_out += 1);
             tokio::time::sleep(hold).await;
         }
         result

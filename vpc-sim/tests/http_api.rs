@@ -744,7 +744,8 @@ async fn injected_faults_and_timeouts_whose_effect_happened() {
     assert!(state["state"]["enis"].get(&id).is_some());
     let counters = c.admin_get("/counters").await;
     assert_eq!(counters["DescribeSubnets"]["faulted"], 1);
-    assert_eq!(counters["CreateNetworkInterface"]["faulted"], 1);
+    assert_eq!(counters["CreateNetworkInterface"]["faulted"], 0);
+    assert_eq!(counters["CreateNetworkInterface"]["timed_out"], 1);
     h.shutdown().await.unwrap();
 }
 
