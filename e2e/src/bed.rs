@@ -352,6 +352,12 @@ impl Bed {
         Ok(())
     }
 
+    /// Adds flags every operator replica started from now on gets (after the bed's own).
+    pub fn add_operator_args(&mut self, args: &[&str]) {
+        self.operator_args
+            .extend(args.iter().map(|a| (*a).to_owned()));
+    }
+
     /// Starts an operator replica (leader-elected) named `identity`.
     pub fn start_operator(&self, identity: &str) -> Result<(), BedError> {
         let extra: Vec<&str> = self.operator_args.iter().map(String::as_str).collect();
@@ -372,6 +378,30 @@ impl Bed {
         if let Some(op) = lock(&self.operators).remove(identity) {
             op.kill();
         }
+    }
+
+    /// Starts again every operator replica and agent that exited on its own (a replica
+    /// that lost its lease exits; its Deployment or DaemonSet would start it again, as
+    /// this does); returns their names. Processes killed on purpose are not touched.
+    pub fn restart_exited(&self) -> Result<Vec<String>, BedError> {
+        let mut restarted = Vec::new();
+        for (name, guard) in lock(&self.operators).iter() {
+            if guard.has_exited() {
+                guard
+                    .start_again()
+                    .map_err(|e| BedError::Other(format!("starting operator {name} again: {e}")))?;
+                restarted.push(format!("operator {name}"));
+            }
+        }
+        for (node, guard) in lock(&self.agents).iter() {
+            if guard.has_exited() {
+                guard.start_again().map_err(|e| {
+                    BedError::Other(format!("starting the agent of {node} again: {e}"))
+                })?;
+                restarted.push(format!("agent {node}"));
+            }
+        }
+        Ok(restarted)
     }
 
     /// The replica holding the lease, if any.

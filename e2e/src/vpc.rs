@@ -46,6 +46,8 @@ pub struct Eni {
     pub groups: Vec<String>,
     /// The trunk ENI a member is associated with.
     pub trunk: Option<String>,
+    /// `interface`, `trunk` (a trunk ENI itself) or `branch`.
+    pub interface_type: String,
     /// Secondary addresses.
     pub secondary: Vec<String>,
     pub tags: Value,
@@ -221,7 +223,7 @@ impl VpcSim {
     /// ENIs carrying `cluster`'s ownership tag.
     pub async fn owned_enis(&self, cluster: &str) -> Result<Vec<Eni>, VpcError> {
         let state = self.state().await?;
-        Ok(enis_of(&state["state"]["enis"])
+        Ok(enis_in(&state)
             .into_iter()
             .filter(|e| e.tags["eni-operator.io/cluster"].as_str() == Some(cluster))
             .collect())
@@ -256,8 +258,9 @@ impl VpcSim {
     }
 }
 
-fn enis_of(enis: &Value) -> Vec<Eni> {
-    let items: Vec<&Value> = match enis {
+/// The ENIs of a state dump (`VpcSim::state`).
+pub fn enis_in(state: &Value) -> Vec<Eni> {
+    let items: Vec<&Value> = match &state["state"]["enis"] {
         Value::Object(m) => m.values().collect(),
         Value::Array(a) => a.iter().collect(),
         _ => Vec::new(),
@@ -270,6 +273,7 @@ fn enis_of(enis: &Value) -> Vec<Eni> {
             primary_ip: e["primary_ip"].as_str().unwrap_or_default().to_owned(),
             groups: strings(&e["groups"]),
             trunk: e["trunk_association"].as_str().map(str::to_owned),
+            interface_type: e["interface_type"].as_str().unwrap_or_default().to_owned(),
             secondary: e["secondary_ips"]
                 .as_array()
                 .map(|a| {
