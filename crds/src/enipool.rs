@@ -42,15 +42,18 @@ pub struct ENIPoolSpec {
     pub mode: Mode,
 
     /// Nodes this pool serves. An empty selector selects every node.
+    #[schemars(schema_with = "crate::selector::label_selector")]
     pub node_selector: LabelSelector,
 
     /// Pods this pool serves; when absent, every pod on a selected node (subject to
     /// namespaceSelector and priority).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::selector::label_selector")]
     pub pod_selector: Option<LabelSelector>,
 
     /// Namespaces whose pods this pool serves; when absent, all namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::selector::label_selector")]
     pub namespace_selector: Option<LabelSelector>,
 
     /// When several pools match a pod, the highest priority wins (ties: the name that
@@ -65,7 +68,7 @@ pub struct ENIPoolSpec {
     /// Security group ids for the pool's ENIs (member ENIs in mode Trunk).
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(g, g.matches('^sg-[0-9a-f]{1,17}$'))").message("securityGroups must be ids like sg-0123abcd"))]
-    #[schemars(length(max = 5), inner(length(max = 32)))]
+    #[schemars(length(max = 5), inner(length(max = 32)), extend("x-kubernetes-list-type" = "set"))]
     pub security_groups: Vec<String>,
 
     /// Warm-pool targets: how much free capacity each node keeps ready.
@@ -75,7 +78,7 @@ pub struct ENIPoolSpec {
     /// How long a released address rests before another pod may get it, so that
     /// connections to the old pod (conntrack entries, SYN retries) die first.
     #[serde(default = "default_ip_cooldown", rename = "ipCooldown")]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("ipCooldown must be a duration such as 30s, 2m or 1h"))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,5}(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("ipCooldown must be a duration such as 30s, 2m or 1h, at most 1h"))]
     #[schemars(length(max = 16))]
     pub ip_cooldown: String,
 
@@ -101,6 +104,7 @@ pub struct ENIPoolSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 40), inner(length(max = 256)))]
     #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('eni-operator.io/'))").message("tags must not use the reserved prefix eni-operator.io/"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 128 && !k.startsWith('aws:'))").message("tag keys are at most 128 characters and must not start with aws: (reserved by AWS)"))]
     pub tags: BTreeMap<String, String>,
 }
 
@@ -116,10 +120,11 @@ pub struct SubnetSelection {
     /// Subnet ids, e.g. subnet-0a1b2c3d.
     #[serde(default)]
     #[x_kube(validation = Rule::new("self.all(s, s.matches('^subnet-[0-9a-f]{1,17}$'))").message("subnets.ids must be ids like subnet-0a1b2c3d"))]
-    #[schemars(length(max = 16), inner(length(max = 32)))]
+    #[schemars(length(max = 16), inner(length(max = 32)), extend("x-kubernetes-list-type" = "set"))]
     pub ids: Vec<String>,
     /// Select subnets carrying all of these tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128)").message("subnets.tags keys are 1 to 128 characters"))]
     #[schemars(extend("maxProperties" = 10), inner(length(max = 256)))]
     pub tags: BTreeMap<String, String>,
     /// MostFree picks the subnet with the most free addresses; Ordered takes them in the
@@ -164,7 +169,7 @@ pub struct WarmTargets {
     pub max_enis: Option<u32>,
     /// How long excess warm capacity stays before it is released to the cloud.
     #[serde(default = "default_release_delay", rename = "releaseDelay")]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("releaseDelay must be a duration such as 30s, 5m or 1h"))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,5}(ms|s|m|h))+$') && duration(self) <= duration('24h')").message("releaseDelay must be a duration such as 30s, 5m or 1h, at most 24h"))]
     #[schemars(length(max = 16))]
     pub release_delay: String,
 }
@@ -179,7 +184,7 @@ fn default_release_delay() -> String {
 pub struct StickyIPs {
     /// How long an address waits for the pod of the same name to come back before it
     /// returns to the warm pool.
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$')").message("releaseAfter must be a duration such as 10m or 1h"))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]{1,5}(ms|s|m|h))+$') && duration(self) <= duration('168h')").message("releaseAfter must be a duration such as 10m or 1h, at most 168h (a week)"))]
     #[schemars(length(max = 16))]
     pub release_after: String,
 }

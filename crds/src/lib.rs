@@ -12,6 +12,7 @@ mod mac;
 mod manifest;
 mod mode;
 mod podnetwork;
+mod selector;
 mod trunkeni;
 
 pub use contract::FINALIZER;

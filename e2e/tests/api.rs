@@ -443,6 +443,111 @@ fn invalid_cases() -> Vec<Case> {
             message: "spec.nodeSelector: Required value",
         },
         Case {
+            name: "selector_unknown_operator",
+            obj: pool(
+                "c21",
+                shared(json!({"nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "in", "values": ["a"]}]}})),
+            ),
+            message: "Unsupported value: \"in\": supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\"",
+        },
+        Case {
+            name: "selector_in_without_values",
+            obj: pool(
+                "c22",
+                shared(json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}})),
+            ),
+            message: "In and NotIn need at least one value; Exists and DoesNotExist take none",
+        },
+        Case {
+            name: "selector_exists_with_values",
+            obj: pool(
+                "c23",
+                shared(json!({"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists", "values": ["x"]}]}})),
+            ),
+            message: "In and NotIn need at least one value; Exists and DoesNotExist take none",
+        },
+        Case {
+            name: "selector_bad_key",
+            obj: pool(
+                "c24",
+                shared(json!({"nodeSelector": {"matchLabels": {"pool name": "a"}}})),
+            ),
+            message: "matchLabels: label keys are a name of up to 63",
+        },
+        Case {
+            name: "selector_bad_value",
+            obj: pool(
+                "c25",
+                shared(json!({"nodeSelector": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["-a"]}]}})),
+            ),
+            message: "matchExpressions[].values: label values are empty or up to 63",
+        },
+        Case {
+            name: "selector_bad_expression_key",
+            obj: pool(
+                "c26",
+                shared(json!({"podSelector": {"matchExpressions": [{"key": "/app", "operator": "Exists"}]}})),
+            ),
+            message: "matchExpressions[].key: label keys are a name of up to 63",
+        },
+        Case {
+            name: "selector_missing_operator",
+            obj: pool(
+                "c27",
+                shared(json!({"nodeSelector": {"matchExpressions": [{"key": "zone"}]}})),
+            ),
+            message: "operator: Required value",
+        },
+        Case {
+            name: "cooldown_too_long",
+            obj: pool("c28", shared(json!({"ipCooldown": "2h"}))),
+            message: "ipCooldown must be a duration such as 30s, 2m or 1h, at most 1h",
+        },
+        Case {
+            name: "release_delay_too_long",
+            obj: pool("c29", shared(json!({"warm": {"releaseDelay": "25h"}}))),
+            message: "releaseDelay must be a duration such as 30s, 5m or 1h, at most 24h",
+        },
+        Case {
+            name: "release_delay_huge_number",
+            obj: pool("c30", shared(json!({"warm": {"releaseDelay": "9999999999h"}}))),
+            message: "releaseDelay must be a duration",
+        },
+        Case {
+            name: "sticky_release_after_too_long",
+            obj: pool(
+                "c31",
+                shared(json!({"stickyIPForStatefulSets": {"releaseAfter": "200h"}})),
+            ),
+            message: "releaseAfter must be a duration such as 10m or 1h, at most 168h",
+        },
+        Case {
+            name: "duplicate_security_group",
+            obj: pool("c32", shared(json!({"securityGroups": ["sg-01", "sg-01"]}))),
+            message: "Duplicate value: \"sg-01\"",
+        },
+        Case {
+            name: "duplicate_subnet",
+            obj: pool(
+                "c33",
+                shared(json!({"subnets": {"ids": ["subnet-0a1", "subnet-0a1"]}})),
+            ),
+            message: "Duplicate value: \"subnet-0a1\"",
+        },
+        Case {
+            name: "aws_tag_prefix",
+            obj: pool("c34", shared(json!({"tags": {"aws:owner": "me"}}))),
+            message: "must not start with aws:",
+        },
+        Case {
+            name: "unknown_subnet_policy",
+            obj: pool(
+                "c35",
+                shared(json!({"subnets": {"ids": ["subnet-0a1"], "policy": "Random"}})),
+            ),
+            message: "Unsupported value: \"Random\"",
+        },
+        Case {
             name: "trunk_podnetwork_without_vlan",
             obj: pn("c18", "Trunk", allocation()),
             message: "a Trunk allocation needs allocation.vlanID",
