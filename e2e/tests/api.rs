@@ -446,7 +446,9 @@ fn invalid_cases() -> Vec<Case> {
             name: "selector_unknown_operator",
             obj: pool(
                 "c21",
-                shared(json!({"nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "in", "values": ["a"]}]}})),
+                shared(
+                    json!({"nodeSelector": {"matchExpressions": [{"key": "pool", "operator": "in", "values": ["a"]}]}}),
+                ),
             ),
             message: "Unsupported value: \"in\": supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\"",
         },
@@ -454,7 +456,9 @@ fn invalid_cases() -> Vec<Case> {
             name: "selector_in_without_values",
             obj: pool(
                 "c22",
-                shared(json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}})),
+                shared(
+                    json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}),
+                ),
             ),
             message: "In and NotIn need at least one value; Exists and DoesNotExist take none",
         },
@@ -462,7 +466,9 @@ fn invalid_cases() -> Vec<Case> {
             name: "selector_exists_with_values",
             obj: pool(
                 "c23",
-                shared(json!({"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists", "values": ["x"]}]}})),
+                shared(
+                    json!({"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists", "values": ["x"]}]}}),
+                ),
             ),
             message: "In and NotIn need at least one value; Exists and DoesNotExist take none",
         },
@@ -478,7 +484,9 @@ fn invalid_cases() -> Vec<Case> {
             name: "selector_bad_value",
             obj: pool(
                 "c25",
-                shared(json!({"nodeSelector": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["-a"]}]}})),
+                shared(
+                    json!({"nodeSelector": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["-a"]}]}}),
+                ),
             ),
             message: "matchExpressions[].values: label values are empty or up to 63",
         },
@@ -486,7 +494,9 @@ fn invalid_cases() -> Vec<Case> {
             name: "selector_bad_expression_key",
             obj: pool(
                 "c26",
-                shared(json!({"podSelector": {"matchExpressions": [{"key": "/app", "operator": "Exists"}]}})),
+                shared(
+                    json!({"podSelector": {"matchExpressions": [{"key": "/app", "operator": "Exists"}]}}),
+                ),
             ),
             message: "matchExpressions[].key: label keys are a name of up to 63",
         },
@@ -510,7 +520,10 @@ fn invalid_cases() -> Vec<Case> {
         },
         Case {
             name: "release_delay_huge_number",
-            obj: pool("c30", shared(json!({"warm": {"releaseDelay": "9999999999h"}}))),
+            obj: pool(
+                "c30",
+                shared(json!({"warm": {"releaseDelay": "9999999999h"}})),
+            ),
             message: "releaseDelay must be a duration",
         },
         Case {

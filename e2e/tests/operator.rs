@@ -364,6 +364,116 @@ async fn no_matching_pool_gets_an_event() {
     assert!(c.podnetworks().await.expect("list").is_empty());
 }
 
+/// The pool's Ready condition once it has `status` and `reason`.
+async fn ready_condition(
+    c: &Cluster,
+    pool: &str,
+    status: &str,
+    reason: &str,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition, ClusterError> {
+    c.wait_for(
+        &format!("{pool} Ready={status} ({reason})"),
+        Duration::from_secs(40),
+        || async {
+            Ok(pool_status(c, pool).await.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|x| x.type_ == "Ready" && x.status == status && x.reason == reason)
+            }))
+        },
+    )
+    .await
+}
+
+/// What only the cloud can judge: a pool naming a subnet and a security group that do
+/// not exist is Ready=False with the reason, both named in the message, and a Warning
+/// event for each; fixed, it becomes Ready. A pool whose nodeSelector matches no node
+/// says so until a node matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pool_references_and_node_selection_are_reported() {
+    let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
+    c.add_node("n1", "m5.large", &[("pool", "a")])
+        .await
+        .expect("node");
+    c.start_operator(config(), rate(100, 100))
+        .await
+        .expect("operator");
+    let ghost = |subnet: &str, group: &str| {
+        pool("ghost", Mode::SharedIp)
+            .nodes("pool", "a")
+            .subnet_ids(&[subnet], SubnetPolicy::MostFree)
+            .security_groups(&[group])
+            .yaml()
+    };
+    c.apply_yaml(&ghost("subnet-00000dead", "sg-00000dead"))
+        .await
+        .expect("pool");
+    let ready = ready_condition(&c, "ghost", "False", "SubnetNotFound")
+        .await
+        .expect("Ready=False");
+    assert_eq!(
+        ready.message,
+        "subnet subnet-00000dead does not exist (or this account cannot see it); security group sg-00000dead does not exist (or this account cannot see it)"
+    );
+    let events: Api<Event> = Api::all(c.client.clone());
+    let reasons = c
+        .wait_for(
+            "a Warning event per problem",
+            Duration::from_secs(20),
+            || async {
+                let reasons: BTreeSet<String> = events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.involved_object.kind.as_deref() == Some("ENIPool")
+                            && e.involved_object.name.as_deref() == Some("ghost")
+                            && e.type_.as_deref() == Some("Warning")
+                    })
+                    .filter_map(|e| e.reason)
+                    .collect();
+                Ok((reasons.len() >= 2).then_some(reasons))
+            },
+        )
+        .await
+        .expect("events");
+    assert_eq!(
+        reasons,
+        BTreeSet::from([
+            "SecurityGroupNotFound".to_owned(),
+            "SubnetNotFound".to_owned()
+        ])
+    );
+    // Fixed: a new generation is looked up at once.
+    let subnet = c.sim.subnet_id("pods-a").expect("subnet");
+    let group = c.sim.group_id("default").expect("group");
+    c.apply_yaml(&ghost(&subnet, &group))
+        .await
+        .expect("fixed pool");
+    ready_condition(&c, "ghost", "True", "Converged")
+        .await
+        .expect("Ready once fixed");
+
+    c.apply_yaml(&pool_for("nowhere", Mode::SharedIp, "b").yaml())
+        .await
+        .expect("pool");
+    let none = ready_condition(&c, "nowhere", "False", "NoMatchingNodes")
+        .await
+        .expect("no node selected");
+    assert!(
+        none.message.contains("no node matches spec.nodeSelector"),
+        "{}",
+        none.message
+    );
+    c.add_node("n2", "m5.large", &[("pool", "b")])
+        .await
+        .expect("node");
+    ready_condition(&c, "nowhere", "True", "Converged")
+        .await
+        .expect("Ready once a node matches");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_deletion_returns_its_enis_and_leaks_are_collected() {
     let mut c = Cluster::start(fast_cloud()).await.expect("cluster");

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use super::error::CloudError;
 use super::types::{
     AddressAssignment, AddressRelease, AssignedAddresses, AssociateTrunkRequest, CreateEniRequest,
-    Eni, EniQuery, Instance, InstanceLimits, Subnet, SubnetQuery, Tags, TrunkAssociation,
+    Eni, EniQuery, Instance, InstanceLimits, SecurityGroup, Subnet, SubnetQuery, Tags,
+    TrunkAssociation,
 };
 
 pub type CloudResult<T> = Result<T, CloudError>;
@@ -79,4 +80,7 @@ pub trait CloudProvider: Send + Sync {
 
     /// Subnets with their free address counts.
     async fn describe_subnets(&self, query: &SubnetQuery) -> CloudResult<Vec<Subnet>>;
+
+    /// The security groups `ids` (all of them, or `NotFound` naming one that is missing).
+    async fn describe_security_groups(&self, ids: &[String]) -> CloudResult<Vec<SecurityGroup>>;
 }

@@ -102,6 +102,13 @@ pub struct Eni {
     pub tags: Tags,
 }
 
+/// A security group and the VPC it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub vpc_id: String,
+}
+
 /// A subnet with its free capacity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subnet {

@@ -5,6 +5,7 @@ pub mod eni;
 pub mod inventory;
 pub mod outcome;
 pub mod plan;
+pub mod references;
 pub mod release;
 pub mod selector;
 pub mod settings;

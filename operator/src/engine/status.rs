@@ -6,6 +6,7 @@ use eni_crds::{AddressCounts, ENIPoolStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::inventory::PoolCounts;
+use super::references::Problem;
 
 /// Health of one pool on one node, from its last maintenance pass.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +21,10 @@ pub struct StatusInput<'a> {
     pub nodes: u32,
     pub counts: PoolCounts,
     pub health: &'a [PoolHealth],
+    /// What the cloud says is wrong with the pool's subnets and security groups.
+    pub problems: &'a [Problem],
+    /// Nodes its nodeSelector matches.
+    pub selected_nodes: u32,
     /// The pool has a deletionTimestamp: it drains.
     pub deleting: bool,
     pub generation: Option<i64>,
@@ -50,14 +55,24 @@ pub fn pool_status(i: &StatusInput) -> ENIPoolStatus {
             last_transition_time: since,
         }
     };
-    let ready = error.is_none();
+    // What the user must fix first: references the cloud refuses, then errors of the
+    // nodes' maintenance, then a selector that matches no node.
+    let (ready, reason, message) = if let Some(first) = i.problems.first() {
+        let all: Vec<&str> = i.problems.iter().map(|p| p.message.as_str()).collect();
+        (false, first.reason, all.join("; "))
+    } else if let Some(error) = error {
+        (false, "Errors", error)
+    } else if i.selected_nodes == 0 && !i.deleting {
+        (
+            false,
+            "NoMatchingNodes",
+            "no node matches spec.nodeSelector; the pool serves no pod until one does".into(),
+        )
+    } else {
+        (true, "Converged", "warm targets met or being met".into())
+    };
     let mut conditions = vec![
-        cond(
-            "Ready",
-            ready,
-            if ready { "Converged" } else { "Errors" },
-            error.unwrap_or_else(|| "warm targets met or being met".into()),
-        ),
+        cond("Ready", ready, reason, message),
         cond(
             "SubnetExhausted",
             exhausted,
@@ -136,6 +151,8 @@ mod tests {
                 cooling: 1,
             },
             health,
+            problems: &[],
+            selected_nodes: 2,
             deleting: false,
             generation: Some(7),
             previous,
@@ -187,6 +204,50 @@ mod tests {
         );
         assert_eq!(cond(&s, "SubnetExhausted").reason, "NoFreeAddresses");
         assert_eq!(cond(&s, "Throttled").status, "True");
+    }
+
+    #[test]
+    fn ready_names_what_to_fix_first() {
+        let problems = [
+            Problem {
+                reason: "SubnetNotFound",
+                message: "subnet subnet-9 does not exist".into(),
+            },
+            Problem {
+                reason: "SecurityGroupNotFound",
+                message: "security group sg-9 does not exist".into(),
+            },
+        ];
+        let failing = [PoolHealth {
+            last_error: Some("boom".into()),
+            ..Default::default()
+        }];
+        let mut i = input(&failing, None, 100);
+        i.problems = &problems;
+        let s = pool_status(&i);
+        let ready = cond(&s, "Ready");
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            (
+                "False",
+                "SubnetNotFound",
+                "subnet subnet-9 does not exist; security group sg-9 does not exist"
+            )
+        );
+        let mut i = input(&[], None, 100);
+        i.selected_nodes = 0;
+        let ready = pool_status(&i).conditions[0].clone();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NoMatchingNodes")
+        );
+        // A pool being deleted that selects no node any more is not waiting for one.
+        i.deleting = true;
+        assert_eq!(pool_status(&i).conditions[0].reason, "Converged");
     }
 
     #[test]

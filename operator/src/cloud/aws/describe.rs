@@ -9,7 +9,7 @@ use super::super::error::CloudError;
 use super::super::provider::CloudResult;
 use super::super::tags;
 use super::super::types::{
-    Eni, EniQuery, Instance, InstanceLimits, Subnet, SubnetQuery, TrunkAssociation,
+    Eni, EniQuery, Instance, InstanceLimits, SecurityGroup, Subnet, SubnetQuery, TrunkAssociation,
 };
 use super::errors::from_sdk;
 use super::{AwsProvider, FILTER_VALUES, PAGE_SIZE, Retry, TRUNK_PAGE_SIZE, convert, trunking};
@@ -277,6 +277,38 @@ impl AwsProvider {
             .await?;
         all.iter().map(convert::subnet).collect()
     }
+    pub(super) async fn fetch_security_groups(
+        &self,
+        ids: &[String],
+    ) -> CloudResult<Vec<SecurityGroup>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = self
+            .collect_pages("DescribeSecurityGroups", |token| {
+                let request = self
+                    .client
+                    .describe_security_groups()
+                    .set_group_ids(Some(ids.to_vec()))
+                    .set_next_token(token);
+                async move {
+                    let out = request.send().await.map_err(from_sdk)?;
+                    Ok((
+                        out.security_groups().to_vec(),
+                        out.next_token().map(str::to_owned),
+                    ))
+                }
+            })
+            .await?;
+        Ok(groups
+            .iter()
+            .map(|g| SecurityGroup {
+                id: g.group_id().unwrap_or_default().to_owned(),
+                vpc_id: g.vpc_id().unwrap_or_default().to_owned(),
+            })
+            .collect())
+    }
+
     fn cached_limits(&self, instance_type: &str) -> Option<InstanceLimits> {
         self.limits_cache.lock().ok()?.get(instance_type).copied()
     }

@@ -25,8 +25,8 @@ use super::provider::{CloudProvider, CloudResult};
 use super::tags;
 use super::types::{
     AddressAssignment, AddressRelease, AssignedAddresses, AssociateTrunkRequest, CreateEniRequest,
-    Eni, EniKind, EniQuery, InitialAddresses, Instance, InstanceLimits, Subnet, SubnetQuery, Tags,
-    TrunkAssociation,
+    Eni, EniKind, EniQuery, InitialAddresses, Instance, InstanceLimits, SecurityGroup, Subnet,
+    SubnetQuery, Tags, TrunkAssociation,
 };
 use errors::from_sdk;
 
@@ -434,5 +434,9 @@ impl CloudProvider for AwsProvider {
 
     async fn describe_subnets(&self, query: &SubnetQuery) -> CloudResult<Vec<Subnet>> {
         self.fetch_subnets(query).await
+    }
+
+    async fn describe_security_groups(&self, ids: &[String]) -> CloudResult<Vec<SecurityGroup>> {
+        self.fetch_security_groups(ids).await
     }
 }
