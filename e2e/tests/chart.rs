@@ -1267,6 +1267,26 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
     // The same with a real token of an agent pod on node-a (the TokenRequest the kubelet
     // makes): the API server puts the pod's node into the user's extra info itself.
     let bound = identities::client(&cp, &admin, Who::Agent("node-a")).await?;
+    // With that token the agent of node-a may do nothing else: no pool, no secret.
+    let pool: eni_crds::ENIPool = serde_json::from_value(json!({
+        "apiVersion": "eni-operator.io/v1alpha1", "kind": "ENIPool",
+        "metadata": {"name": "agent-pool"},
+        "spec": {"mode": "SharedIP", "nodeSelector": {}, "subnets": {"ids": ["subnet-0a1"]}},
+    }))?;
+    forbidden(
+        Api::<eni_crds::ENIPool>::all(bound.clone())
+            .create(&PostParams::default(), &pool)
+            .await,
+        "node-a's agent pod creates an ENIPool",
+        "create",
+    )?;
+    forbidden(
+        Api::<Secret>::namespaced(bound.clone(), NAMESPACE)
+            .get("anything")
+            .await,
+        "node-a's agent pod reads a secret",
+        "get",
+    )?;
     let bound_pns = podnetworks(bound, "default");
     bound_pns
         .patch_status("pn-a", &PatchParams::default(), &status_patch("Allocated"))
