@@ -364,6 +364,88 @@ async fn no_matching_pool_gets_an_event() {
     assert!(c.podnetworks().await.expect("list").is_empty());
 }
 
+/// Regression (found by the chaos trial, seed 1795797957904063394): a trunk ENI created
+/// for a node but never attached (the leader died between the create and the attach,
+/// or the create's answer was lost) was taken as the node's trunk when the next leader
+/// loaded the node, and every member association then failed with IncorrectState. Now
+/// the node gets a trunk of its own, its Trunk pods their members, and the collector
+/// deletes the orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trunk_eni_never_attached_is_replaced_and_collected() {
+    use eni_operator::cloud::{CloudProvider, CreateEniRequest, EniKind, Ownership};
+    let mut c = Cluster::start(fast_cloud()).await.expect("cluster");
+    let instance = c
+        .add_node("t0", "m5.xlarge", &[("pool", "trunk")])
+        .await
+        .expect("node");
+    let group = c.sim.group_id("default").expect("group");
+    let subnet = c.sim.subnet_id("pods-a").expect("subnet");
+    c.apply_yaml(
+        &pool_for("trunk", Mode::Trunk, "trunk")
+            .security_groups(&[group.as_str()])
+            .yaml(),
+    )
+    .await
+    .expect("pool");
+    // What a lost leader left: the node's trunk, created with the cluster's tags, never
+    // attached.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let provider = c.sim.provider(&c.name, rate(100, 100), &mut registry).await;
+    let orphan = provider
+        .create_eni(&CreateEniRequest {
+            subnet_id: subnet,
+            security_groups: vec![group.clone()],
+            description: "eni-operator trunk t0 trunk".into(),
+            kind: EniKind::Trunk,
+            owner: Ownership {
+                pool: "trunk".into(),
+                node: Some("t0".into()),
+                instance_id: Some(instance.clone()),
+            },
+            tags: Default::default(),
+            initial_addresses: None,
+            client_token: "lost-leader-trunk".into(),
+        })
+        .await
+        .expect("orphan trunk")
+        .id;
+    c.start_operator(config(), rate(100, 100))
+        .await
+        .expect("operator");
+    c.create_pods("default", "m", 2, "t0", &[])
+        .await
+        .expect("pods");
+    wait_networks(&c, "m", 2, Duration::from_secs(60))
+        .await
+        .expect("the Trunk pods get members");
+    let on_orphan = c.sim.sim().with_state(|d| {
+        d.state
+            .enis
+            .values()
+            .filter(|e| e.trunk_association.as_deref() == Some(orphan.as_str()))
+            .count()
+    });
+    assert_eq!(on_orphan, 0, "members ride on the orphan {orphan}");
+    c.wait_for(
+        "the orphan trunk collected",
+        Duration::from_secs(30),
+        || async {
+            let owned = c.sim.owned_enis(&c.name);
+            Ok((!owned.iter().any(|(id, ..)| *id == orphan)).then_some(()))
+        },
+    )
+    .await
+    .expect("collected");
+    let attached_trunks = c
+        .sim
+        .owned_enis(&c.name)
+        .into_iter()
+        .filter(|(_, inst, _)| inst.as_deref() == Some(instance.as_str()))
+        .count();
+    assert!(attached_trunks >= 1, "t0 has its own trunk attached");
+    assert!(c.sim.violations().is_empty());
+}
+
 /// The pool's Ready condition once it has `status` and `reason`.
 async fn ready_condition(
     c: &Cluster,

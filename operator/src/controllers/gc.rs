@@ -10,7 +10,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    cloud::{CloudError, Eni, EniKind, EniQuery, EniStatus},
+    cloud::{CloudError, Eni, EniQuery, EniStatus},
     context::Ctx,
     keyed::Failure,
 };
@@ -52,12 +52,14 @@ pub async fn run(ctx: Ctx) {
 }
 
 /// Owned ENIs nobody uses: unattached (members are "available" while associated, but the
-/// inventory references every live one), no trunk, in no inventory.
+/// inventory references every live one) and in no inventory. That includes a trunk ENI
+/// created but never attached (a leader lost between the create and the attach): no
+/// node takes it as its trunk, so nobody else would ever delete it.
 fn candidates(owned: &[Eni], referenced: &BTreeSet<String>) -> BTreeSet<String> {
     owned
         .iter()
         .filter(|e| e.attachment.is_none() && e.status == EniStatus::Available)
-        .filter(|e| e.kind != EniKind::Trunk && !referenced.contains(&e.id))
+        .filter(|e| !referenced.contains(&e.id))
         .map(|e| e.id.clone())
         .collect()
 }
@@ -120,7 +122,7 @@ async fn collect(ctx: &Ctx, first_seen: &mut BTreeMap<String, Instant>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::Attachment;
+    use crate::cloud::{Attachment, EniKind};
 
     fn eni(id: &str, kind: EniKind, status: EniStatus, attached: bool) -> Eni {
         Eni {
@@ -147,11 +149,17 @@ mod tests {
     }
 
     #[test]
-    fn only_unattached_unreferenced_non_trunks_are_candidates() {
+    fn only_unattached_unreferenced_enis_are_candidates() {
         let owned = [
             eni("eni-leak", EniKind::Standard, EniStatus::Available, false),
             eni("eni-attached", EniKind::Standard, EniStatus::InUse, true),
-            eni("eni-trunk", EniKind::Trunk, EniStatus::Available, false),
+            eni("eni-trunk", EniKind::Trunk, EniStatus::InUse, true),
+            eni(
+                "eni-trunk-never-attached",
+                EniKind::Trunk,
+                EniStatus::Available,
+                false,
+            ),
             eni("eni-member", EniKind::Branch, EniStatus::Available, false),
             eni(
                 "eni-orphan-member",
@@ -164,7 +172,11 @@ mod tests {
         let got = candidates(&owned, &referenced);
         assert_eq!(
             got,
-            BTreeSet::from(["eni-leak".to_owned(), "eni-orphan-member".to_owned()])
+            BTreeSet::from([
+                "eni-leak".to_owned(),
+                "eni-orphan-member".to_owned(),
+                "eni-trunk-never-attached".to_owned()
+            ])
         );
     }
 

@@ -87,6 +87,11 @@ fn role(
     associations: &[TrunkAssociation],
 ) -> Option<Role> {
     match eni.kind {
+        // Created but not attached (the leader died, or the create's answer was lost,
+        // between the create and the attach): no member can ride on it, so it is the
+        // collector's and the node makes a new trunk. Taking it as the trunk left the
+        // node failing every association with IncorrectState (found by the chaos trial).
+        EniKind::Trunk if !attached => None,
         EniKind::Trunk => Some(Role::Trunk),
         // Created but never associated (a crash in between): the collector deletes it.
         EniKind::Branch => associations
@@ -175,6 +180,14 @@ mod tests {
                 None,
                 vec![],
                 Some(Role::Trunk),
+            ),
+            (
+                "trunk created but never attached",
+                eni(EniKind::Trunk, 0),
+                false,
+                None,
+                vec![],
+                None,
             ),
             (
                 "associated member",
