@@ -1,6 +1,7 @@
 //! The cloud layer: a provider trait in the domain's terms, its typed errors and types,
 //! the call policy (token bucket, backoff, metrics) and the EC2 implementation.
 
+pub mod alibaba;
 pub mod aws;
 pub mod error;
 pub mod metrics;
