@@ -570,19 +570,6 @@ impl Bed {
         out
     }
 
-    /// Number of pod-side links (veths to pods) per node namespace.
-    pub fn pod_wiring_by_node(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for entry in self.pod_wiring_left() {
-            if let Some((node, what)) = entry.split_once(": ")
-                && what.starts_with("link ")
-            {
-                *out.entry(node.to_owned()).or_default() += 1;
-            }
-        }
-        out
-    }
-
     /// Copies every log of the bed to `$TMPDIR/eni-e2e-logs/<prefix>/` (the bed's own
     /// directory goes with it) and returns that directory.
     pub fn keep_logs(&self) -> PathBuf {

@@ -61,19 +61,3 @@ pub fn command_in(ns: &str, program: &std::path::Path) -> Command {
     cmd.args(["netns", "exec", ns]).arg(program);
     cmd
 }
-
-/// The device namespace `ns` routes `to` through (`ip route get`).
-pub fn route_device(ns: &str, to: std::net::Ipv4Addr) -> Result<String, NetnsError> {
-    let cmd = format!("ip netns exec {ns} ip -o route get {to}");
-    let out = run(Command::new("ip")
-        .args(["netns", "exec", ns, "ip", "-o", "route", "get"])
-        .arg(to.to_string()))?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "dev")
-        .nth(1)
-        .map(str::to_owned)
-        .ok_or(NetnsError::Failed {
-            cmd,
-            stderr: format!("no device in {out:?}"),
-        })
-}

@@ -199,15 +199,13 @@ pub struct Tbf {
     pub dev: String,
     pub rate_bytes_per_s: u64,
     pub burst_bytes: u64,
-    /// Bytes it has let through so far.
-    pub sent_bytes: u64,
 }
 
-/// The tbf qdiscs of namespace `ns` (`tc -json -stats qdisc show`).
+/// The tbf qdiscs of namespace `ns` (`tc -json qdisc show`).
 pub fn tbf_qdiscs(ns: &str) -> Result<Vec<Tbf>, TrafficError> {
-    let out = crate::netns::run(Command::new("ip").args([
-        "netns", "exec", ns, "tc", "-json", "-stats", "qdisc", "show",
-    ]))
+    let out = crate::netns::run(
+        Command::new("ip").args(["netns", "exec", ns, "tc", "-json", "qdisc", "show"]),
+    )
     .map_err(|e| TrafficError::Tc(e.to_string()))?;
     let qdiscs: Vec<serde_json::Value> =
         serde_json::from_str(&out).map_err(|e| TrafficError::Tc(format!("{e}: {out}")))?;
@@ -224,7 +222,6 @@ pub fn tbf_qdiscs(ns: &str) -> Result<Vec<Tbf>, TrafficError> {
             dev: q["dev"].as_str().unwrap_or_default().to_owned(),
             rate_bytes_per_s: number(q, &["options", "rate"]),
             burst_bytes: number(q, &["options", "burst"]),
-            sent_bytes: number(q, &["bytes"]),
         })
         .collect())
 }
