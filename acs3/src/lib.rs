@@ -51,8 +51,24 @@ fn signed(name: &str) -> bool {
     name == "host" || name == "content-type" || name.starts_with("x-acs-")
 }
 
-/// The canonical request and the signed headers' names (`a;b;c`).
+/// The canonical request and the signed headers' names (`a;b;c`), signing `host`,
+/// `content-type` and every `x-acs-*` header.
 pub fn canonical_request(request: &Request<'_>) -> (String, String) {
+    let mut names: Vec<String> = request
+        .headers
+        .iter()
+        .map(|(k, _)| k.to_ascii_lowercase())
+        .filter(|k| signed(k))
+        .collect();
+    names.sort();
+    names.dedup();
+    let canonical = canonical_request_signing(request, &names);
+    (canonical, names.join(";"))
+}
+
+/// The canonical request over the headers `names` (lower case, as a server reads them
+/// from `SignedHeaders`); a named header the request lacks is signed as empty.
+pub fn canonical_request_signing(request: &Request<'_>, names: &[String]) -> String {
     let mut query: Vec<(String, String)> = request
         .query
         .iter()
@@ -60,26 +76,23 @@ pub fn canonical_request(request: &Request<'_>) -> (String, String) {
         .collect();
     query.sort();
     let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut headers: Vec<(String, String)> = request
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_owned()))
-        .filter(|(k, _)| signed(k))
-        .collect();
-    headers.sort();
-    let names: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-    let signed_headers = names.join(";");
     let mut canonical = format!(
         "{}\n{}\n{}\n",
         request.method,
         request.path,
         query.join("&")
     );
-    for (k, v) in &headers {
-        canonical.push_str(&format!("{k}:{v}\n"));
+    for name in names {
+        let value = request
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+            .unwrap_or_default();
+        canonical.push_str(&format!("{name}:{value}\n"));
     }
-    canonical.push_str(&format!("\n{signed_headers}\n{}", request.hashed_payload));
-    (canonical, signed_headers)
+    canonical.push_str(&format!("\n{}\n{}", names.join(";"), request.hashed_payload));
+    canonical
 }
 
 /// The hex signature of `canonical` with `secret`.

@@ -1,4 +1,5 @@
-//! Errors of the simulated cloud, carrying EC2's real error codes.
+//! Errors of the simulated cloud, carrying EC2's real error codes (and the few that only
+//! the ECS front end answers with; `ecs::errors` renames the rest for ECS).
 
 use std::fmt;
 
@@ -34,6 +35,10 @@ pub enum ErrorCode {
     InvalidAction,
     InvalidInstanceType,
     DryRunOperation,
+    /// ECS: the ACS3 signature lacks a part (header, signed header).
+    IncompleteSignature,
+    /// ECS: an address to unassign is not on the ENI.
+    InvalidIpUnassigned,
 }
 
 impl ErrorCode {
@@ -68,6 +73,8 @@ impl ErrorCode {
             Self::InvalidAction => "InvalidAction",
             Self::InvalidInstanceType => "InvalidInstanceType",
             Self::DryRunOperation => "DryRunOperation",
+            Self::IncompleteSignature => "IncompleteSignature",
+            Self::InvalidIpUnassigned => "InvalidIp.IpUnassigned",
         }
     }
 

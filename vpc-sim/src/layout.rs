@@ -6,9 +6,11 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Cloud;
 use crate::dataplane_view::Protocol;
 
 const DEFAULT_LAYOUT: &str = include_str!("../data/default_layout.yaml");
+const ALIBABA_LAYOUT: &str = include_str!("../data/alibaba_layout.yaml");
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +24,9 @@ pub struct Layout {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VpcSpec {
+    /// Whose VPC this is: it decides the shape of ids and which instance types exist.
+    #[serde(default = "aws")]
+    pub cloud: Cloud,
     pub cidr: Ipv4Net,
     pub region: String,
     /// Fixed id; generated when absent.
@@ -71,6 +76,10 @@ pub struct RuleSpec {
     pub source_groups: Vec<String>,
 }
 
+fn aws() -> Cloud {
+    Cloud::Aws
+}
+
 fn max_port() -> u16 {
     u16::MAX
 }
@@ -111,6 +120,15 @@ pub enum LayoutError {
 impl Layout {
     pub fn builtin() -> Result<Self, LayoutError> {
         Self::from_yaml(DEFAULT_LAYOUT)
+    }
+
+    /// The built-in layout of `cloud`: the same subnets and groups, in an AWS region or
+    /// in an Alibaba Cloud region with its zones.
+    pub fn builtin_for(cloud: Cloud) -> Result<Self, LayoutError> {
+        match cloud {
+            Cloud::Aws => Self::builtin(),
+            Cloud::Alibaba => Self::from_yaml(ALIBABA_LAYOUT),
+        }
     }
 
     pub fn from_file(path: &Path) -> Result<Self, LayoutError> {
@@ -205,6 +223,10 @@ mod tests {
         let l = Layout::builtin().unwrap();
         assert_eq!(l.vpc.cidr.to_string(), "10.0.0.0/16");
         assert!(l.subnets.iter().any(|s| s.cidr.prefix_len() == 28));
+        let ali = Layout::builtin_for(Cloud::Alibaba).unwrap();
+        assert_eq!(ali.vpc.cloud, Cloud::Alibaba);
+        let names = |l: &Layout| l.subnets.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&ali), names(&l));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! vpc-sim: serves the simulated VPC on a loopback port and prints where, as one JSON
-//! line on stdout: {"ec2":"http://127.0.0.1:PORT","admin":"http://127.0.0.1:PORT/admin"}.
+//! line on stdout: {"ec2":"http://127.0.0.1:PORT","ecs":"http://127.0.0.1:PORT",
+//! "admin":"http://127.0.0.1:PORT/admin"} (EC2 and ECS share the endpoint).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use vpc_sim::behaviour::SimConfig;
+use vpc_sim::catalog::Cloud;
 use vpc_sim::dataplane_view::DataplaneView;
 use vpc_sim::layout::Layout;
 use vpc_sim::materialize::{MaterializeError, Materializer};
@@ -23,7 +25,7 @@ use vpc_sim::sigv4::Credentials;
 #[command(
     name = "vpc-sim",
     version,
-    about = "A strict EC2-compatible VPC simulator"
+    about = "A strict VPC simulator speaking EC2's and Alibaba Cloud ECS's APIs"
 )]
 struct Args {
     /// Address to listen on (port 0 picks a free one).
@@ -32,6 +34,10 @@ struct Args {
     /// VPC layout YAML (CIDR, subnets, security groups); built-in default otherwise.
     #[arg(long, env = "VPC_SIM_LAYOUT")]
     layout: Option<PathBuf>,
+    /// Whose cloud the built-in layout is in: `aws` (EC2 ids and instance types) or
+    /// `alibaba` (ECS ids, zones and instance types). Both APIs are served either way.
+    #[arg(long, env = "VPC_SIM_CLOUD", default_value = "aws", value_parser = parse_cloud)]
+    cloud: Cloud,
     /// Behaviour YAML/JSON (latency, rate limits, faults, attach delay, describe lag).
     #[arg(long, env = "VPC_SIM_BEHAVIOUR")]
     behaviour: Option<PathBuf>,
@@ -57,6 +63,14 @@ struct Args {
     /// Leave the materialized dataplane in place on exit.
     #[arg(long)]
     keep_dataplane: bool,
+}
+
+fn parse_cloud(s: &str) -> Result<Cloud, String> {
+    match s {
+        "aws" => Ok(Cloud::Aws),
+        "alibaba" => Ok(Cloud::Alibaba),
+        other => Err(format!("unknown cloud {other}: aws or alibaba")),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +147,7 @@ async fn materialize(
 async fn run(args: Args) -> Result<(), MainError> {
     let mut config = ServerConfig::new()?;
     config.listen = args.listen;
+    config.layout = Layout::builtin_for(args.cloud)?;
     if let Some(path) = &args.layout {
         config.layout = Layout::from_file(path)?;
     }
@@ -156,7 +171,11 @@ async fn run(args: Args) -> Result<(), MainError> {
     } else {
         None
     };
-    let line = serde_json::json!({"ec2": handle.ec2_url, "admin": handle.admin_url});
+    let line = serde_json::json!({
+        "ec2": handle.ec2_url,
+        "ecs": handle.ec2_url,
+        "admin": handle.admin_url,
+    });
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}")?;
     stdout.flush()?;

@@ -1,5 +1,5 @@
-//! The HTTP server: EC2 Query API on `/`, admin API under `/admin/`, on one loopback
-//! port. `spawn` runs it in-process for other crates' tests; the binary wraps it.
+//! The HTTP server: EC2 Query API and ECS OpenAPI on `/` (a request with `x-acs-action`
+//! is an ECS one), admin API under `/admin/`, on one loopback port. `spawn` runs it in-process for other crates' tests; the binary wraps it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use crate::dataplane_view::DataplaneView;
 use crate::ec2::params::Params;
 use crate::layout::{Layout, LayoutError};
 use crate::sigv4::{Credentials, RequestParts};
-use crate::sim::Sim;
+use crate::sim::{Api, Sim};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -72,7 +72,7 @@ pub enum ServerError {
 
 pub struct ServerHandle {
     pub addr: SocketAddr,
-    /// EC2 endpoint, e.g. `http://127.0.0.1:40123`.
+    /// EC2 endpoint, e.g. `http://127.0.0.1:40123`; the ECS endpoint is the same URL.
     pub ec2_url: String,
     /// Admin API base, e.g. `http://127.0.0.1:40123/admin`.
     pub admin_url: String,
@@ -122,7 +122,7 @@ pub async fn spawn(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     })?;
     let app = Router::new()
         .merge(crate::admin::router())
-        .route("/", any(ec2_endpoint))
+        .route("/", any(api_endpoint))
         .with_state(sim.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut serve_rx = shutdown_rx.clone();
@@ -147,7 +147,7 @@ pub async fn spawn(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     })
 }
 
-async fn ec2_endpoint(
+async fn api_endpoint(
     State(sim): State<Arc<Sim>>,
     method: Method,
     uri: Uri,
@@ -166,11 +166,23 @@ async fn ec2_endpoint(
         headers: &headers,
         body: &body,
     };
-    let answer = sim.handle_ec2(&req, &params).await;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (api, action) = match header("x-acs-action") {
+        Some(action) => {
+            let version = match header("x-acs-version") {
+                Some(crate::ecs::ECS_VERSION) => crate::ecs::ECS_VERSION,
+                Some(crate::ecs::VPC_VERSION) => crate::ecs::VPC_VERSION,
+                _ => "",
+            };
+            (Api::Ecs { version }, action.to_owned())
+        }
+        None => (Api::Ec2, params.get("Action").unwrap_or_default().to_owned()),
+    };
+    let answer = sim.handle(api, &req, &params, &action).await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
+        [(header::CONTENT_TYPE, api.content_type())],
         answer.body,
     )
         .into_response()

@@ -17,6 +17,7 @@ use crate::cloud::requests::{RegisterInstance, RegisteredInstance};
 use crate::cloud::{Cloud, CloudState, Timing};
 use crate::dataplane_view::DataplaneView;
 use crate::ec2::{self, params::Params, xml::Xml};
+use crate::ecs;
 use crate::error::{CloudError, CloudResult, ErrorCode};
 use crate::sigv4::{self, Credentials, RequestParts};
 
@@ -32,9 +33,41 @@ pub struct ActionCounters {
     pub errors: u64,
 }
 
-/// An EC2 answer: HTTP status and XML body.
+/// Which API a request speaks: EC2's Query API (SigV4, XML) or ECS's RPC-style OpenAPI
+/// (ACS3 signature, JSON). Both drive the same cloud.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Ec2,
+    /// With the `x-acs-version` the request named.
+    Ecs { version: &'static str },
+}
+
+impl Api {
+    fn is_known(self, action: &str) -> bool {
+        match self {
+            Self::Ec2 => ec2::is_known(action),
+            Self::Ecs { version } => ecs::is_known(action, version),
+        }
+    }
+
+    fn is_describe(self, action: &str) -> bool {
+        match self {
+            Self::Ec2 => ec2::is_describe(action),
+            Self::Ecs { .. } => ecs::is_describe(action),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Ec2 => "text/xml;charset=UTF-8",
+            Self::Ecs { .. } => "application/json;charset=utf-8",
+        }
+    }
+}
+
+/// An answer: HTTP status and body (XML for EC2, JSON for ECS).
 #[derive(Clone, Debug)]
-pub struct Ec2Response {
+pub struct ApiResponse {
     pub status: u16,
     pub body: String,
 }
@@ -117,13 +150,18 @@ impl Sim {
         f(lock(&self.counters).entry(action.to_owned()).or_default());
     }
 
-    /// Serves one EC2 Query API request.
-    pub async fn handle_ec2(&self, req: &RequestParts<'_>, params: &Params) -> Ec2Response {
+    /// Serves one request of `api`; `action` is the `Action` parameter (EC2) or the
+    /// `x-acs-action` header (ECS).
+    pub async fn handle(
+        &self,
+        api: Api,
+        req: &RequestParts<'_>,
+        params: &Params,
+        action: &str,
+    ) -> ApiResponse {
         let request_id = self.request_id();
-        let action = params.get("Action").unwrap_or_default().to_owned();
-        let result = self.serve(req, params, &action, &request_id).await;
-        match result {
-            Ok(body) => Ec2Response { status: 200, body },
+        match self.serve(api, req, params, action, &request_id).await {
+            Ok(body) => ApiResponse { status: 200, body },
             Err(e) => {
                 debug!(
                     action,
@@ -131,36 +169,57 @@ impl Sim {
                     message = e.message,
                     "refused"
                 );
-                if ec2::is_known(&action) {
-                    self.count(&action, |c| c.errors += 1);
+                if api.is_known(action) {
+                    self.count(action, |c| c.errors += 1);
                 }
-                Ec2Response {
-                    status: e.code.http_status(),
-                    body: Xml::error(e.code.as_str(), &e.message, &request_id),
-                }
+                let (status, body) = match api {
+                    Api::Ec2 => (
+                        e.code.http_status(),
+                        Xml::error(e.code.as_str(), &e.message, &request_id),
+                    ),
+                    Api::Ecs { .. } => {
+                        let host = self.cloud_region();
+                        ecs::errors::render(&e, &request_id, &format!("ecs.{host}.aliyuncs.com"))
+                    }
+                };
+                ApiResponse { status, body }
             }
         }
     }
 
+    fn cloud_region(&self) -> String {
+        lock(&self.cloud).state().vpc.region.clone()
+    }
+
     async fn serve(
         &self,
+        api: Api,
         req: &RequestParts<'_>,
         params: &Params,
         action: &str,
         request_id: &str,
     ) -> CloudResult<String> {
-        sigv4::verify(req, &self.credentials, self.verify_signatures)?;
+        match api {
+            Api::Ec2 => sigv4::verify(req, &self.credentials, self.verify_signatures)?,
+            Api::Ecs { .. } => ecs::verify(req, &self.credentials, self.verify_signatures)?,
+        }
         if action.is_empty() {
             return Err(CloudError::new(
                 ErrorCode::InvalidAction,
                 "The request must contain the parameter Action",
             ));
         }
-        if !ec2::is_known(action) {
-            return Err(ec2::unknown_action(action));
+        match api {
+            Api::Ec2 if !ec2::is_known(action) => return Err(ec2::unknown_action(action)),
+            Api::Ecs { version } if !ecs::is_known(action, version) => {
+                return Err(ecs::unknown_action(action, version));
+            }
+            _ => {}
         }
         self.count(action, |c| c.calls += 1);
-        ec2::check_dry_run(params)?;
+        if api == Api::Ec2 {
+            ec2::check_dry_run(params)?;
+        }
         let config = lock(&self.config).clone();
         let class = CallClass::of(action);
         if !lock(&self.throttle).admit(action, &config.rate_limits, Instant::now()) {
@@ -190,7 +249,7 @@ impl Sim {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let result = self.execute(action, params, request_id, &config);
+        let result = self.execute(api, action, params, request_id, &config);
         if let Fault::Timeout(hold) = fault {
             // The effect happened; the answer comes too late for the client.
             self.count(action, |c| c.timed_out += 1);
@@ -201,6 +260,7 @@ impl Sim {
 
     fn execute(
         &self,
+        api: Api,
         action: &str,
         params: &Params,
         request_id: &str,
@@ -211,14 +271,15 @@ impl Sim {
         if cloud.settle(now) {
             self.after_change(&cloud, now, config);
         }
-        if ec2::is_describe(action) {
-            if config.describe_lag_ms > 0 {
-                let lagged = self.lagged_state(now, Duration::from_millis(config.describe_lag_ms));
-                if let Some(state) = lagged {
-                    return ec2::describe(action, params, &state, cloud.catalog(), request_id);
-                }
-            }
-            return ec2::describe(action, params, cloud.state(), cloud.catalog(), request_id);
+        if api.is_describe(action) {
+            let lagged = (config.describe_lag_ms > 0)
+                .then(|| self.lagged_state(now, Duration::from_millis(config.describe_lag_ms)))
+                .flatten();
+            let state = lagged.as_deref().unwrap_or(cloud.state());
+            return match api {
+                Api::Ec2 => ec2::describe(action, params, state, cloud.catalog(), request_id),
+                Api::Ecs { .. } => ecs::describe(action, params, state, cloud.catalog(), request_id),
+            };
         }
         if config.describe_lag_ms > 0 {
             let mut snaps = lock(&self.snapshots);
@@ -227,7 +288,10 @@ impl Sim {
                 snaps.push_back((now, Arc::new(cloud.state().clone())));
             }
         }
-        let result = ec2::mutate(action, params, &mut cloud, now, request_id);
+        let result = match api {
+            Api::Ec2 => ec2::mutate(action, params, &mut cloud, now, request_id),
+            Api::Ecs { .. } => ecs::mutate(action, params, &mut cloud, now, request_id),
+        };
         if result.is_ok() {
             self.after_change(&cloud, now, config);
             if cloud.next_transition().is_some() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::catalog::{Catalog, InstanceType};
+use crate::catalog::{Catalog, Cloud as CloudKind, InstanceType};
 use crate::dataplane_view::IngressRule;
 use crate::error::{CloudError, CloudResult, ErrorCode};
 use crate::ids::IdGen;
@@ -76,7 +76,7 @@ pub struct Cloud {
 
 impl Cloud {
     pub fn new(catalog: Catalog, layout: &Layout, seed: u64) -> Self {
-        let mut ids = IdGen::new(seed);
+        let mut ids = IdGen::new(seed, layout.vpc.cloud);
         let state = build_state(layout, &mut ids);
         Self {
             catalog,
@@ -221,6 +221,7 @@ impl Cloud {
         let itype = self
             .catalog
             .get(&req.instance_type)
+            .filter(|t| t.cloud == self.state.vpc.cloud)
             .ok_or_else(|| {
                 CloudError::invalid_parameter(format!(
                     "Invalid value '{}' for InstanceType",
@@ -314,7 +315,11 @@ impl Cloud {
         let eni = self.eni(&i.primary_eni)?;
         Ok(RegisteredInstance {
             instance_id: i.id.clone(),
-            provider_id: format!("aws:///{}/{}", i.az, i.id),
+            // What each cloud's controller manager writes into Node.spec.providerID.
+            provider_id: match self.state.vpc.cloud {
+                CloudKind::Aws => format!("aws:///{}/{}", i.az, i.id),
+                CloudKind::Alibaba => format!("{}.{}", self.state.vpc.region, i.id),
+            },
             instance_type: i.instance_type.clone(),
             availability_zone: i.az.clone(),
             subnet_id: i.subnet_id.clone(),
@@ -473,7 +478,7 @@ impl Cloud {
                 .get(id)
                 .map(|e| &e.tags)
                 .ok_or_else(|| CloudError::instance_not_found(id));
-        } else if id.starts_with("subnet-") {
+        } else if id.starts_with("subnet-") || id.starts_with("vsw-") {
             return s
                 .subnets
                 .get(id)
@@ -511,7 +516,7 @@ impl Cloud {
             s.enis.get_mut(id).map(|e| &mut e.tags)
         } else if id.starts_with("i-") {
             s.instances.get_mut(id).map(|e| &mut e.tags)
-        } else if id.starts_with("subnet-") {
+        } else if id.starts_with("subnet-") || id.starts_with("vsw-") {
             s.subnets.get_mut(id).map(|e| &mut e.tags)
         } else if id.starts_with("sg-") {
             s.groups.get_mut(id).map(|e| &mut e.tags)
@@ -542,6 +547,7 @@ fn build_state(layout: &Layout, ids: &mut IdGen) -> CloudState {
         None => ids.id(prefix),
     };
     let vpc = Vpc {
+        cloud: layout.vpc.cloud,
         id: fixed(&layout.vpc.id, "vpc", ids),
         cidr: layout.vpc.cidr.trunc(),
         region: layout.vpc.region.clone(),

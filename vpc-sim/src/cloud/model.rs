@@ -13,6 +13,8 @@ pub type Tags = BTreeMap<String, String>;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Vpc {
+    /// Whose cloud this VPC is in (id shapes, instance types, provider ids).
+    pub cloud: crate::catalog::Cloud,
     pub id: String,
     pub cidr: Ipv4Net,
     pub region: String,

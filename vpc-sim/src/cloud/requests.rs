@@ -26,7 +26,8 @@ pub struct RegisterInstance {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisteredInstance {
     pub instance_id: String,
-    /// Kubernetes providerID: `aws:///<az>/<instance-id>`.
+    /// Kubernetes providerID: `aws:///<az>/<instance-id>`, or `<region>.<instance-id>` on
+    /// Alibaba Cloud.
     pub provider_id: String,
     pub instance_type: String,
     pub availability_zone: String,
