@@ -82,6 +82,14 @@ if [ ! -x "$CACHE/bin/eni-libcni" ] || [ "$here/libcni-driver/main.go" -nt "$CAC
   (cd "$here/libcni-driver" && go build -trimpath -o "$CACHE/bin/eni-libcni" .)
 fi
 
+# eni-ecs-sdk-check: Alibaba Cloud's official Go SDKs driving vpc-sim's ECS front end
+# (vpc-sim/tests/ecs_sdk.rs); the modules come from the Go module proxy.
+if [ ! -x "$CACHE/bin/eni-ecs-sdk-check" ] || [ "$here/ecs-sdk-check/main.go" -nt "$CACHE/bin/eni-ecs-sdk-check" ] || [ "$here/ecs-sdk-check/go.sum" -nt "$CACHE/bin/eni-ecs-sdk-check" ]; then
+  echo "setup: eni-ecs-sdk-check into $CACHE/bin" >&2
+  mkdir -p "$CACHE/bin"
+  (cd "$here/ecs-sdk-check" && go build -trimpath -o "$CACHE/bin/eni-ecs-sdk-check" .)
+fi
+
 # The CNCF distribution registry, for image/tests/registry.rs (push, then read back).
 REGISTRY_VERSION=v3.0.0
 if [ "$(cat "$CACHE/bin/.registry-version" 2>/dev/null)" != "$REGISTRY_VERSION" ] || [ ! -x "$CACHE/bin/registry" ]; then
