@@ -91,7 +91,11 @@ pub fn canonical_request_signing(request: &Request<'_>, names: &[String]) -> Str
             .unwrap_or_default();
         canonical.push_str(&format!("{name}:{value}\n"));
     }
-    canonical.push_str(&format!("\n{}\n{}", names.join(";"), request.hashed_payload));
+    canonical.push_str(&format!(
+        "\n{}\n{}",
+        names.join(";"),
+        request.hashed_payload
+    ));
     canonical
 }
 

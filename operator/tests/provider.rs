@@ -15,6 +15,7 @@ use support::moto::MotoServer;
 use support::{generous_rate, quick_backoff, strict, suite, token};
 use tokio::task::JoinSet;
 use vpc_sim::behaviour::SimConfig;
+use vpc_sim::catalog::Cloud;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moto_round_trip_and_latency() {
@@ -45,6 +46,30 @@ async fn vpc_sim_latency() {
     let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
     let (provider, _registry) = support::provider(&fx, generous_rate(), quick_backoff()).await;
     suite::latency(provider.as_ref(), &fx, 20).await;
+}
+
+/// The same suite through the ECS provider against vpc-sim's ECS front end, with the
+/// default behaviour (latency, attach time, rate limits) and Alibaba instance types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_ecs_round_trip() {
+    let sim = support::vpc_sim::start_in(Cloud::Alibaba, SimConfig::default()).await;
+    let fx = support::vpc_sim::fixture(&sim, "ecs.g7.xlarge", "pods-a");
+    let (provider, _registry) = support::alibaba_provider(&fx, generous_rate(), quick_backoff());
+    let provider: Arc<dyn CloudProvider> = provider;
+    suite::round_trip(provider.as_ref(), &fx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_ecs_trunks_limits_and_exhaustion() {
+    let sim = support::vpc_sim::start_in(Cloud::Alibaba, SimConfig::instant()).await;
+    let fx = support::vpc_sim::fixture(&sim, "ecs.g7.large", "pods-a");
+    let plain = support::vpc_sim::fixture(&sim, "ecs.g6.xlarge", "pods-a");
+    let (provider, _registry) = support::alibaba_provider(&fx, generous_rate(), quick_backoff());
+    strict::trunk(provider.as_ref(), &fx, &plain).await;
+    let fx = support::vpc_sim::fixture(&sim, "ecs.g7.large", "pods-a");
+    strict::limits(provider.as_ref(), &fx).await;
+    let tiny = support::vpc_sim::fixture(&sim, "ecs.g7.xlarge", "tiny-a");
+    strict::subnet_exhaustion(provider.as_ref(), &tiny).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

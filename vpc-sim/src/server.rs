@@ -176,7 +176,10 @@ async fn api_endpoint(
             };
             (Api::Ecs { version }, action.to_owned())
         }
-        None => (Api::Ec2, params.get("Action").unwrap_or_default().to_owned()),
+        None => (
+            Api::Ec2,
+            params.get("Action").unwrap_or_default().to_owned(),
+        ),
     };
     let answer = sim.handle(api, &req, &params, &action).await;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

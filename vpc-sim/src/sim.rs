@@ -39,7 +39,9 @@ pub struct ActionCounters {
 pub enum Api {
     Ec2,
     /// With the `x-acs-version` the request named.
-    Ecs { version: &'static str },
+    Ecs {
+        version: &'static str,
+    },
 }
 
 impl Api {
@@ -278,7 +280,9 @@ impl Sim {
             let state = lagged.as_deref().unwrap_or(cloud.state());
             return match api {
                 Api::Ec2 => ec2::describe(action, params, state, cloud.catalog(), request_id),
-                Api::Ecs { .. } => ecs::describe(action, params, state, cloud.catalog(), request_id),
+                Api::Ecs { .. } => {
+                    ecs::describe(action, params, state, cloud.catalog(), request_id)
+                }
             };
         }
         if config.describe_lag_ms > 0 {

@@ -50,12 +50,20 @@ async fn the_official_go_sdk_runs_a_whole_eni_life_cycle() {
     let trunk = register("sdk-trunk", "ecs.g7.xlarge");
     let plain = register("sdk-plain", "ecs.g6.xlarge");
     assert!(trunk.instance_id.starts_with("i-") && trunk.subnet_id.starts_with("vsw-"));
-    assert_eq!(trunk.provider_id, format!("cn-hangzhou.{}", trunk.instance_id));
+    assert_eq!(
+        trunk.provider_id,
+        format!("cn-hangzhou.{}", trunk.instance_id)
+    );
 
     let endpoint = h.addr.to_string();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(program)
-            .args(["-endpoint", &endpoint, "-trunk-instance", &trunk.instance_id])
+            .args([
+                "-endpoint",
+                &endpoint,
+                "-trunk-instance",
+                &trunk.instance_id,
+            ])
             .args(["-plain-instance", &plain.instance_id])
             .output()
             .unwrap()
@@ -72,7 +80,11 @@ async fn the_official_go_sdk_runs_a_whole_eni_life_cycle() {
 
     // The SDK's traffic left the cloud as it found it.
     h.sim().with_state(|dump| {
-        assert!(dump.invariant_violations.is_empty(), "{:?}", dump.invariant_violations);
+        assert!(
+            dump.invariant_violations.is_empty(),
+            "{:?}",
+            dump.invariant_violations
+        );
         assert_eq!(dump.state.enis.len(), 2, "only the primaries remain");
     });
     let counters = h.sim().counters();

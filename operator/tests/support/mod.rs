@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use eni_operator::cloud::alibaba::{AlibabaProvider, AlibabaSettings};
 use eni_operator::cloud::aws::{AwsProvider, AwsSettings};
 use eni_test_support::cloud::sdk_config;
 use std::num::NonZeroU32;
@@ -85,13 +86,7 @@ pub async fn provider_with_timeout(
     backoff: Backoff,
     attempt_timeout: Duration,
 ) -> (Arc<AwsProvider>, Registry) {
-    static RUN: AtomicU32 = AtomicU32::new(0);
-    let cluster = format!(
-        "test-{}-{}",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::SeqCst)
-    );
-    let mut settings = AwsSettings::new(cluster);
+    let mut settings = AwsSettings::new(cluster_name());
     settings.endpoint_url = Some(fx.endpoint.clone());
     settings.rate = rate;
     settings.backoff = backoff;
@@ -100,6 +95,38 @@ pub async fn provider_with_timeout(
     let sdk = sdk_config(&fx.endpoint, &fx.access_key, &fx.secret_key).await;
     let provider = AwsProvider::new(&sdk, settings, &mut registry);
     (Arc::new(provider), registry)
+}
+
+/// The ECS provider for a fixture on vpc-sim's ECS front end (same endpoint and keys).
+pub fn alibaba_provider(
+    fx: &Fixture,
+    rate: RateLimit,
+    backoff: Backoff,
+) -> (Arc<AlibabaProvider>, Registry) {
+    let mut settings = AlibabaSettings::new(
+        cluster_name(),
+        "cn-hangzhou",
+        fx.access_key.clone(),
+        fx.secret_key.clone(),
+    );
+    settings.endpoints.ecs = fx.endpoint.clone();
+    settings.endpoints.vpc = fx.endpoint.clone();
+    settings.rate = rate;
+    settings.backoff = backoff;
+    settings.attempt_timeout = Duration::from_secs(10);
+    let mut registry = Registry::default();
+    let provider = AlibabaProvider::new(settings, &mut registry).expect("ECS provider");
+    (Arc::new(provider), registry)
+}
+
+/// A cluster name no other run uses, so runs never see each other's ENIs.
+fn cluster_name() -> String {
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "test-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A fresh client token.

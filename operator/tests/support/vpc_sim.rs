@@ -7,7 +7,9 @@ use eni_operator::cloud::Tags;
 use eni_test_support::SimCloud;
 use eni_test_support::pool::POD_SUBNET_TAG;
 use vpc_sim::behaviour::SimConfig;
+use vpc_sim::catalog::Cloud;
 use vpc_sim::layout::GroupSpec;
+use vpc_sim::layout::Layout;
 use vpc_sim::server::ServerConfig;
 
 use super::{Capabilities, Fixture, token};
@@ -16,7 +18,13 @@ use super::{Capabilities, Fixture, token};
 const EXTRA_GROUP: &str = "pods-restricted";
 
 pub async fn start(behaviour: SimConfig) -> SimCloud {
+    start_in(Cloud::Aws, behaviour).await
+}
+
+/// vpc-sim with the built-in layout of `cloud` (its ids, zones and instance types).
+pub async fn start_in(cloud: Cloud, behaviour: SimConfig) -> SimCloud {
     let mut config = ServerConfig::new().expect("vpc-sim defaults");
+    config.layout = Layout::builtin_for(cloud).expect("built-in layout");
     config.behaviour = behaviour;
     config.layout.security_groups.push(GroupSpec {
         name: EXTRA_GROUP.to_owned(),

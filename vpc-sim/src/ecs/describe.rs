@@ -103,7 +103,12 @@ fn tags_match(params: &Params, tags: &Tags) -> bool {
     })
 }
 
-fn answer(mut meta: serde_json::Map<String, Value>, key: &str, inner: &str, list: Vec<Value>) -> Value {
+fn answer(
+    mut meta: serde_json::Map<String, Value>,
+    key: &str,
+    inner: &str,
+    list: Vec<Value>,
+) -> Value {
     meta.insert(key.into(), json!({ inner: list }));
     Value::Object(meta)
 }
@@ -115,7 +120,9 @@ fn eq_or_absent(params: &Params, key: &str, value: &str) -> bool {
 pub fn instances(params: &Params, state: &CloudState) -> CloudResult<Value> {
     let ids = json_ids(params, "InstanceIds")?;
     if ids.as_ref().is_some_and(|ids| ids.len() > 100) {
-        return Err(CloudError::invalid_parameter("InstanceIds takes at most 100 ids."));
+        return Err(CloudError::invalid_parameter(
+            "InstanceIds takes at most 100 ids.",
+        ));
     }
     let items: Vec<(String, Value)> = state
         .instances
@@ -180,7 +187,9 @@ fn family(instance_type: &str) -> &str {
 pub fn instance_types(params: &Params, catalog: &Catalog) -> CloudResult<Value> {
     let wanted = params.list("InstanceTypes");
     if wanted.len() > 10 {
-        return Err(CloudError::invalid_parameter("InstanceTypes takes at most 10 types."));
+        return Err(CloudError::invalid_parameter(
+            "InstanceTypes takes at most 10 types.",
+        ));
     }
     let items: Vec<(String, Value)> = catalog
         .iter()
@@ -297,13 +306,25 @@ pub fn network_interfaces(params: &Params, state: &CloudState) -> CloudResult<Va
                     || v["PrivateIpSets"]["PrivateIpSet"]
                         .as_array()
                         .is_some_and(|a| {
-                            a.iter().any(|s| {
-                                ips.iter().any(|ip| s["PrivateIpAddress"] == ip.as_str())
-                            })
+                            a.iter()
+                                .any(|s| ips.iter().any(|ip| s["PrivateIpAddress"] == ip.as_str()))
                         }))
         })
-        .map(|v| (v["NetworkInterfaceId"].as_str().unwrap_or_default().to_owned(), v))
+        .map(|v| {
+            (
+                v["NetworkInterfaceId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                v,
+            )
+        })
         .collect();
     let (list, meta) = page(items, params, Some((10, 500)), 1000)?;
-    Ok(answer(meta, "NetworkInterfaceSets", "NetworkInterfaceSet", list))
+    Ok(answer(
+        meta,
+        "NetworkInterfaceSets",
+        "NetworkInterfaceSet",
+        list,
+    ))
 }

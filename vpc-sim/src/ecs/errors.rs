@@ -63,7 +63,10 @@ mod tests {
 
     #[test]
     fn codes_an_ecs_client_acts_on() {
-        assert_eq!(code_of(ErrorCode::RequestLimitExceeded).0, "Throttling.User");
+        assert_eq!(
+            code_of(ErrorCode::RequestLimitExceeded).0,
+            "Throttling.User"
+        );
         assert_eq!(
             code_of(ErrorCode::InsufficientFreeAddressesInSubnet).0,
             "InvalidVSwitchId.IpNotEnough"

@@ -21,7 +21,9 @@ const VLAN_IDS: std::ops::RangeInclusive<u16> = 1..=4094;
 fn missing(name: &str) -> CloudError {
     CloudError::new(
         ErrorCode::MissingParameter,
-        format!("The input parameter {name} that is mandatory for processing this request is not supplied."),
+        format!(
+            "The input parameter {name} that is mandatory for processing this request is not supplied."
+        ),
     )
 }
 

@@ -60,7 +60,9 @@ pub fn classify(code: &str, message: &str, status: u16) -> CloudError {
             code: owned,
             message,
         },
-        "InvalidAction.NotFound" => CloudError::Unsupported {
+        // The action, or the operation on this resource (a trunk on a type without
+        // trunking), is not offered.
+        "InvalidAction.NotFound" | "OperationDenied" => CloudError::Unsupported {
             code: owned,
             message,
         },
@@ -116,6 +118,7 @@ mod tests {
             ("SignatureDoesNotMatch", 400, "unauthorized"),
             ("InvalidAccessKeyId.NotFound", 404, "unauthorized"),
             ("InvalidAction.NotFound", 404, "unsupported"),
+            ("OperationDenied", 403, "unsupported"),
             ("InvalidParameter", 400, "invalid_request"),
             ("MissingParameter", 400, "invalid_request"),
             ("SomethingNew", 503, "transient"),
