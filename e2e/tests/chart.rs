@@ -504,12 +504,51 @@ metrics: {service: {enabled: false}}
     Ok(())
 }
 
+/// On Alibaba Cloud the operator gets the ECS provider, its region, endpoint and the
+/// credentials Secret; the agents get no credentials.
+#[test]
+fn renders_for_alibaba_cloud() -> TestResult {
+    let home = tempfile::tempdir()?;
+    let objs = render(
+        home.path(),
+        &[
+            "--set",
+            "cloud.provider=alibaba",
+            "--set",
+            "cloud.region=cn-hangzhou",
+            "--set",
+            "cloud.endpoint=https://ecs-vpc.cn-hangzhou.aliyuncs.com",
+            "--set",
+            "cloud.credentialsSecret=alibaba-ak",
+        ],
+    )?;
+    let deploy = get(&objs, "Deployment", "eni-operator-operator")?;
+    let op = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let args = strings(&op["args"]);
+    for want in [
+        "--cloud=alibaba",
+        "--region=cn-hangzhou",
+        "--ecs-endpoint=https://ecs-vpc.cn-hangzhou.aliyuncs.com",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--ec2-endpoint")), "{args:?}");
+    assert_eq!(op["envFrom"][0]["secretRef"]["name"], "alibaba-ak");
+    let ds = get(&objs, "DaemonSet", "eni-operator-agent")?;
+    let text = ds.to_string();
+    assert!(
+        !text.contains("alibaba-ak") && !text.contains("secretRef"),
+        "the agents must hold no cloud credentials: {ds}"
+    );
+    Ok(())
+}
+
 #[test]
 fn refuses_bad_values() -> TestResult {
     let home = tempfile::tempdir()?;
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let cases: [(&[&str], &[&str]); 15] = [
+    let cases: [(&[&str], &[&str]); 17] = [
         (
             &["--kube-version", "1.29.0"],
             &["requires kubeVersion: >=1.30.0-0"],
@@ -560,6 +599,11 @@ fn refuses_bad_values() -> TestResult {
         (
             &["--set", "metrics.prometheusRule.throttledRatio=2"],
             &["/metrics/prometheusRule/throttledRatio", "maximum"],
+        ),
+        (&["--set", "cloud.provider=gcp"], &["/cloud/provider", "aws", "alibaba"]),
+        (
+            &["--set", "cloud.provider=alibaba", "--set", "cloud.region=cn-hangzhou"],
+            &["cloud.provider=alibaba needs cloud.credentialsSecret", "ALIBABA_CLOUD_ACCESS_KEY_ID"],
         ),
     ];
     for (set, wants) in cases {

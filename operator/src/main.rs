@@ -12,7 +12,8 @@ use std::{
 use clap::Parser;
 use eni_operator::{
     cloud::{
-        RateLimit,
+        CloudProvider, RateLimit,
+        alibaba::{AlibabaProvider, AlibabaSettings},
         aws::{AwsProvider, AwsSettings, load_sdk_config},
     },
     context::Config,
@@ -33,11 +34,18 @@ struct Args {
     /// Value of the `eni-operator.io/cluster` ownership tag on every cloud resource.
     #[arg(long, env = "ENI_CLUSTER_NAME", default_value = "eni-operator")]
     cluster_name: String,
+    /// The cloud the cluster runs in: `aws` (EC2) or `alibaba` (ECS).
+    #[arg(long, env = "ENI_CLOUD", value_enum, default_value_t = CloudKind::Aws)]
+    cloud: CloudKind,
     /// EC2 endpoint override (vpc-sim, a VPC endpoint); the region's endpoint otherwise.
     #[arg(long, env = "ENI_EC2_ENDPOINT")]
     ec2_endpoint: Option<String>,
-    /// Region; the AWS configuration chain's otherwise.
-    #[arg(long, env = "AWS_REGION")]
+    /// ECS and VPC API endpoint override (vpc-sim serves both on one URL); the region's
+    /// public endpoints otherwise.
+    #[arg(long, env = "ENI_ECS_ENDPOINT")]
+    ecs_endpoint: Option<String>,
+    /// Region; on AWS the configuration chain's when unset, required on Alibaba Cloud.
+    #[arg(long, env = "ENI_REGION")]
     region: Option<String>,
     /// Cloud requests per second (token bucket refill) and burst.
     #[arg(long, env = "ENI_CLOUD_QPS", default_value_t = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))]
@@ -72,8 +80,18 @@ struct Args {
     log_json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CloudKind {
+    Aws,
+    Alibaba,
+}
+
 #[derive(Debug, thiserror::Error)]
 enum MainError {
+    #[error("cloud provider: {0}")]
+    Cloud(#[from] eni_operator::cloud::CloudError),
+    #[error("{0}")]
+    Config(String),
     #[error("kubernetes client: {0}")]
     Kube(#[from] kube::Error),
     #[error("leader election: {0}")]
@@ -108,18 +126,58 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn main_inner(args: Args) -> Result<(), MainError> {
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let sdk = load_sdk_config(args.region.clone()).await;
-    let mut settings = AwsSettings::new(args.cluster_name.clone());
-    settings.attempt_timeout = Duration::from_secs(args.cloud_attempt_timeout_seconds);
-    settings.endpoint_url = args.ec2_endpoint.clone();
-    settings.rate = RateLimit {
+/// The provider of `--cloud`. AWS credentials come from the standard AWS chain; Alibaba
+/// Cloud's from `ALIBABA_CLOUD_ACCESS_KEY_ID` / `ALIBABA_CLOUD_ACCESS_KEY_SECRET` (the
+/// chart mounts them from a Secret into the operator only).
+async fn cloud_provider(
+    args: &Args,
+    registry: &mut Registry,
+) -> Result<Arc<dyn CloudProvider>, MainError> {
+    let rate = RateLimit {
         qps: args.qps,
         burst: args.burst,
     };
-    let provider = Arc::new(AwsProvider::new(&sdk, settings, &mut registry));
+    let attempt_timeout = Duration::from_secs(args.cloud_attempt_timeout_seconds);
+    match args.cloud {
+        CloudKind::Aws => {
+            let sdk = load_sdk_config(args.region.clone()).await;
+            let mut settings = AwsSettings::new(args.cluster_name.clone());
+            settings.attempt_timeout = attempt_timeout;
+            settings.endpoint_url = args.ec2_endpoint.clone();
+            settings.rate = rate;
+            Ok(Arc::new(AwsProvider::new(&sdk, settings, registry)))
+        }
+        CloudKind::Alibaba => {
+            let region = args
+                .region
+                .clone()
+                .ok_or_else(|| MainError::Config("--region is required with --cloud alibaba".into()))?;
+            let env = |name: &str| {
+                std::env::var(name).map_err(|_| {
+                    MainError::Config(format!("{name} is not set (the Alibaba Cloud credentials Secret)"))
+                })
+            };
+            let mut settings = AlibabaSettings::new(
+                args.cluster_name.clone(),
+                &region,
+                env("ALIBABA_CLOUD_ACCESS_KEY_ID")?,
+                env("ALIBABA_CLOUD_ACCESS_KEY_SECRET")?,
+            );
+            if let Some(url) = &args.ecs_endpoint {
+                settings.endpoints.ecs = url.clone();
+                settings.endpoints.vpc = url.clone();
+            }
+            settings.attempt_timeout = attempt_timeout;
+            settings.rate = rate;
+            Ok(Arc::new(AlibabaProvider::new(settings, registry)?))
+        }
+    }
+}
+
+async fn main_inner(args: Args) -> Result<(), MainError> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let provider = cloud_provider(&args, &mut registry).await?;
     let client = kube::Client::try_default().await?;
 
     let ready = Arc::new(AtomicBool::new(false));
