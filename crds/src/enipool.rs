@@ -67,7 +67,7 @@ pub struct ENIPoolSpec {
 
     /// Security group ids for the pool's ENIs (member ENIs in mode Trunk).
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.all(g, g.matches('^sg-[0-9a-f]{1,17}$'))").message("securityGroups must be ids like sg-0123abcd"))]
+    #[x_kube(validation = Rule::new("self.all(g, g.matches('^sg-[0-9a-z]{1,32}$'))").message("securityGroups must be ids like sg-0123abcd (EC2) or sg-bp1a2b3c4d (ECS)"))]
     #[schemars(length(max = 5), inner(length(max = 32)), extend("x-kubernetes-list-type" = "set"))]
     pub security_groups: Vec<String>,
 
@@ -119,7 +119,7 @@ fn default_ip_cooldown() -> String {
 pub struct SubnetSelection {
     /// Subnet ids, e.g. subnet-0a1b2c3d.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self.all(s, s.matches('^subnet-[0-9a-f]{1,17}$'))").message("subnets.ids must be ids like subnet-0a1b2c3d"))]
+    #[x_kube(validation = Rule::new("self.all(s, s.matches('^(subnet-[0-9a-f]{1,17}|vsw-[0-9a-z]{1,32})$'))").message("subnets.ids must be subnet ids like subnet-0a1b2c3d (EC2) or vSwitch ids like vsw-bp1a2b3c4d (ECS)"))]
     #[schemars(length(max = 16), inner(length(max = 32)), extend("x-kubernetes-list-type" = "set"))]
     pub ids: Vec<String>,
     /// Select subnets carrying all of these tags.

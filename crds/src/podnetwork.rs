@@ -84,7 +84,7 @@ pub struct Allocation {
     pub subnet_id: String,
     /// ENI that holds the address (the pod's own ENI in Exclusive, its member ENI in Trunk).
     #[serde(rename = "eniID")]
-    #[x_kube(validation = Rule::new("self.matches('^eni-[0-9a-f]{1,17}$')").message("eniID must be an ENI id like eni-0123abcd"))]
+    #[x_kube(validation = Rule::new("self.matches('^eni-[0-9a-z]{1,32}$')").message("eniID must be an ENI id like eni-0123abcd (EC2) or eni-bp1a2b3c4d (ECS)"))]
     #[schemars(length(max = 32))]
     pub eni_id: String,
     /// MAC address of that ENI; the agent finds the ENI's link by it.

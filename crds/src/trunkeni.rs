@@ -29,7 +29,7 @@ pub struct TrunkENISpec {
     pub node_name: String,
     /// The node's cloud instance.
     #[serde(rename = "instanceID")]
-    #[x_kube(validation = Rule::new("self.matches('^i-[0-9a-f]{1,17}$')").message("instanceID must be an instance id like i-0123abcd"))]
+    #[x_kube(validation = Rule::new("self.matches('^i-[0-9a-z]{1,32}$')").message("instanceID must be an instance id like i-0123abcd (EC2) or i-bp1a2b3c4d (ECS)"))]
     #[schemars(length(max = 32))]
     pub instance_id: String,
     /// The ENIPool (mode Trunk) that manages this node.

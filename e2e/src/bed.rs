@@ -40,7 +40,7 @@ use crate::{
     netns,
     process::ChildGuard,
     real_node::RealNode,
-    vpc::{Instance, VpcSim},
+    vpc::{Cloud, Instance, VpcSim},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -132,17 +132,27 @@ impl Bed {
     /// Brings up the control plane (on the management network), vpc-sim behaving as
     /// `behaviour`, with no nodes and no operator yet.
     pub async fn start(behaviour: SimConfig) -> Result<Self, BedError> {
-        Self::start_with(behaviour, false).await
+        Self::start_with(behaviour, false, Cloud::Aws).await
+    }
+
+    /// [`Bed::start`] on `cloud`: vpc-sim plays that cloud (its ids, zones and instance
+    /// types, its API for the operator) and the operator runs with that cloud's provider.
+    pub async fn start_in(cloud: Cloud, behaviour: SimConfig) -> Result<Self, BedError> {
+        Self::start_with(behaviour, false, cloud).await
     }
 
     /// Like [`Bed::start`], for real nodes ([`Bed::add_real_node`]): the whole control
     /// plane, vpc-sim reachable from node namespaces, the images built, and no RBAC of
     /// the bed's own (the chart brings it: [`Bed::install_chart`]).
     pub async fn start_real(behaviour: SimConfig) -> Result<Self, BedError> {
-        Self::start_with(behaviour, true).await
+        Self::start_with(behaviour, true, Cloud::Aws).await
     }
 
-    async fn start_with(behaviour: SimConfig, real_nodes: bool) -> Result<Self, BedError> {
+    async fn start_with(
+        behaviour: SimConfig,
+        real_nodes: bool,
+        cloud: Cloud,
+    ) -> Result<Self, BedError> {
         crate::init_crypto();
         let seq = BEDS.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -187,7 +197,7 @@ impl Bed {
                 .map_err(ClusterError::from)?;
             (IpAddr::V4(Ipv4Addr::LOCALHOST), None)
         };
-        let vpc = VpcSim::start(&bins[0], cp.dir(), &prefix, &behaviour, listen).await?;
+        let vpc = VpcSim::start(&bins[0], cp.dir(), &prefix, &behaviour, listen, cloud).await?;
         Ok(Bed {
             real_nodes: Mutex::new(BTreeMap::new()),
             kubelets: Mutex::new(HashMap::new()),

@@ -12,6 +12,7 @@ use std::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vpc_sim::behaviour::SimConfig;
+pub use vpc_sim::catalog::Cloud;
 
 use crate::process::ChildGuard;
 
@@ -54,6 +55,8 @@ pub struct Eni {
 }
 
 pub struct VpcSim {
+    /// Whose cloud vpc-sim plays: its ids, zones, instance types and API.
+    pub cloud: Cloud,
     child: ChildGuard,
     pub prefix: String,
     pub ec2_url: String,
@@ -63,6 +66,21 @@ pub struct VpcSim {
 
 const ACCESS_KEY: &str = "vpcsim";
 const SECRET_KEY: &str = "vpcsim-secret";
+
+/// The instance type on `cloud` that plays the role of AWS type `aws` in a trial (same
+/// interfaces per node and addresses per interface where the clouds offer it): trials
+/// name AWS types and run unchanged on Alibaba Cloud.
+pub fn instance_type_on(cloud: Cloud, aws: &str) -> &str {
+    match (cloud, aws) {
+        (Cloud::Aws, t) => t,
+        // 3 ENIs of 6 addresses, as t3.medium (trunking unused on SharedIP nodes).
+        (Cloud::Alibaba, "t3.medium" | "m5.large") => "ecs.g7.large",
+        (Cloud::Alibaba, "m5.xlarge") => "ecs.g7.xlarge",
+        (Cloud::Alibaba, "m5.2xlarge") => "ecs.g7.2xlarge",
+        (Cloud::Alibaba, "m5.4xlarge") => "ecs.g7.4xlarge",
+        (Cloud::Alibaba, t) => t,
+    }
+}
 
 impl VpcSim {
     /// Starts `bin` with the materializer on (namespaces `<prefix>-*`), behaving as
@@ -74,6 +92,7 @@ impl VpcSim {
         prefix: &str,
         behaviour: &SimConfig,
         listen: IpAddr,
+        cloud: Cloud,
     ) -> Result<Self, VpcError> {
         let behaviour_file = dir.join("vpc-sim-behaviour.json");
         let text =
@@ -83,6 +102,13 @@ impl VpcSim {
         cmd.args(["--materialize", "--prefix", prefix, "--behaviour"])
             .arg(&behaviour_file)
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .args([
+                "--cloud",
+                match cloud {
+                    Cloud::Aws => "aws",
+                    Cloud::Alibaba => "alibaba",
+                },
+            ])
             .arg("--listen")
             .arg(SocketAddr::new(listen, 0).to_string())
             .env("RUST_LOG", "info");
@@ -110,6 +136,7 @@ impl VpcSim {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         Ok(VpcSim {
+            cloud,
             child,
             prefix: prefix.to_owned(),
             ec2_url: urls.0,
@@ -126,15 +153,25 @@ impl VpcSim {
         ]
     }
 
-    /// `AWS_*` variables that point an operator at this cloud.
+    /// The variables that point an operator at this cloud: the EC2 provider and AWS
+    /// credentials, or the ECS provider and Alibaba Cloud credentials.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("ENI_EC2_ENDPOINT", self.ec2_url.clone()),
-        ]
+        match self.cloud {
+            Cloud::Aws => vec![
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+                ("AWS_REGION", "us-east-1".into()),
+                ("AWS_EC2_METADATA_DISABLED", "true".into()),
+                ("ENI_EC2_ENDPOINT", self.ec2_url.clone()),
+            ],
+            Cloud::Alibaba => vec![
+                ("ENI_CLOUD", "alibaba".into()),
+                ("ENI_REGION", "cn-hangzhou".into()),
+                ("ENI_ECS_ENDPOINT", self.ec2_url.clone()),
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY.into()),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET_KEY.into()),
+            ],
+        }
     }
 
     /// The namespace the materializer gives `node`.
@@ -186,7 +223,8 @@ impl VpcSim {
             .admin(
                 reqwest::Method::POST,
                 "instances",
-                Some(json!({"node_name": node, "instance_type": instance_type,
+                Some(json!({"node_name": node,
+                            "instance_type": instance_type_on(self.cloud, instance_type),
                             "subnet": subnet, "netns": netns})),
             )
             .await?;

@@ -396,7 +396,7 @@ fn invalid_cases() -> Vec<Case> {
         Case {
             name: "malformed_subnet_id",
             obj: pool("c10", shared(json!({"subnets": {"ids": ["my-subnet"]}}))),
-            message: "subnets.ids must be ids like subnet-",
+            message: "subnets.ids must be subnet ids like subnet-",
         },
         Case {
             name: "malformed_security_group",

@@ -532,7 +532,10 @@ fn renders_for_alibaba_cloud() -> TestResult {
     ] {
         assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
     }
-    assert!(!args.iter().any(|a| a.starts_with("--ec2-endpoint")), "{args:?}");
+    assert!(
+        !args.iter().any(|a| a.starts_with("--ec2-endpoint")),
+        "{args:?}"
+    );
     assert_eq!(op["envFrom"][0]["secretRef"]["name"], "alibaba-ak");
     let ds = get(&objs, "DaemonSet", "eni-operator-agent")?;
     let text = ds.to_string();
@@ -600,10 +603,21 @@ fn refuses_bad_values() -> TestResult {
             &["--set", "metrics.prometheusRule.throttledRatio=2"],
             &["/metrics/prometheusRule/throttledRatio", "maximum"],
         ),
-        (&["--set", "cloud.provider=gcp"], &["/cloud/provider", "aws", "alibaba"]),
         (
-            &["--set", "cloud.provider=alibaba", "--set", "cloud.region=cn-hangzhou"],
-            &["cloud.provider=alibaba needs cloud.credentialsSecret", "ALIBABA_CLOUD_ACCESS_KEY_ID"],
+            &["--set", "cloud.provider=gcp"],
+            &["/cloud/provider", "aws", "alibaba"],
+        ),
+        (
+            &[
+                "--set",
+                "cloud.provider=alibaba",
+                "--set",
+                "cloud.region=cn-hangzhou",
+            ],
+            &[
+                "cloud.provider=alibaba needs cloud.credentialsSecret",
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+            ],
         ),
     ];
     for (set, wants) in cases {

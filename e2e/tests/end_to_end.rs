@@ -17,6 +17,7 @@ use eni_e2e::{
     netns,
     security_groups::{self, GroupPod},
     trial::{self, check, result},
+    vpc::Cloud,
 };
 use eni_test_support::{PoolBuilder, pool, probe};
 use kube::ResourceExt;
@@ -26,9 +27,16 @@ fn main() -> std::process::ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let trials = vec![
-        trial("connectivity_per_mode", connectivity),
+        trial("connectivity_per_mode", || connectivity(Cloud::Aws)),
         trial("security_groups", security_groups),
-        trial("lifecycle_leaves_nothing", lifecycle),
+        trial("lifecycle_leaves_nothing", || lifecycle(Cloud::Aws)),
+        // The same trials with vpc-sim playing Alibaba Cloud and the operator on ECS.
+        trial("alibaba_connectivity_per_mode", || {
+            connectivity(Cloud::Alibaba)
+        }),
+        trial("alibaba_lifecycle_leaves_nothing", || {
+            lifecycle(Cloud::Alibaba)
+        }),
     ];
     libtest_mimic::run(&args, trials).exit_code()
 }
@@ -132,8 +140,10 @@ async fn start_pods(
     Ok(out)
 }
 
-async fn connectivity() -> Result<(), Failed> {
-    let bed = Bed::start(fast_cloud()).await.map_err(|e| e.to_string())?;
+async fn connectivity(cloud: Cloud) -> Result<(), Failed> {
+    let bed = Bed::start_in(cloud, fast_cloud())
+        .await
+        .map_err(|e| e.to_string())?;
     with_bed(&bed, || async {
         // t3.medium: 6 addresses per ENI, so 7 SharedIP pods on one node span two ENIs.
         for (node, ty, label) in [
@@ -342,8 +352,10 @@ async fn security_groups() -> Result<(), Failed> {
 
 /// Pods of every mode come and go; a node goes; then the bed goes: nothing is left in
 /// the cloud, in the node namespaces or on the host.
-async fn lifecycle() -> Result<(), Failed> {
-    let bed = Bed::start(fast_cloud()).await.map_err(|e| e.to_string())?;
+async fn lifecycle(cloud: Cloud) -> Result<(), Failed> {
+    let bed = Bed::start_in(cloud, fast_cloud())
+        .await
+        .map_err(|e| e.to_string())?;
     let prefix = bed.prefix.clone();
     with_bed(&bed, || async {
         bed.add_node("s1", "t3.medium", &[("pool", "shared")])

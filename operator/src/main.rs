@@ -148,13 +148,14 @@ async fn cloud_provider(
             Ok(Arc::new(AwsProvider::new(&sdk, settings, registry)))
         }
         CloudKind::Alibaba => {
-            let region = args
-                .region
-                .clone()
-                .ok_or_else(|| MainError::Config("--region is required with --cloud alibaba".into()))?;
+            let region = args.region.clone().ok_or_else(|| {
+                MainError::Config("--region is required with --cloud alibaba".into())
+            })?;
             let env = |name: &str| {
                 std::env::var(name).map_err(|_| {
-                    MainError::Config(format!("{name} is not set (the Alibaba Cloud credentials Secret)"))
+                    MainError::Config(format!(
+                        "{name} is not set (the Alibaba Cloud credentials Secret)"
+                    ))
                 })
             };
             let mut settings = AlibabaSettings::new(

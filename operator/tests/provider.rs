@@ -57,6 +57,25 @@ async fn vpc_sim_ecs_round_trip() {
     let (provider, _registry) = support::alibaba_provider(&fx, generous_rate(), quick_backoff());
     let provider: Arc<dyn CloudProvider> = provider;
     suite::round_trip(provider.as_ref(), &fx).await;
+    // ECS has no VPC default group: an ENI without groups takes its instance's.
+    let mut request = suite::eni_request(&fx, "no-groups", None);
+    request.security_groups.clear();
+    let eni = provider
+        .create_eni(&request)
+        .await
+        .expect("create without groups");
+    let instance = provider
+        .list_enis(&EniQuery::Ids(vec![
+            provider
+                .describe_instance(&fx.instance_id)
+                .await
+                .expect("instance")
+                .primary_eni_id,
+        ]))
+        .await
+        .expect("primary ENI");
+    assert_eq!(eni.security_groups, instance[0].security_groups);
+    provider.delete_eni(&eni.id).await.expect("delete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,9 +23,12 @@ use crate::{
 
 use super::trunk;
 
-/// Instance id from a providerID such as `aws:///us-east-1a/i-0123456789abcdef0`.
+/// Instance id from a providerID: `aws:///us-east-1a/i-0123456789abcdef0` (AWS), or
+/// `cn-hangzhou.i-bp1...` as Alibaba Cloud's controller manager writes it (instance ids
+/// hold no `/` or `.`).
 pub fn instance_id(provider_id: &str) -> Option<&str> {
-    let id = provider_id.rsplit('/').next()?;
+    let last = provider_id.rsplit('/').next()?;
+    let id = last.rsplit('.').next()?;
     id.starts_with("i-").then_some(id)
 }
 
@@ -264,6 +267,11 @@ mod tests {
             Some("i-0123456789abcdef0")
         );
         assert_eq!(instance_id("aws:///i-01"), Some("i-01"));
+        assert_eq!(
+            instance_id("cn-hangzhou.i-bp1b8nmm5kq3zhsdgt4z"),
+            Some("i-bp1b8nmm5kq3zhsdgt4z")
+        );
+        assert_eq!(instance_id("alicloud://cn-hangzhou.i-bp1x"), Some("i-bp1x"));
         assert_eq!(instance_id("kind://docker/kind/kind-control-plane"), None);
         assert_eq!(instance_id(""), None);
     }

@@ -170,6 +170,34 @@ impl AlibabaProvider {
         Ok(self.network_interfaces(params).await?.into_iter().next())
     }
 
+    async fn raw_instance(&self, instance_id: &str) -> CloudResult<Value> {
+        let ids = serde_json::to_string(&[instance_id]).unwrap_or_default();
+        let v = self
+            .call(
+                Api::Ecs,
+                "DescribeInstances",
+                Retry::Safe,
+                vec![p("InstanceIds", ids)],
+            )
+            .await?;
+        // ECS answers an unknown id with an empty list.
+        items(&v, "Instances", "Instance")
+            .first()
+            .cloned()
+            .ok_or_else(|| CloudError::NotFound {
+                code: "InvalidInstanceId.NotFound".to_owned(),
+                message: format!("instance {instance_id} does not exist"),
+            })
+    }
+
+    async fn instance_groups(&self, instance_id: &str) -> CloudResult<Vec<String>> {
+        let v = self.raw_instance(instance_id).await?;
+        Ok(items(&v, "SecurityGroupIds", "SecurityGroupId")
+            .iter()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// The instance a trunk ENI is attached to.
     async fn trunk_instance(&self, trunk_eni_id: &str) -> CloudResult<String> {
         let trunk = self
@@ -307,11 +335,22 @@ impl CloudProvider for AlibabaProvider {
             ),
             p("ClientToken", request.client_token.clone()),
         ];
-        list(
-            &mut params,
-            "SecurityGroupIds",
-            request.security_groups.iter().cloned(),
-        );
+        // ECS has no VPC default group for a new ENI: without groups of its own, an ENI
+        // takes those of the instance it is for (as EC2's default group would apply).
+        let groups =
+            if request.security_groups.is_empty() {
+                let instance = request.owner.instance_id.as_deref().ok_or_else(|| {
+                    CloudError::InvalidRequest {
+                        code: "MissingParameter".to_owned(),
+                        message: "ECS needs a security group for an ENI that is for no instance"
+                            .to_owned(),
+                    }
+                })?;
+                self.instance_groups(instance).await?
+            } else {
+                request.security_groups.clone()
+            };
+        list(&mut params, "SecurityGroupIds", groups);
         match request.initial_addresses {
             Some(InitialAddresses::Ips(n)) => {
                 params.push(p("SecondaryPrivateIpAddressCount", n.to_string()));
