@@ -5,6 +5,8 @@
 //! drops what it should. Left running for kubectl until Ctrl-C (or `--once`).
 //! `--real-nodes`: the nodes are real kubelet + containerd, the chart is installed with
 //! helm from images built here, and the pods are real containers.
+//! `--cloud alibaba`: vpc-sim plays Alibaba Cloud (ECS ids, zones and instance types)
+//! and the operator runs with its ECS provider; the default is AWS (EC2).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -17,6 +19,7 @@ use eni_e2e::{
     bed::Bed,
     cluster::{fast_cloud, wait_for},
     real_bed::test_pod,
+    vpc::{Cloud, instance_type_on},
 };
 use eni_test_support::{pool, probe};
 use kube::{Api, ResourceExt};
@@ -28,9 +31,23 @@ type DemoResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let once = std::env::args().any(|a| a == "--once");
-    let real = std::env::args().any(|a| a == "--real-nodes");
-    match run(once, real).await {
+    let args: Vec<String> = std::env::args().collect();
+    let once = args.iter().any(|a| a == "--once");
+    let real = args.iter().any(|a| a == "--real-nodes");
+    let cloud = match cloud_arg(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if real && cloud == Cloud::Alibaba {
+        eprintln!(
+            "demo: --real-nodes runs on the AWS flavour only; drop --cloud alibaba or --real-nodes"
+        );
+        return ExitCode::FAILURE;
+    }
+    match run(once, real, cloud).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -48,7 +65,21 @@ struct Pod {
     ready_secs: f64,
 }
 
-async fn run(once: bool, real: bool) -> DemoResult<bool> {
+/// `--cloud aws|alibaba` (or `--cloud=...`); AWS when absent.
+fn cloud_arg(args: &[String]) -> Result<Cloud, String> {
+    let value = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--cloud=")
+            .map(str::to_owned)
+            .or_else(|| (a == "--cloud").then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    });
+    match value.as_deref() {
+        None | Some("aws") => Ok(Cloud::Aws),
+        Some("alibaba") => Ok(Cloud::Alibaba),
+        Some(other) => Err(format!("unknown cloud {other:?}: aws or alibaba")),
+    }
+}
+
+async fn run(once: bool, real: bool, cloud: Cloud) -> DemoResult<bool> {
     let t0 = Instant::now();
     let step = |what: &str| println!("==> [{:5.1}s] {what}", t0.elapsed().as_secs_f64());
     let bed = if real {
@@ -60,11 +91,15 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
         step(
             "starting etcd + kube-apiserver (TLS, token auth, RBAC) and vpc-sim (materialized dataplane)",
         );
-        Bed::start(fast_cloud()).await?
+        Bed::start_in(cloud, fast_cloud()).await?
     };
     println!(
-        "    API server {}, EC2 API {}",
+        "    API server {}, {} API {}",
         bed.cp.server(),
+        match cloud {
+            Cloud::Aws => "EC2",
+            Cloud::Alibaba => "ECS",
+        },
         bed.vpc.ec2_url
     );
     for (node, mode) in [
@@ -84,8 +119,12 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
             "agent and kubelet stand-in"
         };
         println!(
-            "    node {node}: instance {} ({}), namespace {}, {runs} on {}",
-            n.instance.instance_id, n.instance.primary_ip, n.netns, n.mgmt_ip
+            "    node {node}: instance {} {} ({}), namespace {}, {runs} on {}",
+            instance_type_on(cloud, "m5.xlarge"),
+            n.instance.instance_id,
+            n.instance.primary_ip,
+            n.netns,
+            n.mgmt_ip
         );
     }
     let vm = bed.add_host("vm-outside", "t3.medium").await?;
@@ -263,7 +302,7 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
     );
     println!();
     println!(
-        "{:<12} {:<10} {:<15} {:<16} {:<22} {:>8}",
+        "{:<12} {:<10} {:<15} {:<16} {:<25} {:>8}",
         "POD", "MODE", "NODE", "ADDRESS", "ENI", "READY(s)"
     );
     for p in &pods {
@@ -277,7 +316,7 @@ async fn run(once: bool, real: bool) -> DemoResult<bool> {
             .map(|n| n.spec.allocation.eni_id.clone())
             .unwrap_or_default();
         println!(
-            "{:<12} {:<10} {:<15} {:<16} {:<22} {:>8.1}",
+            "{:<12} {:<10} {:<15} {:<16} {:<25} {:>8.1}",
             p.name, mode, p.node, p.ip, eni, p.ready_secs
         );
     }

@@ -276,7 +276,14 @@ impl Executor<'_> {
                 return Err(e.into());
             }
         };
-        self.wait_status(&eni.id, EniStatus::InUse).await?;
+        // The cloud's word on the device index: ECS picks it itself. Index 0 is the
+        // primary's, so a secondary read back at 0 means the cloud did not say.
+        let attached = self.wait_status(&eni.id, EniStatus::InUse).await?;
+        let index = attached
+            .and_then(|e| e.attachment)
+            .map(|a| a.device_index)
+            .filter(|i| *i != 0)
+            .unwrap_or(index);
         Ok((attachment_id, index))
     }
 
@@ -358,7 +365,9 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn wait_status(&self, eni_id: &str, want: EniStatus) -> Result<(), NodeError> {
+    /// Polls until the ENI reports `want` and returns it as read (`None` when waiting
+    /// for `Available` ended with the ENI gone).
+    async fn wait_status(&self, eni_id: &str, want: EniStatus) -> Result<Option<Eni>, NodeError> {
         let deadline = Instant::now() + self.cloud.attach_timeout;
         let mut delay = Duration::from_millis(50);
         loop {
@@ -368,8 +377,10 @@ impl Executor<'_> {
                 .list_enis(&EniQuery::Ids(vec![eni_id.to_owned()]))
                 .await;
             match enis {
-                Ok(enis) if enis.iter().any(|e| e.status == want) => return Ok(()),
-                Ok(enis) if enis.is_empty() && want == EniStatus::Available => return Ok(()),
+                Ok(enis) if enis.iter().any(|e| e.status == want) => {
+                    return Ok(enis.into_iter().find(|e| e.status == want));
+                }
+                Ok(enis) if enis.is_empty() && want == EniStatus::Available => return Ok(None),
                 // Describe may lag behind a create (eventual consistency).
                 Ok(_) | Err(CloudError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
