@@ -28,7 +28,7 @@ fn main() -> std::process::ExitCode {
     args.test_threads = Some(1);
     let trials = vec![
         trial("connectivity_per_mode", || connectivity(Cloud::Aws)),
-        trial("security_groups", security_groups),
+        trial("security_groups", || security_groups(Cloud::Aws)),
         trial("lifecycle_leaves_nothing", || lifecycle(Cloud::Aws)),
         // The same trials with vpc-sim playing Alibaba Cloud and the operator on ECS.
         trial("alibaba_connectivity_per_mode", || {
@@ -36,6 +36,9 @@ fn main() -> std::process::ExitCode {
         }),
         trial("alibaba_lifecycle_leaves_nothing", || {
             lifecycle(Cloud::Alibaba)
+        }),
+        trial("alibaba_security_groups", || {
+            security_groups(Cloud::Alibaba)
         }),
     ];
     libtest_mimic::run(&args, trials).exit_code()
@@ -276,8 +279,10 @@ fn trunk_pool(name: &str, app: &str, group: &str) -> String {
 /// Two trunk pools with different groups (vpc-sim's layout: `web` lets TCP 80 and ICMP
 /// in from the VPC; `db` lets TCP 5432 in from members of `web` only), and a third with
 /// the permissive `default` group as an outsider.
-async fn security_groups() -> Result<(), Failed> {
-    let bed = Bed::start(fast_cloud()).await.map_err(|e| e.to_string())?;
+async fn security_groups(cloud: Cloud) -> Result<(), Failed> {
+    let bed = Bed::start_in(cloud, fast_cloud())
+        .await
+        .map_err(|e| e.to_string())?;
     with_bed(&bed, || async {
         for node in ["t1", "t2"] {
             bed.add_node(node, "m5.xlarge", &[("pool", "trunk")])

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eni_operator::cloud::{
-    AddressAssignment, Backoff, CloudError, CloudProvider, EniQuery, EniStatus, RateLimit,
+    AddressAssignment, Backoff, CloudError, CloudMetrics, CloudProvider, EniQuery, EniStatus,
+    RateLimit,
 };
 use support::moto::MotoServer;
-use support::{generous_rate, quick_backoff, strict, suite, token};
+use support::{generous_rate, quick_backoff, strict, suite, token, wait_for_eni};
 use tokio::task::JoinSet;
 use vpc_sim::behaviour::SimConfig;
 use vpc_sim::catalog::Cloud;
@@ -78,6 +79,34 @@ async fn vpc_sim_ecs_round_trip() {
     provider.delete_eni(&eni.id).await.expect("delete");
 }
 
+/// ECS deletes asynchronously and describes lag: `delete_eni` returns only once the ENI
+/// is gone from what the cloud describes (here it lingers for the sim's describe lag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_ecs_delete_waits_until_gone() {
+    let mut behaviour = SimConfig::instant();
+    behaviour.describe_lag_ms = 800;
+    let sim = support::vpc_sim::start_in(Cloud::Alibaba, behaviour).await;
+    let fx = support::vpc_sim::fixture(&sim, "ecs.g7.large", "pods-a");
+    let (provider, _registry) = support::alibaba_provider(&fx, generous_rate(), quick_backoff());
+    let eni = provider
+        .create_eni(&suite::eni_request(&fx, "lagging", None))
+        .await
+        .expect("create");
+    wait_for_eni(provider.as_ref(), &eni.id, "visible", |_| true).await;
+    let describes_before = sim.counters("DescribeNetworkInterfaces").calls;
+    provider.delete_eni(&eni.id).await.expect("delete");
+    let left = provider
+        .list_enis(&EniQuery::Ids(vec![eni.id.clone()]))
+        .await
+        .expect("list");
+    assert!(
+        left.is_empty(),
+        "delete_eni returned while {left:?} still shows"
+    );
+    let polls = sim.counters("DescribeNetworkInterfaces").calls - describes_before;
+    assert!(polls >= 2, "the deletion was read back {polls} times");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_ecs_trunks_limits_and_exhaustion() {
     let sim = support::vpc_sim::start_in(Cloud::Alibaba, SimConfig::instant()).await;
@@ -122,8 +151,22 @@ async fn vpc_sim_subnet_exhaustion() {
 /// the retried creates from making duplicates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_throttling_is_absorbed() {
-    let sim = support::vpc_sim::start(SimConfig::default()).await;
-    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
+    throttling_is_absorbed(Cloud::Aws).await;
+}
+
+/// The same through the ECS provider: vpc-sim's ECS front end answers `Throttling.User`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_ecs_throttling_is_absorbed() {
+    throttling_is_absorbed(Cloud::Alibaba).await;
+}
+
+async fn throttling_is_absorbed(cloud: Cloud) {
+    let sim = support::vpc_sim::start_in(cloud, SimConfig::default()).await;
+    let instance_type = match cloud {
+        Cloud::Aws => "m5.large",
+        Cloud::Alibaba => "ecs.g7.large",
+    };
+    let fx = support::vpc_sim::fixture(&sim, instance_type, "pods-a");
     let rate = RateLimit {
         qps: NonZeroU32::new(1000).expect("non-zero"),
         burst: NonZeroU32::new(1000).expect("non-zero"),
@@ -134,7 +177,18 @@ async fn vpc_sim_throttling_is_absorbed() {
         max_retries: 60,
         max_total_delay: Duration::from_secs(120),
     };
-    let (provider, _registry) = support::provider(&fx, rate, backoff).await;
+    let (provider, metrics): (Arc<dyn CloudProvider>, CloudMetrics) = match cloud {
+        Cloud::Aws => {
+            let (p, _registry) = support::provider(&fx, rate, backoff).await;
+            let m = p.metrics().clone();
+            (p, m)
+        }
+        Cloud::Alibaba => {
+            let (p, _registry) = support::alibaba_provider(&fx, rate, backoff);
+            let m = p.metrics().clone();
+            (p, m)
+        }
+    };
     let pool = format!("burst-{}", token("p"));
     let (describes, creates) = (140, 60);
     let started = Instant::now();
@@ -169,7 +223,6 @@ async fn vpc_sim_throttling_is_absorbed() {
     assert!(sim_describe.throttled > 0, "{sim_describe:?}");
     assert!(sim_create.throttled > 0, "{sim_create:?}");
     // The client saw exactly the throttled answers the cloud gave.
-    let metrics = provider.metrics();
     assert_eq!(
         metrics.count("DescribeNetworkInterfaces", "throttled"),
         sim_describe.throttled
@@ -199,7 +252,7 @@ async fn vpc_sim_throttling_is_absorbed() {
     println!(
         "{}",
         serde_json::json!({
-            "throttling": "vpc-sim",
+            "throttling": format!("vpc-sim ({cloud:?})"),
             "calls": describes + creates,
             "elapsed_s": (took.as_secs_f64() * 100.0).round() / 100.0,
             "describe": {"attempts": sim_describe.calls, "throttled": sim_describe.throttled},
@@ -213,15 +266,41 @@ async fn vpc_sim_throttling_is_absorbed() {
 /// assigns are not retried after a timeout, so they never assign twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vpc_sim_faults_keep_mutations_idempotent() {
-    let sim = support::vpc_sim::start(SimConfig::instant()).await;
-    let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
-    let (provider, _registry) = support::provider_with_timeout(
-        &fx,
-        generous_rate(),
-        quick_backoff(),
-        Duration::from_millis(500),
-    )
-    .await;
+    faults_keep_mutations_idempotent(Cloud::Aws).await;
+}
+
+/// The same through the ECS provider and vpc-sim's ECS front end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vpc_sim_ecs_faults_keep_mutations_idempotent() {
+    faults_keep_mutations_idempotent(Cloud::Alibaba).await;
+}
+
+async fn faults_keep_mutations_idempotent(cloud: Cloud) {
+    let sim = support::vpc_sim::start_in(cloud, SimConfig::instant()).await;
+    let attempt_timeout = Duration::from_millis(500);
+    let (fx, provider): (_, Arc<dyn CloudProvider>) = match cloud {
+        Cloud::Aws => {
+            let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
+            let (p, _registry) = support::provider_with_timeout(
+                &fx,
+                generous_rate(),
+                quick_backoff(),
+                attempt_timeout,
+            )
+            .await;
+            (fx, p)
+        }
+        Cloud::Alibaba => {
+            let fx = support::vpc_sim::fixture(&sim, "ecs.g7.large", "pods-a");
+            let (p, _registry) = support::alibaba_provider_with_timeout(
+                &fx,
+                generous_rate(),
+                quick_backoff(),
+                attempt_timeout,
+            );
+            (fx, p)
+        }
+    };
     sim.sim()
         .update_config(&serde_json::json!({"faults": {
             "error_probability": 0.3,

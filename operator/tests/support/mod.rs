@@ -103,6 +103,15 @@ pub fn alibaba_provider(
     rate: RateLimit,
     backoff: Backoff,
 ) -> (Arc<AlibabaProvider>, Registry) {
+    alibaba_provider_with_timeout(fx, rate, backoff, Duration::from_secs(10))
+}
+
+pub fn alibaba_provider_with_timeout(
+    fx: &Fixture,
+    rate: RateLimit,
+    backoff: Backoff,
+    attempt_timeout: Duration,
+) -> (Arc<AlibabaProvider>, Registry) {
     let mut settings = AlibabaSettings::new(
         cluster_name(),
         "cn-hangzhou",
@@ -113,7 +122,7 @@ pub fn alibaba_provider(
     settings.endpoints.vpc = fx.endpoint.clone();
     settings.rate = rate;
     settings.backoff = backoff;
-    settings.attempt_timeout = Duration::from_secs(10);
+    settings.attempt_timeout = attempt_timeout;
     let mut registry = Registry::default();
     let provider = AlibabaProvider::new(settings, &mut registry).expect("ECS provider");
     (Arc::new(provider), registry)
