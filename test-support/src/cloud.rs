@@ -13,6 +13,7 @@ use eni_operator::cloud::{
 use prometheus_client::registry::Registry;
 use vpc_sim::{
     behaviour::SimConfig,
+    catalog::Cloud,
     cloud::requests::{RegisterInstance, RegisteredInstance},
     server::{ServerConfig, ServerHandle, spawn},
     sigv4::Credentials,
@@ -89,15 +90,34 @@ impl SimCloud {
         &self.credentials
     }
 
-    /// `AWS_*` variables that point an out-of-process operator at this cloud.
+    /// The variables that point an out-of-process operator at this cloud: its EC2
+    /// provider, or its ECS provider when the layout is in Alibaba Cloud.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", self.credentials.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY", self.credentials.secret_key.clone()),
-            ("AWS_REGION", REGION.into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
-            ("ENI_EC2_ENDPOINT", self.handle.ec2_url.clone()),
-        ]
+        let (cloud, region) = self
+            .sim()
+            .with_state(|d| (d.state.vpc.cloud, d.state.vpc.region.clone()));
+        match cloud {
+            Cloud::Aws => vec![
+                ("AWS_ACCESS_KEY_ID", self.credentials.access_key.clone()),
+                ("AWS_SECRET_ACCESS_KEY", self.credentials.secret_key.clone()),
+                ("AWS_REGION", REGION.into()),
+                ("AWS_EC2_METADATA_DISABLED", "true".into()),
+                ("ENI_EC2_ENDPOINT", self.handle.ec2_url.clone()),
+            ],
+            Cloud::Alibaba => vec![
+                ("ENI_CLOUD", "alibaba".into()),
+                ("ENI_REGION", region),
+                ("ENI_ECS_ENDPOINT", self.handle.ec2_url.clone()),
+                (
+                    "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                    self.credentials.access_key.clone(),
+                ),
+                (
+                    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                    self.credentials.secret_key.clone(),
+                ),
+            ],
+        }
     }
 
     /// An AWS SDK configuration for this cloud (endpoint, region, credentials).

@@ -17,7 +17,10 @@
 //! operator), the per-pod allocation latency (create answered → PodNetwork seen), and the
 //! cloud calls made meanwhile. Prints one JSON document, then a one-line summary.
 //!
-//! Usage: `bench-alloc [--pods N] [--nodes N] [--quick]`
+//! `--cloud alibaba` runs the same with vpc-sim playing Alibaba Cloud and the operator
+//! on its ECS provider (nodes ecs.g7.4xlarge: the same 8 ENIs of 30 addresses).
+//!
+//! Usage: `bench-alloc [--pods N] [--nodes N] [--quick] [--cloud aws|alibaba]`
 
 use std::{
     collections::HashMap,
@@ -29,6 +32,7 @@ use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
 use eni_e2e::{
     cluster::{Cluster, ClusterError},
     process::ChildGuard,
+    vpc::{Cloud, instance_type_on},
 };
 use eni_test_support::{SimError, pool};
 use futures::{StreamExt, TryStreamExt};
@@ -42,7 +46,11 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
-use vpc_sim::{behaviour::SimConfig, layout::SubnetSpec, server::ServerConfig};
+use vpc_sim::{
+    behaviour::SimConfig,
+    layout::{Layout, SubnetSpec},
+    server::ServerConfig,
+};
 
 const INSTANCE_TYPE: &str = "m5.4xlarge";
 /// Secondary addresses a pool ENI of INSTANCE_TYPE holds (30 per ENI, one primary).
@@ -59,7 +67,7 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
-    #[error("usage: bench-alloc [--pods N] [--nodes N] [--quick]: {0}")]
+    #[error("usage: bench-alloc [--pods N] [--nodes N] [--quick] [--cloud aws|alibaba]: {0}")]
     Usage(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -67,6 +75,8 @@ enum BenchError {
     Sim(#[from] SimError),
     #[error("vpc-sim: {0}")]
     Server(#[from] vpc_sim::server::ServerError),
+    #[error(transparent)]
+    Layout(#[from] vpc_sim::layout::LayoutError),
     #[error("kube: {0}")]
     Kube(#[from] kube::Error),
     #[error("watch: {0}")]
@@ -91,10 +101,11 @@ enum BenchError {
 struct Args {
     pods: u32,
     nodes: u32,
+    cloud: Cloud,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError> {
-    let (mut pods, mut nodes, mut quick) = (None, None, false);
+    let (mut pods, mut nodes, mut quick, mut cloud) = (None, None, false, Cloud::Aws);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut number = |flag: &str| -> Result<u32, BenchError> {
@@ -112,6 +123,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
             "--pods" => pods = Some(number("--pods")?),
             "--nodes" => nodes = Some(number("--nodes")?),
             "--quick" => quick = true,
+            "--cloud" => {
+                cloud = match it.next().as_deref() {
+                    Some("aws") => Cloud::Aws,
+                    Some("alibaba") => Cloud::Alibaba,
+                    other => {
+                        return Err(BenchError::Usage(format!(
+                            "--cloud takes aws or alibaba, not {other:?}"
+                        )));
+                    }
+                }
+            }
             other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
         }
     }
@@ -119,6 +141,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
     Ok(Args {
         pods: pods.unwrap_or(default_pods),
         nodes: nodes.unwrap_or(default_nodes),
+        cloud,
     })
 }
 
@@ -338,14 +361,22 @@ async fn run(args: Args) -> Result<(), BenchError> {
     let per_node = args.pods.div_ceil(args.nodes);
     let cloud = SimConfig::default();
     let mut config = ServerConfig::new()?;
+    config.layout = Layout::builtin_for(args.cloud)?;
     config.behaviour = cloud.clone();
+    let zone = config
+        .layout
+        .subnets
+        .first()
+        .map(|s| s.az.clone())
+        .unwrap_or_default();
+    let instance_type = instance_type_on(args.cloud, INSTANCE_TYPE);
     // The default pod subnets are /24s: 1000 pods need a /20 (4091 usable).
     config.layout.subnets.push(SubnetSpec {
         name: "pods-bench".into(),
         cidr: "10.0.16.0/20"
             .parse()
             .map_err(|e| BenchError::Usage(format!("subnet: {e}")))?,
-        az: "us-east-1a".into(),
+        az: zone,
         id: None,
         tags: [("eni-operator.io/pods".to_owned(), "true".to_owned())].into(),
     });
@@ -363,7 +394,7 @@ async fn run(args: Args) -> Result<(), BenchError> {
     c.apply_yaml(&pool().yaml()).await?;
     let nodes: Vec<String> = (0..args.nodes).map(|i| format!("bench-{i}")).collect();
     for n in &nodes {
-        c.add_node(n, INSTANCE_TYPE, &[("bench", "true")]).await?;
+        c.add_node(n, instance_type, &[("bench", "true")]).await?;
     }
     let operator = c.spawn_operator("bench-operator", &[])?;
     let leases: Api<Lease> =
@@ -478,7 +509,11 @@ async fn run(args: Args) -> Result<(), BenchError> {
     let report = json!({
         "pods": args.pods,
         "nodes": args.nodes,
-        "instance_type": INSTANCE_TYPE,
+        "instance_type": instance_type,
+        "cloud_api": match args.cloud {
+            Cloud::Aws => "ec2",
+            Cloud::Alibaba => "ecs",
+        },
         "cloud": {
             "mutate_bucket_per_action": {"capacity": cloud.rate_limits.mutate.capacity, "refill_per_second": cloud.rate_limits.mutate.refill_per_sec},
             "describe_bucket_per_action": {"capacity": cloud.rate_limits.describe.capacity, "refill_per_second": cloud.rate_limits.describe.refill_per_sec},
@@ -567,28 +602,39 @@ mod tests {
             args("").ok(),
             Some(Args {
                 pods: 1000,
-                nodes: 10
+                nodes: 10,
+                cloud: Cloud::Aws
             })
         );
         assert_eq!(
             args("--quick").ok(),
             Some(Args {
                 pods: 100,
-                nodes: 2
+                nodes: 2,
+                cloud: Cloud::Aws
             })
         );
         assert_eq!(
             args("--quick --pods 50").ok(),
-            Some(Args { pods: 50, nodes: 2 })
+            Some(Args {
+                pods: 50,
+                nodes: 2,
+                cloud: Cloud::Aws
+            })
         );
         assert_eq!(
             args("--nodes 4 --pods 300").ok(),
             Some(Args {
                 pods: 300,
-                nodes: 4
+                nodes: 4,
+                cloud: Cloud::Aws
             })
         );
-        for bad in ["--pods", "--pods 0", "--pods x", "--fast"] {
+        assert_eq!(
+            args("--quick --cloud alibaba").ok().map(|a| a.cloud),
+            Some(Cloud::Alibaba)
+        );
+        for bad in ["--pods", "--pods 0", "--pods x", "--fast", "--cloud gcp"] {
             assert!(args(bad).is_err(), "{bad} accepted");
         }
     }
