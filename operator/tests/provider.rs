@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eni_operator::cloud::{
-    AddressAssignment, Backoff, CloudError, CloudMetrics, CloudProvider, EniQuery, EniStatus,
-    RateLimit,
+    AddressAssignment, Backoff, CloudError, CloudProvider, EniQuery, EniStatus, RateLimit,
 };
 use support::moto::MotoServer;
 use support::{generous_rate, quick_backoff, strict, suite, token, wait_for_eni};
@@ -162,11 +161,7 @@ async fn vpc_sim_ecs_throttling_is_absorbed() {
 
 async fn throttling_is_absorbed(cloud: Cloud) {
     let sim = support::vpc_sim::start_in(cloud, SimConfig::default()).await;
-    let instance_type = match cloud {
-        Cloud::Aws => "m5.large",
-        Cloud::Alibaba => "ecs.g7.large",
-    };
-    let fx = support::vpc_sim::fixture(&sim, instance_type, "pods-a");
+    let fx = support::vpc_sim::fixture(&sim, support::vpc_sim::small_type(cloud), "pods-a");
     let rate = RateLimit {
         qps: NonZeroU32::new(1000).expect("non-zero"),
         burst: NonZeroU32::new(1000).expect("non-zero"),
@@ -177,18 +172,8 @@ async fn throttling_is_absorbed(cloud: Cloud) {
         max_retries: 60,
         max_total_delay: Duration::from_secs(120),
     };
-    let (provider, metrics): (Arc<dyn CloudProvider>, CloudMetrics) = match cloud {
-        Cloud::Aws => {
-            let (p, _registry) = support::provider(&fx, rate, backoff).await;
-            let m = p.metrics().clone();
-            (p, m)
-        }
-        Cloud::Alibaba => {
-            let (p, _registry) = support::alibaba_provider(&fx, rate, backoff);
-            let m = p.metrics().clone();
-            (p, m)
-        }
-    };
+    let (provider, metrics) =
+        support::provider_on(cloud, &fx, rate, backoff, Duration::from_secs(10)).await;
     let pool = format!("burst-{}", token("p"));
     let (describes, creates) = (140, 60);
     let started = Instant::now();
@@ -277,30 +262,15 @@ async fn vpc_sim_ecs_faults_keep_mutations_idempotent() {
 
 async fn faults_keep_mutations_idempotent(cloud: Cloud) {
     let sim = support::vpc_sim::start_in(cloud, SimConfig::instant()).await;
-    let attempt_timeout = Duration::from_millis(500);
-    let (fx, provider): (_, Arc<dyn CloudProvider>) = match cloud {
-        Cloud::Aws => {
-            let fx = support::vpc_sim::fixture(&sim, "m5.large", "pods-a");
-            let (p, _registry) = support::provider_with_timeout(
-                &fx,
-                generous_rate(),
-                quick_backoff(),
-                attempt_timeout,
-            )
-            .await;
-            (fx, p)
-        }
-        Cloud::Alibaba => {
-            let fx = support::vpc_sim::fixture(&sim, "ecs.g7.large", "pods-a");
-            let (p, _registry) = support::alibaba_provider_with_timeout(
-                &fx,
-                generous_rate(),
-                quick_backoff(),
-                attempt_timeout,
-            );
-            (fx, p)
-        }
-    };
+    let fx = support::vpc_sim::fixture(&sim, support::vpc_sim::small_type(cloud), "pods-a");
+    let (provider, _metrics) = support::provider_on(
+        cloud,
+        &fx,
+        generous_rate(),
+        quick_backoff(),
+        Duration::from_millis(500),
+    )
+    .await;
     sim.sim()
         .update_config(&serde_json::json!({"faults": {
             "error_probability": 0.3,

@@ -16,7 +16,8 @@ use eni_operator::cloud::aws::{AwsProvider, AwsSettings};
 use eni_test_support::cloud::sdk_config;
 use std::num::NonZeroU32;
 
-use eni_operator::cloud::{Backoff, CloudProvider, Eni, EniQuery, RateLimit, Tags};
+use ::vpc_sim::catalog::Cloud;
+use eni_operator::cloud::{Backoff, CloudMetrics, CloudProvider, Eni, EniQuery, RateLimit, Tags};
 use prometheus_client::registry::Registry;
 
 /// What a backend implements beyond the calls every EC2 emulation has.
@@ -126,6 +127,28 @@ pub fn alibaba_provider_with_timeout(
     let mut registry = Registry::default();
     let provider = AlibabaProvider::new(settings, &mut registry).expect("ECS provider");
     (Arc::new(provider), registry)
+}
+
+/// The provider of `cloud` for the fixture, as `dyn CloudProvider`, with its metrics.
+pub async fn provider_on(
+    cloud: Cloud,
+    fx: &Fixture,
+    rate: RateLimit,
+    backoff: Backoff,
+    attempt_timeout: Duration,
+) -> (Arc<dyn CloudProvider>, CloudMetrics) {
+    match cloud {
+        Cloud::Aws => {
+            let (p, _registry) = provider_with_timeout(fx, rate, backoff, attempt_timeout).await;
+            let metrics = p.metrics().clone();
+            (p, metrics)
+        }
+        Cloud::Alibaba => {
+            let (p, _registry) = alibaba_provider_with_timeout(fx, rate, backoff, attempt_timeout);
+            let metrics = p.metrics().clone();
+            (p, metrics)
+        }
+    }
 }
 
 /// A cluster name no other run uses, so runs never see each other's ENIs.

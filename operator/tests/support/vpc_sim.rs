@@ -36,6 +36,14 @@ pub async fn start_in(cloud: Cloud, behaviour: SimConfig) -> SimCloud {
     SimCloud::start_with(config).await.expect("start vpc-sim")
 }
 
+/// A small instance type of `cloud` with trunking (3 ENIs).
+pub fn small_type(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Aws => "m5.large",
+        Cloud::Alibaba => "ecs.g7.large",
+    }
+}
+
 /// A fixture on a new instance of `instance_type`; ENIs go to the layout subnet named
 /// `subnet`.
 pub fn fixture(sim: &SimCloud, instance_type: &str, subnet: &str) -> Fixture {

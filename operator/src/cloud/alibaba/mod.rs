@@ -221,24 +221,7 @@ impl AlibabaProvider {
 #[async_trait]
 impl CloudProvider for AlibabaProvider {
     async fn describe_instance(&self, instance_id: &str) -> CloudResult<Instance> {
-        let ids = serde_json::to_string(&[instance_id]).unwrap_or_default();
-        let v = self
-            .call(
-                Api::Ecs,
-                "DescribeInstances",
-                Retry::Safe,
-                vec![p("InstanceIds", ids)],
-            )
-            .await?;
-        // ECS answers an unknown id with an empty list.
-        let found =
-            items(&v, "Instances", "Instance")
-                .first()
-                .ok_or_else(|| CloudError::NotFound {
-                    code: "InvalidInstanceId.NotFound".to_owned(),
-                    message: format!("instance {instance_id} does not exist"),
-                })?;
-        convert::instance(found)
+        convert::instance(&self.raw_instance(instance_id).await?)
     }
 
     async fn instance_limits(&self, instance_type: &str) -> CloudResult<InstanceLimits> {
