@@ -303,8 +303,10 @@ async fn faults_keep_mutations_idempotent(cloud: Cloud) {
         .expect("list");
     assert_eq!(owned.len(), wanted, "no duplicate interfaces");
 
-    // A count-based assign whose answer is lost: one attempt, a Transient error, and
-    // the addresses are there (the caller reconciles by reading).
+    // A count-based assign whose every answer is lost. EC2 has no client token for it:
+    // one attempt, a Transient error. ECS takes one: the provider retries with the same
+    // token until its budget is spent. Either way the addresses are assigned exactly
+    // once (the caller reconciles by reading).
     sim.sim()
         .update_config(&serde_json::json!({"faults": {
             "error_probability": 0.0,
@@ -320,7 +322,11 @@ async fn faults_keep_mutations_idempotent(cloud: Cloud) {
         matches!(result, Err(CloudError::Transient { .. })),
         "{result:?}"
     );
-    assert_eq!(sim.counters("AssignPrivateIpAddresses").calls, 1);
+    let attempts = sim.counters("AssignPrivateIpAddresses").calls;
+    match cloud {
+        Cloud::Aws => assert_eq!(attempts, 1),
+        Cloud::Alibaba => assert!(attempts > 1, "{attempts} attempts"),
+    }
     let now = support::wait_for_eni(provider.as_ref(), &eni.id, "2 secondaries", |e| {
         e.status == EniStatus::Available && e.secondary_ips.len() == 2
     })

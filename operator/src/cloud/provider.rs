@@ -48,8 +48,9 @@ pub trait CloudProvider: Send + Sync {
     async fn delete_eni(&self, eni_id: &str) -> CloudResult<()>;
 
     /// Adds secondary addresses or prefixes and returns what the cloud reports as added.
-    /// Count-based requests are not idempotent in any cloud: they are retried only on
-    /// throttling (when the cloud provably did nothing), never after a timeout.
+    /// Where the cloud takes no client token for it (EC2), a count-based request is not
+    /// idempotent: it is retried only on throttling (when the cloud provably did
+    /// nothing), never after a timeout. ECS takes one, and the provider retries with it.
     async fn assign_addresses(
         &self,
         eni_id: &str,

@@ -338,6 +338,28 @@ impl Cloud {
         Ok(())
     }
 
+    /// [`Cloud::assign_private_ips`] with a client token (ECS's): a repeat with the same
+    /// token and request answers what the first call assigned and assigns nothing more.
+    pub fn assign_private_ips_once(
+        &mut self,
+        eni_id: &str,
+        req: &AssignIps,
+        client_token: Option<&str>,
+    ) -> CloudResult<AssignedIps> {
+        let Some(token) = client_token else {
+            return self.assign_private_ips(eni_id, req);
+        };
+        check_client_token(token)?;
+        let idem = IdemRequest::AssignIps(eni_id.to_owned(), req.clone());
+        if let Some(IdemResult::Assigned(got)) = self.idempotency.lookup(token, &idem)? {
+            return Ok(got);
+        }
+        let got = self.assign_private_ips(eni_id, req)?;
+        self.idempotency
+            .record(token.to_owned(), idem, IdemResult::Assigned(got.clone()));
+        Ok(got)
+    }
+
     /// AssignPrivateIpAddresses: explicit addresses or a count, or explicit prefixes or a
     /// prefix count; all or nothing.
     pub fn assign_private_ips(

@@ -4,12 +4,14 @@
 use std::collections::HashMap;
 
 use super::model::{Eni, TrunkAssociation};
-use super::requests::{AssociateTrunk, CreateEni};
+use super::requests::{AssignIps, AssignedIps, AssociateTrunk, CreateEni};
 use crate::error::{CloudError, CloudResult, ErrorCode};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdemRequest {
     CreateEni(CreateEni),
+    /// An assign on one ENI (ECS takes a ClientToken for it; EC2 does not).
+    AssignIps(String, AssignIps),
     AssociateTrunk(AssociateTrunk),
     DisassociateTrunk(String),
 }
@@ -17,6 +19,7 @@ pub enum IdemRequest {
 #[derive(Clone, Debug)]
 pub enum IdemResult {
     Eni(Box<Eni>),
+    Assigned(AssignedIps),
     Association(TrunkAssociation),
     Done,
 }

@@ -153,6 +153,30 @@ fn attach_goes_through_attaching_before_in_use() {
 }
 
 #[test]
+fn an_assign_repeated_with_its_client_token_assigns_once() {
+    let mut c = cloud();
+    let e = eni(&mut c, "pods-a");
+    let two = AssignIps {
+        count: 2,
+        ..Default::default()
+    };
+    let first = c.assign_private_ips_once(&e, &two, Some("t-1")).unwrap();
+    let again = c.assign_private_ips_once(&e, &two, Some("t-1")).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(c.state().enis[&e].secondary_ips, first.ips);
+    let three = AssignIps {
+        count: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        code(c.assign_private_ips_once(&e, &three, Some("t-1"))),
+        ErrorCode::IdempotentParameterMismatch
+    );
+    c.assign_private_ips_once(&e, &two, None).unwrap();
+    assert_eq!(c.state().enis[&e].secondary_ips.len(), 4);
+}
+
+#[test]
 fn more_addresses_than_an_eni_may_hold_are_refused() {
     let mut c = cloud();
     let i = node(&mut c, "n1", "t3.medium"); // 6 per ENI

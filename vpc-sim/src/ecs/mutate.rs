@@ -268,7 +268,7 @@ pub fn assign_private_ip_addresses(params: &Params, cloud: &mut Cloud) -> CloudR
         prefix_count: params.parsed("Ipv4PrefixCount")?.unwrap_or(0),
         allow_reassignment: false,
     };
-    let got = cloud.assign_private_ips(eni_id, &req)?;
+    let got = cloud.assign_private_ips_once(eni_id, &req, params.get("ClientToken"))?;
     let ips: Vec<String> = got.ips.iter().map(ToString::to_string).collect();
     let prefixes: Vec<String> = got.prefixes.iter().map(ToString::to_string).collect();
     Ok(json!({

@@ -102,6 +102,11 @@ fn p(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
 
+/// A fresh client token (ECS allows 64 ASCII characters).
+fn new_client_token() -> String {
+    hex::encode(rand::Rng::random::<[u8; 16]>(&mut rand::rng()))
+}
+
 /// `Ok(())` for "already gone".
 fn absent_is_done(result: CloudResult<()>) -> CloudResult<()> {
     match result {
@@ -460,13 +465,11 @@ impl CloudProvider for AlibabaProvider {
                 );
             }
         }
-        let retry = if assignment.is_idempotent() {
-            Retry::Safe
-        } else {
-            Retry::ThrottledOnly
-        };
+        // ECS takes a client token here (EC2 does not): one per call, the same on every
+        // retry, makes even a count-based assign safe to repeat after a lost answer.
+        params.push(p("ClientToken", new_client_token()));
         let v = self
-            .call(Api::Ecs, "AssignPrivateIpAddresses", retry, params)
+            .call(Api::Ecs, "AssignPrivateIpAddresses", Retry::Safe, params)
             .await?;
         let set = &v["AssignedPrivateIpAddressesSet"];
         let strings = |outer: &str, inner: &str| -> Vec<String> {
