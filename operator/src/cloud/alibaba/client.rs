@@ -43,10 +43,6 @@ pub type Params = Vec<(String, String)>;
 
 impl Client {
     pub fn new(endpoints: Endpoints, attempt_timeout: Duration) -> CloudResult<Self> {
-        // reqwest's rustls needs a process-wide crypto provider; the operator installs
-        // ring at start, and this makes the client usable without that (tests). An
-        // already installed provider is kept.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(attempt_timeout)
             .build()
