@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use eni_operator::cloud::{
-    AddressAssignment, Backoff, CloudError, CloudProvider, EniQuery, EniStatus, RateLimit,
+    AddressAssignment, AssociateTrunkRequest, Backoff, CloudError, CloudProvider, EniKind,
+    EniQuery, EniStatus, RateLimit,
 };
 use support::moto::MotoServer;
 use support::{generous_rate, quick_backoff, strict, suite, token, wait_for_eni};
@@ -78,10 +79,12 @@ async fn vpc_sim_ecs_round_trip() {
     provider.delete_eni(&eni.id).await.expect("delete");
 }
 
-/// ECS deletes asynchronously and describes lag: `delete_eni` returns only once the ENI
-/// is gone from what the cloud describes (here it lingers for the sim's describe lag).
+/// ECS deletes and attaches members asynchronously, and describes lag: `delete_eni`
+/// returns only once the ENI is gone from what the cloud describes, and
+/// `associate_trunk` only once the member shows its trunk and VLAN (here both show
+/// after the sim's describe lag).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vpc_sim_ecs_delete_waits_until_gone() {
+async fn vpc_sim_ecs_waits_out_asynchronous_changes() {
     let mut behaviour = SimConfig::instant();
     behaviour.describe_lag_ms = 800;
     let sim = support::vpc_sim::start_in(Cloud::Alibaba, behaviour).await;
@@ -104,6 +107,38 @@ async fn vpc_sim_ecs_delete_waits_until_gone() {
     );
     let polls = sim.counters("DescribeNetworkInterfaces").calls - describes_before;
     assert!(polls >= 2, "the deletion was read back {polls} times");
+
+    let mut request = suite::eni_request(&fx, "lagging", None);
+    request.kind = EniKind::Trunk;
+    request.client_token = token("trunk");
+    let trunk = provider.create_eni(&request).await.expect("create trunk");
+    let index = suite::free_device_index(provider.as_ref(), &fx.instance_id).await;
+    provider
+        .attach_eni(&trunk.id, &fx.instance_id, index)
+        .await
+        .expect("attach trunk");
+    wait_for_eni(provider.as_ref(), &trunk.id, "in-use", |e| {
+        e.status == EniStatus::InUse
+    })
+    .await;
+    let mut request = suite::eni_request(&fx, "lagging", None);
+    request.kind = EniKind::Branch;
+    request.client_token = token("member");
+    let member = provider.create_eni(&request).await.expect("create member");
+    let association = provider
+        .associate_trunk(&AssociateTrunkRequest {
+            trunk_eni_id: trunk.id.clone(),
+            branch_eni_id: member.id.clone(),
+            vlan_id: 7,
+            client_token: token("assoc"),
+        })
+        .await
+        .expect("associate under describe lag");
+    // ECS chose the VLAN: the member's device index on the trunk, the first free one.
+    assert_eq!(
+        (association.branch_eni_id.as_str(), association.vlan_id),
+        (member.id.as_str(), 1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

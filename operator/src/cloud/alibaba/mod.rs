@@ -45,9 +45,10 @@ const IDS_PER_CALL: usize = 100;
 const GROUPS_PER_CALL: usize = 50;
 /// vSwitches per DescribeVSwitches page (the VPC API's most).
 const VSWITCH_PAGE: u32 = 50;
-/// How long a deleted ENI may stay `Deleting` before `delete_eni` gives up.
-const DELETE_POLLS: u32 = 40;
-const DELETE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long an asynchronous change (a deleted ENI leaving, a member reaching its
+/// trunk) may take to show before the call gives up with `Transient`: 40 × 250 ms.
+const SETTLE_POLLS: u32 = 40;
+const SETTLE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug)]
 pub struct AlibabaSettings {
@@ -201,6 +202,15 @@ impl AlibabaProvider {
             .iter()
             .filter_map(|g| g.as_str().map(str::to_owned))
             .collect())
+    }
+
+    /// The member ENI's ride on its trunk, `None` while it rides none.
+    async fn membership(&self, eni_id: &str) -> CloudResult<Option<TrunkAssociation>> {
+        Ok(self
+            .raw_eni(eni_id)
+            .await?
+            .as_ref()
+            .and_then(convert::membership))
     }
 
     /// The instance a trunk ENI is attached to.
@@ -425,11 +435,11 @@ impl CloudProvider for AlibabaProvider {
             .map(drop);
         absent_is_done(result)?;
         // Deletion is asynchronous on ECS: done when the ENI is gone.
-        for _ in 0..DELETE_POLLS {
+        for _ in 0..SETTLE_POLLS {
             if self.raw_eni(eni_id).await?.is_none() {
                 return Ok(());
             }
-            tokio::time::sleep(DELETE_POLL_INTERVAL).await;
+            tokio::time::sleep(SETTLE_POLL_INTERVAL).await;
         }
         Err(CloudError::Transient {
             code: "DeleteInProgress".to_owned(),
@@ -576,12 +586,36 @@ impl CloudProvider for AlibabaProvider {
                 },
                 other => other,
             });
-        let member = self.raw_eni(&request.branch_eni_id).await?;
-        match (result, member.as_ref().and_then(convert::membership)) {
-            (_, Some(m)) if m.trunk_eni_id == request.trunk_eni_id => Ok(m),
-            (Err(e), _) => Err(e),
-            (Ok(_), _) => Err(CloudError::missing("the member's Attachment after attach")),
+        if let Err(e) = result {
+            return match self.membership(&request.branch_eni_id).await? {
+                Some(m) if m.trunk_eni_id == request.trunk_eni_id => Ok(m),
+                _ => Err(e),
+            };
         }
+        // The attach is asynchronous: the member shows its device index once attached.
+        for _ in 0..SETTLE_POLLS {
+            if let Some(m) = self.membership(&request.branch_eni_id).await? {
+                return if m.trunk_eni_id == request.trunk_eni_id {
+                    Ok(m)
+                } else {
+                    Err(CloudError::InvalidState {
+                        code: "InvalidOperation.InvalidEniState".to_owned(),
+                        message: format!(
+                            "{} rides trunk {}, not {}",
+                            m.branch_eni_id, m.trunk_eni_id, request.trunk_eni_id
+                        ),
+                    })
+                };
+            }
+            tokio::time::sleep(SETTLE_POLL_INTERVAL).await;
+        }
+        Err(CloudError::Transient {
+            code: "AttachInProgress".to_owned(),
+            message: format!(
+                "member {} is not on trunk {} yet",
+                request.branch_eni_id, request.trunk_eni_id
+            ),
+        })
     }
 
     async fn disassociate_trunk(
