@@ -961,7 +961,19 @@ async fn api_server_accepts_every_rendered_object() -> TestResult {
 
     let everything = values_file(home.path(), EVERYTHING)?;
     let mut checked = BTreeSet::new();
-    for (label, args) in [("defaults", vec![]), ("everything", str_args(&everything))] {
+    let alibaba = vec![
+        "--set",
+        "cloud.provider=alibaba",
+        "--set",
+        "cloud.region=cn-hangzhou",
+        "--set",
+        "cloud.credentialsSecret=alibaba-ak",
+    ];
+    for (label, args) in [
+        ("defaults", vec![]),
+        ("everything", str_args(&everything)),
+        ("alibaba", alibaba),
+    ] {
         let objs = render(home.path(), &args)?;
         for ((kind, name), obj) in &objs {
             let api_version = obj["apiVersion"].as_str().unwrap_or_default();
