@@ -148,6 +148,11 @@ impl Bed {
         Self::start_with(behaviour, true, Cloud::Aws).await
     }
 
+    /// [`Bed::start_real`] on `cloud`: the chart is installed with that cloud's provider.
+    pub async fn start_real_in(cloud: Cloud, behaviour: SimConfig) -> Result<Self, BedError> {
+        Self::start_with(behaviour, true, cloud).await
+    }
+
     async fn start_with(
         behaviour: SimConfig,
         real_nodes: bool,

@@ -239,7 +239,8 @@ impl Bed {
                 "agent": {"repository": images::AGENT_REPO, "tag": tag, "pullPolicy": "Never"},
             },
             "cloud": {
-                "region": "us-east-1",
+                "provider": self.vpc.chart_cloud().0,
+                "region": self.vpc.chart_cloud().1,
                 "endpoint": self.vpc.ec2_url,
                 "credentialsSecret": CREDENTIALS_SECRET,
             },

@@ -145,12 +145,27 @@ impl VpcSim {
         })
     }
 
-    /// The access key pair operators sign their calls with.
+    /// The access key pair operators sign their calls with, under the names the
+    /// cloud's provider reads (the chart's credentials Secret holds these keys).
     pub fn credentials(&self) -> [(&'static str, &'static str); 2] {
-        [
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-        ]
+        match self.cloud {
+            Cloud::Aws => [
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ],
+            Cloud::Alibaba => [
+                ("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY),
+                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET_KEY),
+            ],
+        }
+    }
+
+    /// The chart's `cloud` values for an operator of this cloud.
+    pub fn chart_cloud(&self) -> (&'static str, &'static str) {
+        match self.cloud {
+            Cloud::Aws => ("aws", "us-east-1"),
+            Cloud::Alibaba => ("alibaba", "cn-hangzhou"),
+        }
     }
 
     /// The variables that point an operator at this cloud: the EC2 provider and AWS

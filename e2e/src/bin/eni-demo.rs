@@ -41,12 +41,6 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if real && cloud == Cloud::Alibaba {
-        eprintln!(
-            "demo: --real-nodes runs on the AWS flavour only; drop --cloud alibaba or --real-nodes"
-        );
-        return ExitCode::FAILURE;
-    }
     match run(once, real, cloud).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -86,7 +80,7 @@ async fn run(once: bool, real: bool, cloud: Cloud) -> DemoResult<bool> {
         step(
             "starting etcd + kube-apiserver, controller-manager and scheduler, vpc-sim, and building the images",
         );
-        Bed::start_real(fast_cloud()).await?
+        Bed::start_real_in(cloud, fast_cloud()).await?
     } else {
         step(
             "starting etcd + kube-apiserver (TLS, token auth, RBAC) and vpc-sim (materialized dataplane)",
