@@ -22,6 +22,7 @@ use eni_e2e::{
     security_groups::{self, GroupPod},
     traffic::{self, HeldConnection, Pinger},
     trial::{self, check, result},
+    vpc::Cloud,
 };
 use eni_node_agent::agent::state::Record;
 use eni_test_support::{PoolBuilder, pool, probe, transfer};
@@ -55,7 +56,14 @@ fn main() -> std::process::ExitCode {
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let trials = vec![
-        trial("real_pods_in_every_mode", real_pods_in_every_mode),
+        trial("real_pods_in_every_mode", || {
+            real_pods_in_every_mode(Cloud::Aws)
+        }),
+        // The chart installed for Alibaba Cloud (cloud.provider=alibaba, the ECS
+        // credentials Secret) on vpc-sim playing Alibaba Cloud.
+        trial("alibaba_real_pods_in_every_mode", || {
+            real_pods_in_every_mode(Cloud::Alibaba)
+        }),
         trial(
             "kubelet_and_containerd_restarts_keep_pods",
             restarts_keep_pods,
@@ -131,8 +139,13 @@ enum Pools {
 
 /// A bed with two real nodes and a VM, the chart installed, and `pools`.
 async fn real_bed(pools: Pools) -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
+    real_bed_in(Cloud::Aws, pools).await
+}
+
+/// [`real_bed`] with vpc-sim playing `cloud` and the chart installed for it.
+async fn real_bed_in(cloud: Cloud, pools: Pools) -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
     let started = Instant::now();
-    let bed = Bed::start_real(fast_cloud())
+    let bed = Bed::start_real_in(cloud, fast_cloud())
         .await
         .map_err(|e| e.to_string())?;
     let cp_secs = started.elapsed().as_secs_f64();
@@ -227,8 +240,8 @@ struct Running {
 /// Pods in every mode on both nodes; kubelet's probes over the pod network keep them
 /// Ready with no restart; VM -> pod and pod -> pod (across nodes and modes) ping and TCP
 /// echo reach the containers' own servers.
-async fn real_pods_in_every_mode() -> Result<(), Failed> {
-    let (bed, vm) = real_bed(Pools::OnePerMode).await?;
+async fn real_pods_in_every_mode(cloud: Cloud) -> Result<(), Failed> {
+    let (bed, vm) = real_bed_in(cloud, Pools::OnePerMode).await?;
     with_bed(&bed, || async {
         let modes = ["shared", "exclusive", "trunk"];
         let mut names = Vec::new();
