@@ -9,10 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use eni_test_support::cloud::operator_env;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vpc_sim::behaviour::SimConfig;
 pub use vpc_sim::catalog::Cloud;
+use vpc_sim::sigv4::Credentials;
 
 use crate::process::ChildGuard;
 
@@ -171,22 +173,16 @@ impl VpcSim {
     /// The variables that point an operator at this cloud: the EC2 provider and AWS
     /// credentials, or the ECS provider and Alibaba Cloud credentials.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        match self.cloud {
-            Cloud::Aws => vec![
-                ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
-                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
-                ("AWS_REGION", "us-east-1".into()),
-                ("AWS_EC2_METADATA_DISABLED", "true".into()),
-                ("ENI_EC2_ENDPOINT", self.ec2_url.clone()),
-            ],
-            Cloud::Alibaba => vec![
-                ("ENI_CLOUD", "alibaba".into()),
-                ("ENI_REGION", "cn-hangzhou".into()),
-                ("ENI_ECS_ENDPOINT", self.ec2_url.clone()),
-                ("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY.into()),
-                ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET_KEY.into()),
-            ],
-        }
+        let credentials = Credentials {
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+        };
+        operator_env(
+            self.cloud,
+            self.chart_cloud().1,
+            &self.ec2_url,
+            &credentials,
+        )
     }
 
     /// The namespace the materializer gives `node`.

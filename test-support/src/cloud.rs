@@ -50,6 +50,39 @@ impl SimError {
     }
 }
 
+/// The environment an operator process reads to talk to vpc-sim at `endpoint` as
+/// `cloud`: the EC2 provider with AWS credentials, or the ECS provider with Alibaba
+/// Cloud's.
+pub fn operator_env(
+    cloud: Cloud,
+    region: &str,
+    endpoint: &str,
+    credentials: &Credentials,
+) -> Vec<(&'static str, String)> {
+    match cloud {
+        Cloud::Aws => vec![
+            ("AWS_ACCESS_KEY_ID", credentials.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", credentials.secret_key.clone()),
+            ("AWS_REGION", region.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("ENI_EC2_ENDPOINT", endpoint.to_owned()),
+        ],
+        Cloud::Alibaba => vec![
+            ("ENI_CLOUD", "alibaba".into()),
+            ("ENI_REGION", region.to_owned()),
+            ("ENI_ECS_ENDPOINT", endpoint.to_owned()),
+            (
+                "ALIBABA_CLOUD_ACCESS_KEY_ID",
+                credentials.access_key.clone(),
+            ),
+            (
+                "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+                credentials.secret_key.clone(),
+            ),
+        ],
+    }
+}
+
 pub struct SimCloud {
     handle: ServerHandle,
     credentials: Credentials,
@@ -96,28 +129,11 @@ impl SimCloud {
         let (cloud, region) = self
             .sim()
             .with_state(|d| (d.state.vpc.cloud, d.state.vpc.region.clone()));
-        match cloud {
-            Cloud::Aws => vec![
-                ("AWS_ACCESS_KEY_ID", self.credentials.access_key.clone()),
-                ("AWS_SECRET_ACCESS_KEY", self.credentials.secret_key.clone()),
-                ("AWS_REGION", REGION.into()),
-                ("AWS_EC2_METADATA_DISABLED", "true".into()),
-                ("ENI_EC2_ENDPOINT", self.handle.ec2_url.clone()),
-            ],
-            Cloud::Alibaba => vec![
-                ("ENI_CLOUD", "alibaba".into()),
-                ("ENI_REGION", region),
-                ("ENI_ECS_ENDPOINT", self.handle.ec2_url.clone()),
-                (
-                    "ALIBABA_CLOUD_ACCESS_KEY_ID",
-                    self.credentials.access_key.clone(),
-                ),
-                (
-                    "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
-                    self.credentials.secret_key.clone(),
-                ),
-            ],
-        }
+        let region = match cloud {
+            Cloud::Aws => REGION.to_owned(),
+            Cloud::Alibaba => region,
+        };
+        operator_env(cloud, &region, &self.handle.ec2_url, &self.credentials)
     }
 
     /// An AWS SDK configuration for this cloud (endpoint, region, credentials).

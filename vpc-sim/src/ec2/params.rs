@@ -182,9 +182,31 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
+/// The opaque `NextToken` of a page that ended at `key` (both front ends page by key).
+pub fn encode_next_token(key: &str) -> String {
+    hex::encode(key)
+}
+
+/// The key a `NextToken` names; a token this server did not issue is refused.
+pub fn decode_next_token(token: &str) -> CloudResult<String> {
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| CloudError::invalid_parameter(format!("Invalid NextToken '{token}'")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_garbage_is_refused() {
+        assert_eq!(
+            decode_next_token(&encode_next_token("eni-0abc")).unwrap(),
+            "eni-0abc"
+        );
+        assert!(decode_next_token("zz").is_err());
+    }
 
     #[test]
     fn lists_structs_filters_and_tags() {

@@ -7,7 +7,7 @@ use super::render;
 use crate::catalog::{Catalog, Cloud};
 use crate::cloud::CloudState;
 use crate::cloud::model::Tags;
-use crate::ec2::params::Params;
+use crate::ec2::params::{Params, decode_next_token, encode_next_token};
 use crate::error::{CloudError, CloudResult};
 
 /// One page of `items` (sorted by key) and the paging fields of the answer.
@@ -29,16 +29,7 @@ fn page<T>(
             )));
         }
         let after = match params.get("NextToken").filter(|t| !t.is_empty()) {
-            Some(t) => Some(
-                hex::decode(t)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| {
-                        CloudError::invalid_parameter(format!(
-                            "The specified parameter NextToken is not valid: {t}"
-                        ))
-                    })?,
-            ),
+            Some(t) => Some(decode_next_token(t)?),
             None => None,
         };
         let mut rest: Vec<(String, T)> = items
@@ -47,7 +38,7 @@ fn page<T>(
             .collect();
         let limit = limit as usize;
         let next = if rest.len() > limit {
-            hex::encode(&rest[limit - 1].0)
+            encode_next_token(&rest[limit - 1].0)
         } else {
             String::new()
         };
