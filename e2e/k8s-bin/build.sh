@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries the bed runs (kube-apiserver, kubectl, and for real
-# nodes kubelet, kube-controller-manager and kube-scheduler) from the k8s.io/kubernetes Go
+# nodes kubelet, kube-controller-manager, kube-scheduler and kube-proxy) from the k8s.io/kubernetes Go
 # module into a per-version cache, in one Go pass, and prints the cache directory.
 # Arguments name the binaries wanted (default: all of them); only missing ones are built.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-$(cat "$(dirname "$0")/VERSION")}"
 CACHE="${ENI_OPERATOR_CACHE:-$HOME/.cache/eni-operator}/k8s/$K8S_VERSION"
-ALL=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler)
+ALL=(kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy)
 BINS=("$@")
 [ ${#BINS[@]} -gt 0 ] || BINS=("${ALL[@]}")
 for b in "${BINS[@]}"; do
@@ -43,7 +43,7 @@ gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"G
 {
   printf 'package main\nimport (\n'
   printf '_ "k8s.io/kubectl/pkg/cmd"\n'
-  for b in kube-apiserver kubelet kube-controller-manager kube-scheduler; do
+  for b in kube-apiserver kubelet kube-controller-manager kube-scheduler kube-proxy; do
     printf '_ "k8s.io/kubernetes/cmd/%s/app"\n' "$b"
   done
   printf ')\nfunc main() {}\n'

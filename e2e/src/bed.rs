@@ -93,6 +93,8 @@ pub struct Bed {
     // (which removes its namespaces) before the management net and the control plane.
     /// Real nodes (kubelet + containerd), when the bed was started with them.
     pub(crate) real_nodes: Mutex<BTreeMap<String, std::sync::Arc<RealNode>>>,
+    /// kube-proxy's mode on real nodes added from now on.
+    pub(crate) proxy_mode: Mutex<crate::real_node::ProxyMode>,
     kubelets: Mutex<HashMap<String, Kubelet>>,
     agents: Mutex<HashMap<String, ChildGuard>>,
     operators: Mutex<BTreeMap<String, ChildGuard>>,
@@ -205,6 +207,7 @@ impl Bed {
         let vpc = VpcSim::start(&bins[0], cp.dir(), &prefix, &behaviour, listen, cloud).await?;
         Ok(Bed {
             real_nodes: Mutex::new(BTreeMap::new()),
+            proxy_mode: Mutex::new(Default::default()),
             kubelets: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             operators: Mutex::new(BTreeMap::new()),

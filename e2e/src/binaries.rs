@@ -46,6 +46,7 @@ pub struct KubernetesBinaries {
     pub kubelet: PathBuf,
     pub kube_controller_manager: PathBuf,
     pub kube_scheduler: PathBuf,
+    pub kube_proxy: PathBuf,
 }
 
 /// Which Kubernetes binaries a bed needs built.
@@ -53,7 +54,7 @@ pub struct KubernetesBinaries {
 pub enum Need {
     /// kube-apiserver and kubectl: the stand-in bed, the demo, the API tests.
     ControlPlane,
-    /// Also kubelet, kube-controller-manager and kube-scheduler.
+    /// Also kubelet, kube-controller-manager, kube-scheduler and kube-proxy.
     RealNodes,
 }
 
@@ -76,6 +77,7 @@ pub fn kubernetes(need: Need) -> Result<KubernetesBinaries, BinaryError> {
         kubelet: dir.join("kubelet"),
         kube_controller_manager: dir.join("kube-controller-manager"),
         kube_scheduler: dir.join("kube-scheduler"),
+        kube_proxy: dir.join("kube-proxy"),
     })
 }
 

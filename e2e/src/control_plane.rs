@@ -297,6 +297,15 @@ impl ControlPlane {
         self.write_cert_kubeconfig(path, &format!("system:node:{node}"), &["system:nodes"])
     }
 
+    /// Writes a kubeconfig for kube-proxy: user `system:kube-proxy`, which the bootstrap
+    /// binding `system:node-proxier` names (what kubeadm gives its kube-proxy DaemonSet).
+    pub fn write_proxy_kubeconfig(&self, path: &Path) -> Result<(), ControlPlaneError> {
+        if self.components.is_none() {
+            return Err(ControlPlaneError::NoComponents);
+        }
+        self.write_cert_kubeconfig(path, "system:kube-proxy", &[])
+    }
+
     /// The CA certificate (PEM) that signs the serving and client certificates.
     pub fn ca_pem(&self) -> String {
         self.ca.pem()

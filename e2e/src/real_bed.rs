@@ -26,7 +26,7 @@ use crate::{
     cluster,
     control_plane::SYSTEM_NAMESPACE,
     images, netns,
-    real_node::{RealNode, RealNodeConfig},
+    real_node::{ProxyMode, RealNode, RealNodeConfig},
 };
 
 /// Name of the helm release (the chart's resources are `<release>-…`).
@@ -58,6 +58,8 @@ impl Bed {
         std::fs::create_dir_all(&dir).map_err(|e| BedError::Other(e.to_string()))?;
         let kubeconfig = dir.join("kubeconfig");
         self.cp.write_node_kubeconfig(&kubeconfig, name)?;
+        let proxy_kubeconfig = dir.join("kubeconfig-proxy");
+        self.cp.write_proxy_kubeconfig(&proxy_kubeconfig)?;
         let client_ca = dir.join("ca.crt");
         std::fs::write(&client_ca, self.cp.ca_pem()).map_err(|e| BedError::Other(e.to_string()))?;
         let config = RealNodeConfig {
@@ -75,6 +77,8 @@ impl Bed {
             cgroup_root: format!("/{}-{name}", self.prefix),
             images: images.tars.clone(),
             sandbox_image: images::PAUSE.to_owned(),
+            proxy_mode: *lock(&self.proxy_mode),
+            proxy_kubeconfig,
         };
         let node = Arc::new(RealNode::start(config).await?);
         lock(&self.real_nodes).insert(name.to_owned(), node.clone());
@@ -100,6 +104,11 @@ impl Bed {
         };
         lock(&self.nodes).push(bed_node.clone());
         Ok(bed_node)
+    }
+
+    /// kube-proxy's mode on the real nodes added after this call (nftables by default).
+    pub fn set_proxy_mode(&self, mode: ProxyMode) {
+        *lock(&self.proxy_mode) = mode;
     }
 
     /// Builds the agent image again as version `version` ([`images::build_agent_version`])
@@ -403,15 +412,19 @@ fn api_host_port(server: &str) -> Result<(String, u16), BedError> {
 }
 
 /// A pod of the test image on `node`: busybox httpd on [`HTTP_PORT`] (the readiness
-/// probe) and an nc echo on [`ECHO_PORT`] (the liveness probe), both probed by kubelet
+/// probe; `/index.html` is the pod's name, `/cgi-bin/peer` the client's address) and an nc echo on [`ECHO_PORT`] (the liveness probe), both probed by kubelet
 /// over the pod network.
 pub fn test_pod(ns: &str, name: &str, node: &str, labels: &[(&str, &str)]) -> serde_json::Value {
     let labels: BTreeMap<_, _> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+    // /cgi-bin/peer answers the client's address as the pod saw it (whether a Service
+    // path preserved or rewrote the source).
     let script = format!(
-        "echo {name} > /www/index.html && httpd -p {HTTP_PORT} -h /www && exec nc -ll -p {ECHO_PORT} -e cat"
+        "echo {name} > /www/index.html && mkdir -p /www/cgi-bin && \
+         printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/peer && \
+         chmod +x /www/cgi-bin/peer && httpd -p {HTTP_PORT} -h /www && exec nc -ll -p {ECHO_PORT} -e cat"
     );
     json!({
         "metadata": {"name": name, "namespace": ns, "labels": labels},

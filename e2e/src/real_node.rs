@@ -82,11 +82,35 @@ pub struct RealNodeConfig {
     pub images: Vec<PathBuf>,
     /// The pod sandbox image (imported, pinned).
     pub sandbox_image: String,
+    /// How kube-proxy programs Services on the node.
+    pub proxy_mode: ProxyMode,
+    /// kube-proxy's kubeconfig (client certificate `system:kube-proxy`).
+    pub proxy_kubeconfig: PathBuf,
+}
+
+/// kube-proxy's mode (`KubeProxyConfiguration.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// The default of the bed: kube-proxy's nftables backend.
+    #[default]
+    Nftables,
+    /// The older iptables backend (Debian's iptables, the nft variant).
+    Iptables,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Nftables => "nftables",
+            ProxyMode::Iptables => "iptables",
+        }
+    }
 }
 
 pub struct RealNode {
     // Field order is drop order, but `Drop` stops both in order explicitly first.
     kubelet: Mutex<Option<ChildGuard>>,
+    kube_proxy: Mutex<Option<ChildGuard>>,
     containerd: Mutex<Option<ChildGuard>>,
     config: RealNodeConfig,
     bins: Bins,
@@ -96,6 +120,7 @@ pub struct RealNode {
 
 struct Bins {
     kubelet: PathBuf,
+    kube_proxy: PathBuf,
     containerd: PathBuf,
     shim_dir: PathBuf,
     ctr: PathBuf,
@@ -137,9 +162,11 @@ impl RealNode {
         let mount_ns = make_mount_ns(&config)?;
         let node = RealNode {
             kubelet: Mutex::new(None),
+            kube_proxy: Mutex::new(None),
             containerd: Mutex::new(None),
             bins: Bins {
                 kubelet: k8s.kubelet,
+                kube_proxy: k8s.kube_proxy,
                 containerd: ctrd.containerd,
                 shim_dir: ctrd.shim_dir,
                 ctr: ctrd.ctr,
@@ -154,6 +181,7 @@ impl RealNode {
             node.import_image(image)?;
         }
         node.start_kubelet()?;
+        node.start_kube_proxy()?;
         Ok(node)
     }
 
@@ -499,7 +527,49 @@ syncFrequency: 10s
             ca = c.client_ca.display(),
             cgroup_root = c.cgroup_root,
         );
-        write(&dir.join("kubelet.yaml"), kubelet)
+        write(&dir.join("kubelet.yaml"), kubelet)?;
+        // As kubeadm's DaemonSet runs it: host network, the node's name, its own
+        // identity. Conntrack sysctls are left alone (they are global on this host), and
+        // NodePorts answer on the node's primary address only (kube-proxy's default for
+        // nftables; set for iptables too so both modes serve the same addresses).
+        let proxy = format!(
+            r#"apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: {kubeconfig}
+hostnameOverride: {name}
+mode: {mode}
+bindAddress: 0.0.0.0
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+  udpTimeout: 0s
+  udpStreamTimeout: 0s
+"#,
+            kubeconfig = c.proxy_kubeconfig.display(),
+            name = c.name,
+            mode = c.proxy_mode.as_str(),
+        );
+        write(&dir.join("kube-proxy.yaml"), proxy)
+    }
+
+    /// Starts kube-proxy in the node's namespaces.
+    pub fn start_kube_proxy(&self) -> Result<(), RealNodeError> {
+        let c = &self.config;
+        let mut cmd = self.command_in(&self.bins.kube_proxy);
+        cmd.arg(format!(
+            "--config={}",
+            c.dir.join("kube-proxy.yaml").display()
+        ))
+        .arg("--v=2");
+        let guard = spawn_appending("kube-proxy", cmd, &c.dir.join("kube-proxy.log"))?;
+        *lock(&self.kube_proxy) = Some(guard);
+        Ok(())
     }
 
     /// Starts containerd (after a stop: restarts it; running pods keep running, as
@@ -585,8 +655,9 @@ syncFrequency: 10s
                 .unwrap_or_else(|| "(not running)".into())
         };
         format!(
-            "--- kubelet {n}\n{}\n--- containerd {n}\n{}\n{}",
+            "--- kubelet {n}\n{}\n--- kube-proxy {n}\n{}\n--- containerd {n}\n{}\n{}",
             tail(&self.kubelet),
+            tail(&self.kube_proxy),
             tail(&self.containerd),
             self.container_logs(lines),
             n = self.config.name
@@ -645,6 +716,9 @@ syncFrequency: 10s
 
 impl Drop for RealNode {
     fn drop(&mut self) {
+        if let Some(p) = lock(&self.kube_proxy).take() {
+            p.stop(Duration::from_secs(5));
+        }
         self.stop_kubelet();
         self.stop_containerd();
         self.kill_leftovers();

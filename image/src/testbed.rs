@@ -16,8 +16,9 @@ use crate::rootfs::{self, DebianFiles};
 /// Tag of both test images; bumped by hand when their content changes on purpose.
 pub const TEST_TAG: &str = "1";
 /// Applets linked in eni-testpod's /bin.
-pub const TESTPOD_APPLETS: [&str; 12] = [
-    "cat", "echo", "hostname", "httpd", "ifconfig", "ip", "ls", "nc", "ping", "sh", "sleep", "wget",
+pub const TESTPOD_APPLETS: [&str; 15] = [
+    "cat", "chmod", "echo", "hostname", "httpd", "ifconfig", "ip", "ls", "mkdir", "nc", "ping",
+    "printf", "sh", "sleep", "wget",
 ];
 /// Longest sleep busybox accepts portably (2^31-1 seconds, about 68 years).
 const FOREVER: &str = "2147483647";

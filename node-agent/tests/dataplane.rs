@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use eni_crds::{Allocation, Datapath, Mac, Mode};
 use eni_node_agent::dataplane::{
-    Dataplane, DataplaneConfig, DataplaneError, KernelFeature, PodRequest, UnwireRequest,
+    Dataplane, DataplaneConfig, DataplaneError, Egress, KernelFeature, PodRequest, UnwireRequest,
     WiringKind,
 };
 use eni_node_agent::protocol::Bandwidth;
@@ -89,6 +89,12 @@ impl Bed {
             host_netns: Some(self.host_path()),
             node_ip: NODE_IP,
             service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+            // Pods keep their address everywhere (no SNAT: the tests' VPC has no
+            // outside).
+            egress: Egress {
+                external_snat: true,
+                ..Egress::default()
+            },
         })
         .await
         .expect("dataplane")

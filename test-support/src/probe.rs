@@ -1,4 +1,4 @@
-//! Probes run from inside a network namespace: ping and a TCP echo.
+//! Probes run from inside a network namespace: ping, a TCP echo and an HTTP GET.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -51,6 +51,16 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub fn start(ns: &str, port: u16) -> Result<Self, ProbeError> {
+        Self::serve(ns, port, echo)
+    }
+
+    /// A server that answers each connection with the address it came from (what
+    /// NAT on the way left of it) and a newline, then closes it.
+    pub fn start_peer(ns: &str, port: u16) -> Result<Self, ProbeError> {
+        Self::serve(ns, port, tell_peer)
+    }
+
+    fn serve(ns: &str, port: u16, handle: fn(TcpStream)) -> Result<Self, ProbeError> {
         // The listening socket stays in the namespace it was created in.
         let listener =
             eni_netns::run_in_blocking(&eni_netns::path(ns), move || -> std::io::Result<_> {
@@ -69,7 +79,7 @@ impl EchoServer {
             while !flag.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        std::thread::spawn(move || echo(conn));
+                        std::thread::spawn(move || handle(conn));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -80,6 +90,28 @@ impl EchoServer {
             thread: Some(thread),
         })
     }
+}
+
+fn tell_peer(mut conn: TcpStream) {
+    if let Ok(peer) = conn.peer_addr() {
+        let _ = conn.set_nonblocking(false);
+        let _ = writeln!(conn, "{}", peer.ip());
+    }
+}
+
+/// Connects from namespace `ns` to `to` and reads one line within 2 s (what
+/// [`EchoServer::start_peer`] says).
+pub fn read_line(ns: &str, to: SocketAddr) -> Option<String> {
+    let conn = eni_netns::run_in_blocking(&eni_netns::path(ns), move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(2))
+    });
+    let Ok(Ok(mut conn)) = conn else {
+        return None;
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut got = String::new();
+    conn.read_to_string(&mut got).ok()?;
+    Some(got.trim().to_owned())
 }
 
 fn echo(mut conn: TcpStream) {
@@ -118,4 +150,25 @@ pub fn tcp_echo(ns: &str, to: SocketAddr) -> bool {
     }
     let mut got = vec![0u8; sent.len()];
     conn.read_exact(&mut got).is_ok() && got == sent.as_bytes()
+}
+
+/// One HTTP/1.0 GET of `path` from namespace `ns` to `to`, within 3 s: the response
+/// body when the status was 200.
+pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Option<String> {
+    let conn = eni_netns::run_in_blocking(&eni_netns::path(ns), move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(3))
+    });
+    let Ok(Ok(mut conn)) = conn else {
+        return None;
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.")
+        .then_some(())
+        .filter(|()| head.split_whitespace().nth(1) == Some("200"))?;
+    Some(body.trim().to_owned())
 }

@@ -19,6 +19,7 @@ use eni_e2e::{
     cluster::fast_cloud,
     node_net::NodeNet,
     real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, chart_dir, test_pod},
+    real_node::ProxyMode,
     security_groups::{self, GroupPod},
     traffic::{self, HeldConnection, Pinger},
     trial::{self, check, result},
@@ -44,12 +45,16 @@ use serde_json::json;
 
 mod bandwidth;
 mod cni_check_gc;
+mod egress;
 mod sandbox_retry;
+mod services;
 mod upgrade;
 
 use bandwidth::bandwidth_annotation_is_enforced;
 use cni_check_gc::cni_check_and_gc_through_libcni;
+use egress::egress_snat_in_every_mode;
 use sandbox_retry::sandbox_recreated_after_a_failed_add;
+use services::{services_in_every_mode, services_with_iptables_kube_proxy};
 use upgrade::helm_upgrade_of_the_agent_keeps_pods;
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +69,12 @@ fn main() -> std::process::ExitCode {
         trial("alibaba_real_pods_in_every_mode", || {
             real_pods_in_every_mode(Cloud::Alibaba)
         }),
+        trial("services_in_every_mode", services_in_every_mode),
+        trial(
+            "services_with_iptables_kube_proxy",
+            services_with_iptables_kube_proxy,
+        ),
+        trial("egress_snat_in_every_mode", egress_snat_in_every_mode),
         trial(
             "kubelet_and_containerd_restarts_keep_pods",
             restarts_keep_pods,
@@ -144,15 +155,26 @@ async fn real_bed(pools: Pools) -> Result<(Bed, eni_e2e::vpc::Instance), Failed>
 
 /// [`real_bed`] with vpc-sim playing `cloud` and the chart installed for it.
 async fn real_bed_in(cloud: Cloud, pools: Pools) -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
+    real_bed_of(cloud, pools, "m5.xlarge", ProxyMode::Nftables).await
+}
+
+/// [`real_bed_in`] with nodes of `instance_type` whose kube-proxy runs in `proxy_mode`.
+async fn real_bed_of(
+    cloud: Cloud,
+    pools: Pools,
+    instance_type: &str,
+    proxy_mode: ProxyMode,
+) -> Result<(Bed, eni_e2e::vpc::Instance), Failed> {
     let started = Instant::now();
     let bed = Bed::start_real_in(cloud, fast_cloud())
         .await
         .map_err(|e| e.to_string())?;
+    bed.set_proxy_mode(proxy_mode);
     let cp_secs = started.elapsed().as_secs_f64();
     let mut vm = None;
     with_bed(&bed, || async {
         for node in ["r1", "r2"] {
-            bed.add_real_node(node, "m5.xlarge", &[("eni-pools", "all")])
+            bed.add_real_node(node, instance_type, &[("eni-pools", "all")])
                 .await?;
         }
         let nodes_secs = started.elapsed().as_secs_f64();

@@ -12,7 +12,7 @@ use eni_node_agent::agent::metrics::Metrics;
 use eni_node_agent::agent::server::{self, ServerError};
 use eni_node_agent::agent::state::{StateDir, StateError};
 use eni_node_agent::agent::{Agent, AgentConfig, http};
-use eni_node_agent::dataplane::{Dataplane, DataplaneConfig, DataplaneError};
+use eni_node_agent::dataplane::{Dataplane, DataplaneConfig, DataplaneError, Egress};
 use eni_node_agent::protocol::DEFAULT_SOCKET_PATH;
 use ipnet::Ipv4Net;
 use kube::Client;
@@ -41,6 +41,21 @@ struct Args {
         default_value = "10.96.0.0/12"
     )]
     service_cidr: Vec<Ipv4Net>,
+    /// Leave SNAT of traffic leaving the VPC to the VPC (a NAT gateway): pods keep their
+    /// address everywhere. Off: the node SNATs it to its own address.
+    #[arg(long, env = "EXTERNAL_SNAT", default_value_t = false, action = clap::ArgAction::Set)]
+    external_snat: bool,
+    /// The VPC's CIDRs, which pods reach with their own address.
+    #[arg(
+        long,
+        env = "VPC_CIDRS",
+        value_delimiter = ',',
+        default_value = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+    )]
+    vpc_cidr: Vec<Ipv4Net>,
+    /// Destinations outside the VPC that pods also reach with their own address.
+    #[arg(long, env = "EXCLUDE_SNAT_CIDRS", value_delimiter = ',')]
+    exclude_snat_cidr: Vec<Ipv4Net>,
     /// Kubeconfig file; without it the in-cluster config (or $KUBECONFIG) is used.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -137,6 +152,11 @@ async fn run(args: Args) -> Result<(), StartError> {
         host_netns: args.host_netns.clone(),
         node_ip: args.node_ip,
         service_cidrs: args.service_cidr.clone(),
+        egress: Egress {
+            external_snat: args.external_snat,
+            vpc_cidrs: args.vpc_cidr.clone(),
+            exclude_snat_cidrs: args.exclude_snat_cidr.clone(),
+        },
     })
     .await?;
     let state = StateDir::open(&args.state_dir)?;

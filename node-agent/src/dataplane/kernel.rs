@@ -41,6 +41,8 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     pub alias: Option<String>,
     pub up: bool,
+    /// Interface group (`ip link set <link> group N`); 0 by default.
+    pub group: u32,
 }
 
 impl Link {
@@ -51,6 +53,7 @@ impl Link {
             mac: None,
             alias: None,
             up: message.header.flags.contains(LinkFlags::Up),
+            group: 0,
         };
         for attribute in &message.attributes {
             match attribute {
@@ -61,6 +64,7 @@ impl Link {
                 LinkAttribute::IfAlias(alias) if !alias.is_empty() => {
                     link.alias = Some(alias.clone())
                 }
+                LinkAttribute::Group(group) => link.group = *group,
                 _ => {}
             }
         }

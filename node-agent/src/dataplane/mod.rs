@@ -7,13 +7,14 @@
 //! ([`Dataplane::recover`]), and every call is idempotent. Calls that change the host
 //! are serialised. See docs/datapaths.md for the exact links, routes and rules.
 
-mod dnat_replies;
 pub mod error;
 mod expect;
 mod kernel;
 pub mod naming;
 mod netns;
+mod node_table;
 mod passthrough;
+mod pod_table;
 mod probe;
 pub mod requests;
 mod shaping;
@@ -53,6 +54,47 @@ pub struct DataplaneConfig {
     pub node_ip: Ipv4Addr,
     /// Service CIDRs that Exclusive and Trunk pods reach through their host veth.
     pub service_cidrs: Vec<Ipv4Net>,
+    /// How pods reach destinations outside the VPC.
+    pub egress: Egress,
+}
+
+/// How pod traffic leaves the VPC (the AWS VPC CNI's `AWS_VPC_K8S_CNI_EXTERNALSNAT` and
+/// `AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS`, Terway's equivalent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// `false` (the default): the node SNATs pod traffic to destinations outside
+    /// `vpc_cidrs` and `exclude_snat_cidrs` to its primary address and sends it out of
+    /// its primary ENI, as on a node with a public address. `true`: pods keep their
+    /// address everywhere and leave through their own ENI, for a VPC NAT gateway.
+    pub external_snat: bool,
+    /// The VPC's CIDRs: reached with the pod's own address.
+    pub vpc_cidrs: Vec<Ipv4Net>,
+    /// Further destinations reached with the pod's own address (peered networks, VPN).
+    pub exclude_snat_cidrs: Vec<Ipv4Net>,
+}
+
+impl Egress {
+    /// Destinations pods reach with their own address through their ENI, sorted and
+    /// without one inside another (nftables refuses overlapping set elements); `None`
+    /// for all of them.
+    pub fn direct(&self) -> Option<Vec<Ipv4Net>> {
+        (!self.external_snat).then(|| {
+            let all: Vec<Ipv4Net> = self
+                .vpc_cidrs
+                .iter()
+                .chain(&self.exclude_snat_cidrs)
+                .map(|n| n.trunc())
+                .collect();
+            let mut kept: Vec<Ipv4Net> = all
+                .iter()
+                .filter(|n| !all.iter().any(|o| o != *n && o.contains(*n)))
+                .copied()
+                .collect();
+            kept.sort();
+            kept.dedup();
+            kept
+        })
+    }
 }
 
 /// One CNI ADD or CHECK: which container, where, and what it gets. The agent keeps it
@@ -261,6 +303,13 @@ pub struct Dataplane {
 impl Dataplane {
     /// Connects to the host namespace and probes the kernel's optional features.
     pub async fn new(config: DataplaneConfig) -> Result<Self, DataplaneError> {
+        if config.egress.direct().is_some_and(|d| d.is_empty()) {
+            return Err(DataplaneError::InvalidRequest(
+                "SNAT to the node's address is on (externalSNAT false) but no VPC CIDR is \
+                 configured: every pod-to-pod packet would be SNATed"
+                    .into(),
+            ));
+        }
         let host_path = netns::path_or_self(config.host_netns.as_deref());
         let host_file = netns::open(&host_path)?;
         let host = netns::netlink(&host_path).await?;
@@ -387,6 +436,14 @@ impl Dataplane {
 
     /// Host sysctls the datapaths rely on: forwarding on, and proxy-ARP answers on the
     /// ENI link without the kernel's random delay of up to 0.8 s.
+    /// The node table's SNAT, from the configuration.
+    fn node_nat(&self) -> node_table::NodeNat {
+        node_table::NodeNat {
+            node_ip: self.config.node_ip,
+            shared_direct: self.config.egress.direct(),
+        }
+    }
+
     async fn prepare_host(&self, eni: Option<&Link>) -> Result<(), DataplaneError> {
         let mut settings = vec![("ipv4/ip_forward".to_string(), "1")];
         if let Some(eni) = eni {

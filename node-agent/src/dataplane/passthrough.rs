@@ -7,7 +7,9 @@
 //! ENI instead. Either way the pod holds `<ip>/<prefix>` and `default via <gateway>
 //! onlink`, and a second veth (`v<ifname>` in the pod) reaches the node: `<node ip>/32`
 //! and the service CIDRs via 169.254.1.1 with source `<ip>`; the host routes
-//! `<ip>/32` back through its end.
+//! `<ip>/32` back through its end and SNATs what the pod forwards through it
+//! (`node_table`). With the node's SNAT on, the pod's default route is the veth too and
+//! only the VPC's (and excluded) CIDRs go through its own link.
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -20,9 +22,10 @@ use super::error::DataplaneError;
 use super::expect::Expect;
 use super::kernel::{Link, Netlink};
 use super::naming::{PodLinkMarker, PodLinkOrigin, WiringKind, host_ifname, host_path_ifname};
+use super::pod_table::{self, POD_HOST_TABLE};
 use super::requests::{self, LINK_LOCAL_GATEWAY, MAIN_TABLE, Route};
 use super::veth_pair::{VethPair, ensure_veth, mac_of, require_link};
-use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns, trunk};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns, node_table, trunk};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -49,17 +52,24 @@ impl Dataplane {
         )
         .await?;
         self.prepare_host(None).await?;
+        self.ensure_node_table().await?;
         let (host_side, pod_side) = self.expectations(checked, &pod_link, &pair)?;
         pod_side.apply(&pod).await?;
+        pod.add_rule_message(
+            node_table::mark_rule_to(POD_HOST_TABLE),
+            "fwmark 0x80/0x80 lookup 225 (answers through the host veth)",
+        )
+        .await?;
+        pod_table::ensure(&request.netns_path, &pair.pod.name).await?;
         host_side.apply(&self.host).await?;
-        let mut routes = vec![PodRoute {
-            destination: DEFAULT,
-            gateway: Some(checked.gateway),
-        }];
-        routes.extend(self.host_prefixes().map(|destination| PodRoute {
-            destination,
-            gateway: Some(LINK_LOCAL_GATEWAY),
-        }));
+        let routes = self
+            .pod_routes(checked)
+            .into_iter()
+            .map(|(destination, gateway)| PodRoute {
+                destination,
+                gateway: Some(gateway),
+            })
+            .collect();
         Ok(WiredPod {
             kind,
             host_ifname: pair.host.name.clone(),
@@ -179,14 +189,44 @@ impl Dataplane {
         };
         let (host_side, pod_side) = self.expectations(checked, &pod_link, &pair)?;
         let mut differences = host_side.differences(&self.host, "host").await?;
+        differences.extend(self.node_table_differences().await?);
         differences.extend(pod_side.differences(&pod, "pod").await?);
+        if !pod
+            .rule_messages()
+            .await?
+            .iter()
+            .any(|r| node_table::is_mark_rule_to(r, POD_HOST_TABLE))
+        {
+            differences.push("pod: rule missing: fwmark 0x80/0x80 lookup 225".into());
+        }
+        differences.extend(
+            pod_table::check(&request.netns_path, &pair.pod.name)
+                .await?
+                .into_iter()
+                .map(|d| format!("pod: {d}")),
+        );
         Ok(differences)
     }
 
-    /// The node address and service CIDRs a passthrough pod reaches through its veth.
-    fn host_prefixes(&self) -> impl Iterator<Item = Ipv4Net> + '_ {
-        std::iter::once(Ipv4Net::from(self.config.node_ip))
-            .chain(self.config.service_cidrs.iter().copied())
+    /// A passthrough pod's routes, destination → gateway: through its own link
+    /// (`checked.gateway`) to the VPC, and to everything when the node does not SNAT;
+    /// through its veth to the host (169.254.1.1) for the node, the Services, and with
+    /// the node's SNAT on, everything outside the VPC.
+    fn pod_routes(&self, checked: &Checked) -> Vec<(Ipv4Net, Ipv4Addr)> {
+        let mut routes = match self.config.egress.direct() {
+            None => vec![(DEFAULT, checked.gateway)],
+            Some(direct) => direct
+                .into_iter()
+                .map(|to| (to, checked.gateway))
+                .chain([(DEFAULT, LINK_LOCAL_GATEWAY)])
+                .collect(),
+        };
+        routes.extend(
+            std::iter::once(Ipv4Net::from(self.config.node_ip))
+                .chain(self.config.service_cidrs.iter().copied())
+                .map(|to| (to, LINK_LOCAL_GATEWAY)),
+        );
+        routes
     }
 
     fn expectations(
@@ -204,16 +244,23 @@ impl Dataplane {
             )],
             ..Expect::default()
         };
-        let mut routes = vec![Route::via_onlink(
-            MAIN_TABLE,
-            DEFAULT,
-            checked.gateway,
-            pod_link.index,
-        )];
-        routes.extend(self.host_prefixes().map(|prefix| {
-            Route::via_onlink(MAIN_TABLE, prefix, LINK_LOCAL_GATEWAY, pair.pod.index)
-                .with_source(checked.address)
-        }));
+        let mut routes: Vec<Route> = self
+            .pod_routes(checked)
+            .into_iter()
+            .map(|(to, gateway)| {
+                if gateway == LINK_LOCAL_GATEWAY {
+                    Route::via_onlink(MAIN_TABLE, to, gateway, pair.pod.index)
+                        .with_source(checked.address)
+                } else {
+                    Route::via_onlink(MAIN_TABLE, to, gateway, pod_link.index)
+                }
+            })
+            .collect();
+        // Answers to connections that came in through the veth (`pod_table`).
+        routes.push(
+            Route::via_onlink(POD_HOST_TABLE, DEFAULT, LINK_LOCAL_GATEWAY, pair.pod.index)
+                .with_source(checked.address),
+        );
         let pod = Expect {
             up: vec![pod_link.clone(), pair.pod.clone()],
             addresses: vec![(pod_link.clone(), checked.pod_net())],

@@ -378,6 +378,14 @@ pub fn link_alias(index: u32, alias: &str) -> LinkMessage {
     message
 }
 
+/// Puts link `index` into interface group `group` (what nftables' `iifgroup` matches).
+pub fn link_group(index: u32, group: u32) -> LinkMessage {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message.attributes.push(LinkAttribute::Group(group));
+    message
+}
+
 /// Permanent neighbour entry `ip lladdr mac` on `ifindex`.
 pub fn permanent_neighbour(ifindex: u32, ip: Ipv4Addr, mac: [u8; 6]) -> NeighbourMessage {
     let mut message = NeighbourMessage::default();

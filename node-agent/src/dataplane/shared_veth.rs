@@ -3,9 +3,11 @@
 //! Pod: `<ifname>` holds `<ip>/32`, `default via 169.254.1.1 dev <ifname> onlink`, and a
 //! permanent neighbour entry 169.254.1.1 → host veth MAC. Host: `<ip>/32 dev <veth>`
 //! in main, rule 512 `to <ip> lookup main`, rule 2048 `from <ip> lookup <ENI table>`,
-//! the ENI table with `default via <gateway> dev <ENI> onlink` and `<subnet> dev <ENI>`,
-//! and a proxy-ARP entry for `<ip>` on the ENI link. Node-wide: replies to connections
-//! the node DNATed go by the main table (`dnat_replies`).
+//! the ENI table with `<subnet> dev <ENI>` and `default via <gateway> dev <ENI> onlink`
+//! (with the node's SNAT on: a route via the gateway for each VPC and excluded CIDR
+//! instead, so that other destinations fall through to the main table and leave
+//! through the primary ENI, SNATed), and a proxy-ARP entry for `<ip>` on the ENI link.
+//! Node-wide: the agent's nftables table (`node_table`).
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -41,8 +43,8 @@ impl Dataplane {
         )
         .await?;
         self.prepare_host(Some(&eni)).await?;
-        self.ensure_dnat_replies().await?;
-        let (host_side, pod_side) = expectations(checked, &eni, &pair)?;
+        self.ensure_node_table().await?;
+        let (host_side, pod_side) = self.shared_veth_state(checked, &eni, &pair)?;
         pod_side.apply(&pod).await?;
         host_side.apply(&self.host).await?;
         Ok(WiredPod {
@@ -80,46 +82,57 @@ impl Dataplane {
             host: host_link,
             pod: pod_link,
         };
-        let (host_side, pod_side) = expectations(checked, &eni, &pair)?;
+        let (host_side, pod_side) = self.shared_veth_state(checked, &eni, &pair)?;
         let mut differences = host_side.differences(&self.host, "host").await?;
-        differences.extend(self.dnat_replies_differences().await?);
+        differences.extend(self.node_table_differences().await?);
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
     }
 }
 
-/// Host-side and pod-side state of a SharedIP veth pod.
-fn expectations(
-    checked: &Checked,
-    eni: &Link,
-    pair: &VethPair,
-) -> Result<(Expect, Expect), DataplaneError> {
-    let address = checked.address;
-    let host = Expect {
-        up: vec![eni.clone(), pair.host.clone()],
-        routes: vec![
-            Route::via_onlink(checked.table, DEFAULT, checked.gateway, eni.index),
-            Route::direct(checked.table, checked.subnet, eni.index),
-            Route::direct(MAIN_TABLE, Ipv4Net::from(address), pair.host.index),
-        ],
-        rules: vec![
-            Rule::to_pod(address),
-            Rule::from_pod(address, checked.table),
-        ],
-        proxies: vec![(eni.clone(), address)],
-        ..Expect::default()
-    };
-    let pod = Expect {
-        up: vec![pair.pod.clone()],
-        addresses: vec![(pair.pod.clone(), Ipv4Net::from(address))],
-        neighbours: vec![(pair.pod.clone(), LINK_LOCAL_GATEWAY, mac_of(&pair.host)?)],
-        routes: vec![Route::via_onlink(
+impl Dataplane {
+    /// Host-side and pod-side state of a SharedIP veth pod.
+    fn shared_veth_state(
+        &self,
+        checked: &Checked,
+        eni: &Link,
+        pair: &VethPair,
+    ) -> Result<(Expect, Expect), DataplaneError> {
+        let address = checked.address;
+        // What the pod reaches through its ENI; the rest falls through to main.
+        let through_eni = self.config.egress.direct().unwrap_or_else(|| vec![DEFAULT]);
+        let mut routes: Vec<Route> = through_eni
+            .into_iter()
+            .map(|to| Route::via_onlink(checked.table, to, checked.gateway, eni.index))
+            .collect();
+        routes.push(Route::direct(checked.table, checked.subnet, eni.index));
+        routes.push(Route::direct(
             MAIN_TABLE,
-            DEFAULT,
-            LINK_LOCAL_GATEWAY,
-            pair.pod.index,
-        )],
-        ..Expect::default()
-    };
-    Ok((host, pod))
+            Ipv4Net::from(address),
+            pair.host.index,
+        ));
+        let host = Expect {
+            up: vec![eni.clone(), pair.host.clone()],
+            routes,
+            rules: vec![
+                Rule::to_pod(address),
+                Rule::from_pod(address, checked.table),
+            ],
+            proxies: vec![(eni.clone(), address)],
+            ..Expect::default()
+        };
+        let pod = Expect {
+            up: vec![pair.pod.clone()],
+            addresses: vec![(pair.pod.clone(), Ipv4Net::from(address))],
+            neighbours: vec![(pair.pod.clone(), LINK_LOCAL_GATEWAY, mac_of(&pair.host)?)],
+            routes: vec![Route::via_onlink(
+                MAIN_TABLE,
+                DEFAULT,
+                LINK_LOCAL_GATEWAY,
+                pair.pod.index,
+            )],
+            ..Expect::default()
+        };
+        Ok((host, pod))
+    }
 }

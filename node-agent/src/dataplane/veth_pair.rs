@@ -9,6 +9,7 @@ use super::PodRequest;
 use super::error::DataplaneError;
 use super::kernel::{Link, Netlink};
 use super::naming::{PodLinkMarker, PodLinkOrigin, PodMarker, WiringKind, host_ifname};
+use super::node_table::host_group;
 use super::requests;
 
 /// The two ends of a pod's veth pair.
@@ -50,6 +51,14 @@ pub async fn ensure_veth(
             });
         }
         if let Some(pod_link) = pod_link {
+            // Pods wired before the interface groups existed get theirs now.
+            if link.group != host_group(kind) {
+                host.set_link(
+                    requests::link_group(link.index, host_group(kind)),
+                    &format!("putting {host_name} into its group"),
+                )
+                .await?;
+            }
             return Ok(VethPair {
                 host: link.clone(),
                 pod: pod_link,
@@ -72,6 +81,11 @@ pub async fn ensure_veth(
     host.set_link(
         requests::link_alias(host_link.index, &marker.encode()?),
         &format!("marking {host_name}"),
+    )
+    .await?;
+    host.set_link(
+        requests::link_group(host_link.index, host_group(kind)),
+        &format!("putting {host_name} into its group"),
     )
     .await?;
     let pod_link = require_link(pod, pod_name, "pod").await?;

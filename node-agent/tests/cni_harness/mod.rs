@@ -19,8 +19,8 @@ use eni_node_agent::agent::state::StateDir;
 use eni_node_agent::agent::wiring::Wiring;
 use eni_node_agent::agent::{Agent, AgentConfig};
 use eni_node_agent::dataplane::{
-    Dataplane, DataplaneConfig, DataplaneError, KernelFeatures, PodRequest, PodRoute, RecoveredPod,
-    UnwireRequest, WiredPod, WiringKind,
+    Dataplane, DataplaneConfig, DataplaneError, Egress, KernelFeatures, PodRequest, PodRoute,
+    RecoveredPod, UnwireRequest, WiredPod, WiringKind,
 };
 use eni_test_support::podnetwork as fixtures;
 use eni_test_support::{AllocationBuilder, FakeEni, FakeEniKind, FakeVpc, allocation};
@@ -418,6 +418,12 @@ impl NodeBed {
             host_netns: Some(self.host_path()),
             node_ip: "10.0.0.10".parse().unwrap(),
             service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
+            // Pods keep their address everywhere (no SNAT: the tests' VPC has no
+            // outside).
+            egress: Egress {
+                external_snat: true,
+                ..Egress::default()
+            },
         })
         .await
         .expect("dataplane")

@@ -7,13 +7,15 @@
 //!   can route elsewhere (proxy ARP), so nodes use `default via <gateway>` or treat the
 //!   whole subnet as on-link, as on a real VPC.
 //! - Every address (/32) and delegated prefix of an ENI is a route in `vpc` to its port.
-//! - nftables in `vpc` (table `<prefix>`): anti-spoofing per port and the security
-//!   groups of the destination ENI (see `nft`).
+//! - nftables in `vpc` (table `<prefix>`): anti-spoofing per port, the security
+//!   groups of the destination ENI, and the NAT gateway (see `nft`).
+//! - `<prefix>-inet` is the outside world behind the internet gateway (see `internet`).
 //!
 //! Level-triggered: `apply` compares the kernel with the view and changes only the
 //! difference, so applying the same view twice changes nothing, and a restarted
 //! vpc-sim converges by applying its latest view. See docs/vpc-sim-dataplane.md.
 
+mod internet;
 mod kernel;
 mod ledger;
 mod names;
@@ -30,7 +32,8 @@ use tracing::{debug, info, warn};
 
 use crate::dataplane_view::DataplaneView;
 
-pub use names::{node_link, node_netns};
+pub use internet::{INTERNET_HOST, NAT_GATEWAY, PEERED_HOST, PEERED_NET};
+pub use names::{internet_netns, node_link, node_netns};
 
 use plan::{Desired, Port};
 
@@ -98,6 +101,7 @@ impl Materializer {
         .await?;
         let vpc = netns::netlink(&vpc_netns).await?;
         set_up_by_name(&vpc, "lo").await?;
+        internet::ensure(prefix, &vpc).await?;
         info!(netns = %vpc_netns, "VPC router namespace ready");
         Ok(Self {
             prefix: prefix.to_string(),

@@ -38,6 +38,11 @@ pub fn vpc_netns(prefix: &str) -> String {
     format!("{prefix}-vpc")
 }
 
+/// The "internet" namespace behind the VPC's internet gateway.
+pub fn internet_netns(prefix: &str) -> String {
+    format!("{prefix}-inet")
+}
+
 /// The namespace name the state machine is expected to give a node.
 pub fn node_netns(prefix: &str, node: &str) -> String {
     format!("{prefix}-{node}")

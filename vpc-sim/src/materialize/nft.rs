@@ -15,6 +15,7 @@ use tokio::process::Command;
 use crate::dataplane_view::{IngressRule, Protocol, SecurityGroupView};
 
 use super::MaterializeError;
+use super::internet::{IGW_LINK, NAT_GATEWAY, PEERED_NET};
 use super::plan::Desired;
 
 /// The ruleset text for the table `table` (the materializer's prefix).
@@ -64,6 +65,30 @@ pub fn ruleset(table: &str, desired: &Desired, groups: &[SecurityGroupView]) -> 
             .collect();
         let _ = writeln!(out, "    oifname vmap {{ {} }}", entries.join(", "));
     }
+    let _ = writeln!(out, "  }}");
+
+    // The NAT gateway: what leaves for the internet from an address without a public
+    // one (the instances' primary addresses have one) takes the gateway's address;
+    // the peered network is reached unchanged.
+    let public: Vec<Ipv4Net> = desired
+        .ports
+        .values()
+        .filter_map(|p| p.primary.map(|c| Ipv4Net::from(c.address.addr())))
+        .collect();
+    let _ = writeln!(out, "  chain nat_gateway {{");
+    let _ = writeln!(
+        out,
+        "    type nat hook postrouting priority srcnat; policy accept;"
+    );
+    let unless_public = if public.is_empty() {
+        String::new()
+    } else {
+        format!("ip saddr != {} ", set(&public))
+    };
+    let _ = writeln!(
+        out,
+        "    oifname \"{IGW_LINK}\" ip daddr != {PEERED_NET} {unless_public}snat to {NAT_GATEWAY}"
+    );
     let _ = writeln!(out, "  }}");
 
     for (port, spec) in &desired.ports {

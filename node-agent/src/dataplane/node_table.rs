@@ -1,0 +1,592 @@
+//! The agent's node-wide nftables table `ip eni-agent`, made with the first pod and
+//! replaced whole when it differs from what the configuration wants. Two chains:
+//!
+//! - `dnat-replies`: replies to connections the node itself DNATed (a hostPort by the
+//!   chained portmap plugin, a NodePort or ClusterIP by kube-proxy) must leave the way
+//!   the request came: through the main table. Without this, a SharedIP pod's reply
+//!   matches its `from <pod> lookup <ENI table>` rule first, leaves through the pod's
+//!   ENI, and only then does conntrack put the Service's or node's address back as its
+//!   source, so the VPC drops it as spoofed. The chain marks such replies (`ct direction
+//!   reply ct status dnat`) and one policy rule, ahead of the pods' rules, sends marked
+//!   packets to the main table.
+//! - `snat` (postrouting, just before kube-proxy's masquerade): what pods send through
+//!   the node takes the node's address. Exclusive and Trunk pods only send the node
+//!   what must come back through it (Services, the node, and with SNAT on, destinations
+//!   outside the VPC), so everything they forward is SNATed; SharedIP pods only when
+//!   the destination is outside the VPC and not excluded (`externalSNAT: false`).
+//!   Pods are told apart by their host veth's interface group, set when it is made.
+
+use std::path::Path;
+
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::RouteHeader;
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use nftables::batch::Batch;
+use nftables::expr::{BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression};
+use nftables::helper::{self, NftablesError};
+use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule as NftRule, Table};
+use nftables::stmt::{Mangle, Match, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use nftables::expr::{Payload, PayloadField, Prefix, SetItem};
+use nftables::stmt::NAT;
+
+use super::error::DataplaneError;
+use super::naming::WiringKind;
+use super::requests::{MAIN_TABLE, PROTO, RULE_PRIORITY_FROM_POD, RULE_PRIORITY_TO_POD};
+use super::{Dataplane, netns};
+
+/// Packet mark bit of DNATed replies. kube-proxy uses 0x4000 and 0x8000, portmap
+/// 0x2000; the AWS VPC CNI's nodes use 0x80 for the same purpose.
+pub const REPLY_MARK: u32 = 0x80;
+/// `fwmark 0x80/0x80 lookup main`: after the to-pod rules, before the from-pod rules.
+pub const RULE_PRIORITY_DNAT_REPLIES: u32 = 1024;
+const _: () = assert!(
+    RULE_PRIORITY_TO_POD < RULE_PRIORITY_DNAT_REPLIES
+        && RULE_PRIORITY_DNAT_REPLIES < RULE_PRIORITY_FROM_POD
+);
+
+/// Interface group of SharedIP pods' host veths (`ip link set <veth> group 225`).
+pub const SHARED_POD_GROUP: u32 = 225;
+/// Interface group of Exclusive and Trunk pods' host veths.
+pub const PASSTHROUGH_POD_GROUP: u32 = 226;
+
+const TABLE: &str = "eni-agent";
+const CHAIN: &str = "dnat-replies";
+const SNAT_CHAIN: &str = "pod-snat";
+/// kube-proxy masquerades at `srcnat` (100); the pods' own rule comes first so that a
+/// passthrough pod's hairpin takes the node's address, which its routes lead back to.
+const SNAT_PRIORITY: i32 = 90;
+
+/// The interface group of the host veth of a pod wired as `kind`.
+pub fn host_group(kind: WiringKind) -> u32 {
+    match kind {
+        WiringKind::SharedVeth | WiringKind::SharedIpvlan => SHARED_POD_GROUP,
+        WiringKind::Exclusive | WiringKind::TrunkMember | WiringKind::TrunkVlan => {
+            PASSTHROUGH_POD_GROUP
+        }
+    }
+}
+
+/// What the `snat` chain does, from the agent's configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeNat {
+    /// The node's primary address: every SNAT maps to it.
+    pub node_ip: Ipv4Addr,
+    /// `None`: SharedIP pods keep their address everywhere (`externalSNAT: true`).
+    /// `Some(p)`: they keep it only towards `p` (the VPC's CIDRs and excludeSNATCIDRs).
+    pub shared_direct: Option<Vec<Ipv4Net>>,
+}
+/// The `mangle` priority of the prerouting hook: after conntrack (-200) has found the
+/// connection, before routing.
+const MANGLE_PRIORITY: i32 = -150;
+/// The nft program (Debian's nftables, shipped in the agent image).
+const NFT: &str = "nft";
+
+/// The statements of the marking rule.
+fn marking_statements() -> Vec<Statement<'static>> {
+    let ct = |key: &'static str| {
+        Expression::Named(NamedExpression::CT(CT {
+            key: key.into(),
+            family: None,
+            dir: None,
+        }))
+    };
+    let mark = || Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Mark }));
+    vec![
+        Statement::Match(Match {
+            left: ct("direction"),
+            right: Expression::String("reply".into()),
+            op: Operator::EQ,
+        }),
+        Statement::Match(Match {
+            left: ct("status"),
+            right: Expression::String("dnat".into()),
+            op: Operator::IN,
+        }),
+        Statement::Mangle(Mangle {
+            key: mark(),
+            value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+                mark(),
+                Expression::Number(REPLY_MARK),
+            ]))),
+        }),
+    ]
+}
+
+fn chain() -> Chain<'static> {
+    Chain {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        name: CHAIN.into(),
+        _type: Some(NfChainType::Filter),
+        hook: Some(NfHook::Prerouting),
+        prio: Some(MANGLE_PRIORITY),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }
+}
+
+fn snat_chain() -> Chain<'static> {
+    Chain {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        name: SNAT_CHAIN.into(),
+        _type: Some(NfChainType::NAT),
+        hook: Some(NfHook::Postrouting),
+        prio: Some(SNAT_PRIORITY),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }
+}
+
+/// The statements of each rule of the `snat` chain, in order.
+fn snat_rules(nat: &NodeNat) -> Vec<Vec<Statement<'static>>> {
+    let from_group = |group: u32| {
+        Statement::Match(Match {
+            left: Expression::Named(NamedExpression::Meta(Meta {
+                key: MetaKey::Iifgroup,
+            })),
+            right: Expression::Number(group),
+            op: Operator::EQ,
+        })
+    };
+    let snat = Statement::SNAT(Some(NAT {
+        addr: Some(Expression::String(nat.node_ip.to_string().into())),
+        family: None,
+        port: None,
+        flags: None,
+    }));
+    let mut rules = vec![vec![from_group(PASSTHROUGH_POD_GROUP), snat.clone()]];
+    if let Some(direct) = &nat.shared_direct {
+        let mut rule = vec![from_group(SHARED_POD_GROUP)];
+        if !direct.is_empty() {
+            rule.push(Statement::Match(Match {
+                left: Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+                    PayloadField {
+                        protocol: "ip".into(),
+                        field: "daddr".into(),
+                    },
+                ))),
+                right: prefixes(direct),
+                op: Operator::NEQ,
+            }));
+        }
+        rule.push(snat);
+        rules.push(rule);
+    }
+    rules
+}
+
+/// Prefixes as nft lists them: one alone, several as an anonymous set.
+fn prefixes(list: &[Ipv4Net]) -> Expression<'static> {
+    let prefix = |net: &Ipv4Net| {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(Expression::String(net.network().to_string().into())),
+            len: u32::from(net.prefix_len()),
+        }))
+    };
+    match list {
+        [one] => prefix(one),
+        _ => Expression::Named(NamedExpression::Set(
+            list.iter().map(|n| SetItem::Element(prefix(n))).collect(),
+        )),
+    }
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: NfFamily::IP,
+        name: TABLE.into(),
+        handle: None,
+    }
+}
+
+/// One transaction that replaces the agent's table with the wanted one (adding it
+/// first so that the delete cannot fail on a node that never had it).
+pub fn replacement(nat: &NodeNat) -> Nftables<'static> {
+    let mut batch = Batch::new();
+    batch.add(NfListObject::Table(table()));
+    batch.delete(NfListObject::Table(table()));
+    batch.add(NfListObject::Table(table()));
+    batch.add(NfListObject::Chain(chain()));
+    batch.add(NfListObject::Rule(NftRule {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        chain: CHAIN.into(),
+        expr: marking_statements().into(),
+        ..NftRule::default()
+    }));
+    batch.add(NfListObject::Chain(snat_chain()));
+    for statements in snat_rules(nat) {
+        batch.add(NfListObject::Rule(NftRule {
+            family: NfFamily::IP,
+            table: TABLE.into(),
+            chain: SNAT_CHAIN.into(),
+            expr: statements.into(),
+            ..NftRule::default()
+        }));
+    }
+    batch.to_nftables()
+}
+
+/// How a listing of the agent's table (`nft -j list table ip eni-agent`) differs from
+/// the wanted one, one line each.
+pub fn differences(listing: &Nftables<'_>, nat: &NodeNat) -> Vec<String> {
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    for object in listing.objects.iter() {
+        match object {
+            NfObject::ListObject(NfListObject::Chain(c)) => chains.push(c),
+            NfObject::ListObject(NfListObject::Rule(r)) => rules.push(r),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    let wanted = chain();
+    match chains.iter().find(|c| c.name == CHAIN) {
+        None => found.push(format!("nftables: chain ip {TABLE} {CHAIN} is missing")),
+        Some(c) if (c._type, c.hook, c.prio) != (wanted._type, wanted.hook, wanted.prio) => found
+            .push(format!(
+                "nftables: chain ip {TABLE} {CHAIN} is not a filter chain on prerouting at priority {MANGLE_PRIORITY}"
+            )),
+        Some(_) => {}
+    }
+    let statements = marking_statements();
+    let ours: Vec<_> = rules.iter().filter(|r| r.chain == CHAIN).collect();
+    if ours.len() != 1 || ours[0].expr.as_ref() != statements.as_slice() {
+        found.push(format!(
+            "nftables: chain ip {TABLE} {CHAIN} does not hold exactly the rule \
+             `ct direction reply ct status dnat meta mark set meta mark | {REPLY_MARK:#x}` ({} rules)",
+            ours.len()
+        ));
+    }
+    let wanted = snat_chain();
+    match chains.iter().find(|c| c.name == SNAT_CHAIN) {
+        None => found.push(format!("nftables: chain ip {TABLE} {SNAT_CHAIN} is missing")),
+        Some(c) if (c._type, c.hook, c.prio) != (wanted._type, wanted.hook, wanted.prio) => found
+            .push(format!(
+                "nftables: chain ip {TABLE} {SNAT_CHAIN} is not a nat chain on postrouting at priority {SNAT_PRIORITY}"
+            )),
+        Some(_) => {}
+    }
+    let listed: Vec<_> = rules
+        .iter()
+        .filter(|r| r.chain == SNAT_CHAIN)
+        .map(|r| r.expr.as_ref())
+        .collect();
+    let wanted = snat_rules(nat);
+    if listed.len() != wanted.len() || listed.iter().zip(&wanted).any(|(l, w)| *l != w.as_slice()) {
+        found.push(format!(
+            "nftables: chain ip {TABLE} {SNAT_CHAIN} does not SNAT to {} exactly {} (it has {} rules)",
+            nat.node_ip,
+            match &nat.shared_direct {
+                None => "Exclusive and Trunk pods' traffic".to_owned(),
+                Some(direct) => format!(
+                    "Exclusive and Trunk pods' traffic, and SharedIP pods' traffic to anything but {direct:?}"
+                ),
+            },
+            listed.len()
+        ));
+    }
+    found
+}
+
+/// The policy rule `fwmark 0x80/0x80 lookup main`, protocol 225.
+pub fn mark_rule() -> RuleMessage {
+    mark_rule_to(MAIN_TABLE)
+}
+
+/// The policy rule `fwmark 0x80/0x80 lookup <table>` at priority 1024, protocol 225.
+pub fn mark_rule_to(table: u32) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.action = RuleAction::ToTable;
+    message.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    message.attributes.push(RuleAttribute::Table(table));
+    message
+        .attributes
+        .push(RuleAttribute::Priority(RULE_PRIORITY_DNAT_REPLIES));
+    message.attributes.push(RuleAttribute::FwMark(REPLY_MARK));
+    message.attributes.push(RuleAttribute::FwMask(REPLY_MARK));
+    message.attributes.push(RuleAttribute::Protocol(PROTO));
+    message
+}
+
+/// Whether a dumped rule is [`mark_rule`].
+pub fn is_mark_rule(message: &RuleMessage) -> bool {
+    is_mark_rule_to(message, MAIN_TABLE)
+}
+
+/// Whether a dumped rule is [`mark_rule_to`] `wanted`.
+pub fn is_mark_rule_to(message: &RuleMessage, wanted: u32) -> bool {
+    let mut table = u32::from(message.header.table);
+    let (mut priority, mut mark, mut mask) = (None, None, None);
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Priority(p) => priority = Some(*p),
+            RuleAttribute::FwMark(m) => mark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = Some(*m),
+            _ => {}
+        }
+    }
+    message.header.family == AddressFamily::Inet
+        && message.header.action == RuleAction::ToTable
+        && table == wanted
+        && priority == Some(RULE_PRIORITY_DNAT_REPLIES)
+        && mark == Some(REPLY_MARK)
+        && mask == Some(REPLY_MARK)
+}
+
+/// The agent's table as the namespace at `host` holds it; `None` when it has none.
+pub async fn list(host: &Path) -> Result<Option<Nftables<'static>>, DataplaneError> {
+    list_table(host, TABLE).await
+}
+
+/// Table `ip <table>` of the namespace at `path`; `None` when it has none.
+pub async fn list_table(
+    path: &Path,
+    table: &'static str,
+) -> Result<Option<Nftables<'static>>, DataplaneError> {
+    netns::run_in(path, move || {
+        match helper::get_current_ruleset_with_args(Some(NFT), ["list", "table", "ip", table]) {
+            Ok(listing) => Ok(Some(listing)),
+            // nft exits non-zero for a table that does not exist.
+            Err(NftablesError::NftFailed { .. }) => Ok(None),
+            Err(e) => Err(nft_error(&format!("listing table ip {table}"), e)),
+        }
+    })
+    .await
+}
+
+/// Loads `ruleset` (one transaction) in the namespace at `path`.
+pub async fn apply(
+    path: &Path,
+    ruleset: Nftables<'static>,
+    what: &'static str,
+) -> Result<(), DataplaneError> {
+    netns::run_in(path, move || {
+        helper::apply_ruleset_with_args(&ruleset, Some(NFT), std::iter::empty::<&str>())
+            .map_err(|e| nft_error(what, e))
+    })
+    .await
+}
+
+/// Replaces the agent's table in the namespace at `host` with the wanted one.
+pub async fn replace(host: &Path, nat: &NodeNat) -> Result<(), DataplaneError> {
+    apply(host, replacement(nat), "replacing table ip eni-agent").await
+}
+
+impl Dataplane {
+    /// Makes the host hold the agent's table and the mark rule; the table is listed
+    /// first so that a wired node costs one `nft list` per pod, no rewrite.
+    pub(super) async fn ensure_node_table(&self) -> Result<(), DataplaneError> {
+        let nat = self.node_nat();
+        let current = list(&self.host_path).await?;
+        if current
+            .as_ref()
+            .is_none_or(|l| !differences(l, &nat).is_empty())
+        {
+            replace(&self.host_path, &nat).await?;
+        }
+        self.host
+            .add_rule_message(mark_rule(), "fwmark 0x80/0x80 lookup main")
+            .await
+    }
+
+    /// What is missing of [`Dataplane::ensure_node_table`]'s state, one line each.
+    pub(super) async fn node_table_differences(&self) -> Result<Vec<String>, DataplaneError> {
+        let mut found = match list(&self.host_path).await? {
+            Some(listing) => differences(&listing, &self.node_nat()),
+            None => vec![format!("nftables: table ip {TABLE} is missing")],
+        };
+        if !self.host.rule_messages().await?.iter().any(is_mark_rule) {
+            found.push(format!(
+                "rule missing: {RULE_PRIORITY_DNAT_REPLIES}: fwmark {REPLY_MARK:#x}/{REPLY_MARK:#x} lookup main"
+            ));
+        }
+        Ok(found.into_iter().map(|d| format!("host: {d}")).collect())
+    }
+}
+
+fn nft_error(what: &str, error: NftablesError) -> DataplaneError {
+    let detail = match error {
+        NftablesError::NftExecution { program, inner } => format!(
+            "cannot run {}: {inner} (the agent image ships Debian's nft; on a bare host install nftables)",
+            program.to_string_lossy()
+        ),
+        NftablesError::NftFailed { stderr, .. } => stderr.trim().to_owned(),
+        other => other.to_string(),
+    };
+    DataplaneError::Nftables {
+        what: what.to_owned(),
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `nft -j list table ip eni-agent` printed (nft 1.0.6) for the table made
+    /// from its text form: `ct direction reply ct status dnat meta mark set meta mark |
+    /// 0x00000080` in a `filter` chain on `prerouting` at priority `mangle`, and in a
+    /// `nat` chain on `postrouting` at priority 90 `iifgroup 226 snat to 10.0.0.10` and
+    /// `iifgroup 225 ip daddr != { 10.0.0.0/16, 198.51.100.0/24 } snat to 10.0.0.10`.
+    const LISTED: &str = r#"{"nftables": [
+      {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+      {"table": {"family": "ip", "name": "eni-agent", "handle": 1}},
+      {"chain": {"family": "ip", "table": "eni-agent", "name": "dnat-replies", "handle": 1,
+                 "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+      {"chain": {"family": "ip", "table": "eni-agent", "name": "pod-snat", "handle": 2,
+                 "type": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "dnat-replies", "handle": 3,
+                "expr": [
+        {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}},
+        {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
+        {"mangle": {"key": {"meta": {"key": "mark"}},
+                    "value": {"|": [{"meta": {"key": "mark"}}, 128]}}}]}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "pod-snat", "handle": 4,
+                "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": 226}},
+        {"snat": {"addr": "10.0.0.10"}}]}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "pod-snat", "handle": 6,
+                "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": 225}},
+        {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                   "right": {"set": [{"prefix": {"addr": "10.0.0.0", "len": 16}},
+                                     {"prefix": {"addr": "198.51.100.0", "len": 24}}]}}},
+        {"snat": {"addr": "10.0.0.10"}}]}}]}"#;
+
+    fn listed() -> Nftables<'static> {
+        serde_json::from_str(LISTED).unwrap()
+    }
+
+    fn nat() -> NodeNat {
+        NodeNat {
+            node_ip: Ipv4Addr::new(10, 0, 0, 10),
+            shared_direct: Some(vec![
+                "10.0.0.0/16".parse().unwrap(),
+                "198.51.100.0/24".parse().unwrap(),
+            ]),
+        }
+    }
+
+    #[test]
+    fn the_table_nft_lists_for_the_text_rules_is_the_wanted_one() {
+        assert_eq!(differences(&listed(), &nat()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_missing_or_changed_rule_or_chain_is_reported() {
+        type Change = fn(&mut serde_json::Value);
+        let cases: [(&str, Change); 8] = [
+            ("chain missing", |v| {
+                v["nftables"].as_array_mut().unwrap().remove(2);
+            }),
+            ("rule missing", |v| {
+                v["nftables"].as_array_mut().unwrap().remove(4);
+            }),
+            ("other priority", |v| {
+                v["nftables"][2]["chain"]["prio"] = 0.into()
+            }),
+            ("other mark", |v| {
+                v["nftables"][4]["rule"]["expr"][2]["mangle"]["value"]["|"][1] = 64.into()
+            }),
+            ("second rule", |v| {
+                let rule = v["nftables"][4].clone();
+                v["nftables"].as_array_mut().unwrap().push(rule);
+            }),
+            ("snat chain missing", |v| {
+                v["nftables"].as_array_mut().unwrap().remove(3);
+            }),
+            ("snat to another address", |v| {
+                v["nftables"][5]["rule"]["expr"][1]["snat"]["addr"] = "10.0.0.11".into()
+            }),
+            ("SharedIP rule missing", |v| {
+                v["nftables"].as_array_mut().unwrap().remove(6);
+            }),
+        ];
+        for (what, change) in cases {
+            let mut value: serde_json::Value = serde_json::from_str(LISTED).unwrap();
+            change(&mut value);
+            let listing: Nftables = serde_json::from_value(value).unwrap();
+            assert_eq!(differences(&listing, &nat()).len(), 1, "{what}");
+        }
+    }
+
+    #[test]
+    fn external_snat_wants_no_shared_ip_rule_and_one_prefix_is_no_set() {
+        let external = NodeNat {
+            shared_direct: None,
+            ..nat()
+        };
+        assert_eq!(differences(&listed(), &external).len(), 1);
+        let mut value: serde_json::Value = serde_json::from_str(LISTED).unwrap();
+        value["nftables"].as_array_mut().unwrap().remove(6);
+        let listing: Nftables = serde_json::from_value(value).unwrap();
+        assert_eq!(differences(&listing, &external), Vec::<String>::new());
+        // `ip daddr != { 10.0.0.0/16 }` is listed as `ip daddr != 10.0.0.0/16`.
+        let one = snat_rules(&NodeNat {
+            shared_direct: Some(vec!["10.0.0.0/16".parse().unwrap()]),
+            ..nat()
+        });
+        let json = serde_json::to_value(&one[1][1]).unwrap();
+        assert_eq!(
+            json["match"]["right"],
+            serde_json::json!({"prefix": {"addr": "10.0.0.0", "len": 16}})
+        );
+    }
+
+    #[test]
+    fn the_replacement_adds_deletes_and_recreates_the_table_in_one_batch() {
+        let json = serde_json::to_value(replacement(&nat())).unwrap();
+        let commands: Vec<String> = json["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let (verb, object) = c.as_object().unwrap().iter().next().unwrap();
+                let (kind, _) = object.as_object().unwrap().iter().next().unwrap();
+                format!("{verb} {kind}")
+            })
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "add table",
+                "delete table",
+                "add table",
+                "add chain",
+                "add rule",
+                "add chain",
+                "add rule",
+                "add rule"
+            ]
+        );
+        // The rules it adds are the ones `differences` accepts.
+        let listed = serde_json::to_value(listed()).unwrap();
+        for (added, listed_at) in [(4, 4), (6, 5), (7, 6)] {
+            let rule = &json["nftables"][added]["add"]["rule"]["expr"];
+            assert_eq!(rule, &listed["nftables"][listed_at]["rule"]["expr"]);
+        }
+    }
+
+    #[test]
+    fn the_mark_rule_reads_back_and_other_rules_do_not_match() {
+        let rule = mark_rule();
+        assert!(is_mark_rule(&rule));
+        let mut other_mark = mark_rule();
+        other_mark
+            .attributes
+            .retain(|a| !matches!(a, RuleAttribute::FwMark(_)));
+        other_mark.attributes.push(RuleAttribute::FwMark(0x4000));
+        assert!(!is_mark_rule(&other_mark));
+        let pod_rule = super::super::requests::Rule::to_pod(std::net::Ipv4Addr::new(10, 0, 0, 5));
+        assert!(!is_mark_rule(&pod_rule.to_message()));
+    }
+}
