@@ -551,10 +551,18 @@ fn refuses_bad_values() -> TestResult {
     let home = tempfile::tempdir()?;
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let cases: [(&[&str], &[&str]); 17] = [
+    let cases: [(&[&str], &[&str]); 19] = [
         (
             &["--kube-version", "1.29.0"],
             &["requires kubeVersion: >=1.30.0-0"],
+        ),
+        (
+            &["--set", "agent.egress.vpcCIDRs=null"],
+            &["agent.egress.vpcCIDRs must list the VPC's CIDRs while externalSNAT is false"],
+        ),
+        (
+            &["--set", "agent.egress.excludeSNATCIDRs={10.0.0.0}"],
+            &["/agent/egress/excludeSNATCIDRs/0"],
         ),
         (
             &["--set", "cloud.qps=-5"],

@@ -491,6 +491,41 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
          10.0.2.0/24 dev eth0 proto kernel scope link src 10.0.2.20 \n\
          10.96.0.0/12 via 169.254.1.1 dev veth0 proto 225 src 10.0.2.20 onlink \n"
     );
+    // Answers to connections that came in through the veth go back through it.
+    assert_eq!(
+        must(&["ip", "-n", &pod, "route", "show", "table", "225"]),
+        "default via 169.254.1.1 dev veth0 proto 225 src 10.0.2.20 onlink \n"
+    );
+    assert!(
+        must(&["ip", "-n", &pod, "rule"])
+            .contains("1024:\tfrom all fwmark 0x80/0x80 lookup 225 proto 225"),
+        "{}",
+        must(&["ip", "-n", &pod, "rule"])
+    );
+    // The node SNATs what the pod forwards through it (its veth is in group 226).
+    let host_link = must(&[
+        "ip",
+        "-n",
+        &bed.host,
+        "-d",
+        "link",
+        "show",
+        &wired.host_ifname,
+    ]);
+    assert!(host_link.contains("group 226"), "{host_link}");
+    let snat = must(&[
+        "ip",
+        "netns",
+        "exec",
+        &bed.host,
+        "nft",
+        "list",
+        "chain",
+        "ip",
+        "eni-agent",
+        "pod-snat",
+    ]);
+    assert!(snat.contains("iifgroup 226 snat to 10.0.0.10"), "{snat}");
     let main = must(&["ip", "-n", &bed.host, "route"]);
     assert_eq!(
         lines_with(&main, "10.0.2.20"),
@@ -520,7 +555,12 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
     dp.unwire(&unwire_request("ctr-x", &ns))
         .await
         .expect("unwire");
-    assert_eq!(bed.snapshot(&bed.host), before, "ENI back under its name");
+    // The node keeps its node-wide rule (made with the first pod, like ip_forward).
+    assert_eq!(
+        bed.snapshot(&bed.host),
+        with_dnat_replies_rule(&before),
+        "ENI back under its name"
+    );
     assert_eq!(bed.snapshot(&pod), pod_before);
     // The returned ENI is usable again.
     dp.wire(&req).await.expect("wire again");
@@ -528,7 +568,7 @@ async fn exclusive_eni_moves_into_the_pod_and_back() {
     dp.unwire(&unwire_request("ctr-x", &ns))
         .await
         .expect("unwire again");
-    assert_eq!(bed.snapshot(&bed.host), before);
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
 }
 
 #[tokio::test]
@@ -550,7 +590,7 @@ async fn trunk_member_link_is_handed_to_the_pod() {
     dp.unwire(&unwire_request("ctr-t", &ns))
         .await
         .expect("unwire");
-    assert_eq!(bed.snapshot(&bed.host), before);
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
 }
 
 #[tokio::test]

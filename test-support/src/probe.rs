@@ -166,7 +166,9 @@ pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Option<String> {
         .ok()?;
     let mut response = String::new();
     conn.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
+    // CGI answers end their header lines with a bare newline.
+    let response = response.replace("\r\n", "\n");
+    let (head, body) = response.split_once("\n\n")?;
     head.starts_with("HTTP/1.")
         .then_some(())
         .filter(|()| head.split_whitespace().nth(1) == Some("200"))?;

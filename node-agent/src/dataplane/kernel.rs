@@ -262,9 +262,19 @@ impl Netlink {
 
     /// Deletes `rule`; gone already is fine.
     pub async fn delete_rule(&self, rule: &Rule) -> Result<(), DataplaneError> {
-        match self.handle.rule().del(rule.to_message()).execute().await {
+        self.delete_rule_message(rule.to_message(), &format!("{rule:?}"))
+            .await
+    }
+
+    /// Deletes the rule `message` describes; gone already is fine.
+    pub async fn delete_rule_message(
+        &self,
+        message: RuleMessage,
+        what: &str,
+    ) -> Result<(), DataplaneError> {
+        match self.handle.rule().del(message).execute().await {
             Err(e) if errno(&e) == Some(ENOENT) => Ok(()),
-            other => other.map_err(|e| self.error(format!("deleting rule {rule:?}"), e)),
+            other => other.map_err(|e| self.error(format!("deleting rule {what}"), e)),
         }
     }
 

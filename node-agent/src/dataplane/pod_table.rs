@@ -152,6 +152,21 @@ pub async fn ensure(pod: &Path, veth: &str) -> Result<(), DataplaneError> {
     Ok(())
 }
 
+/// Removes the pod's table, if it has one.
+pub async fn remove(pod: &Path) -> Result<(), DataplaneError> {
+    if node_table::list_table(pod, TABLE).await?.is_none() {
+        return Ok(());
+    }
+    let table = Table {
+        family: NfFamily::IP,
+        name: TABLE.into(),
+        handle: None,
+    };
+    let mut batch = Batch::new();
+    batch.delete(NfListObject::Table(table));
+    node_table::apply(pod, batch.to_nftables(), "deleting table ip eni-pod").await
+}
+
 /// What the pod at `pod` lacks of its table, one line each.
 pub async fn check(pod: &Path, veth: &str) -> Result<Vec<String>, DataplaneError> {
     let current = node_table::list_table(pod, TABLE).await?;

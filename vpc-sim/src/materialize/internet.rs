@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! vpc ns                                         inet ns
-//!  igw 203.0.113.1/24, 198.51.100.1/24 ──veth── eth0 203.0.113.10/24 (internet host)
+//!  igw 203.0.113.1/24, 203.0.113.2/24 (NAT gateway),
+//!      198.51.100.1/24                   ──veth── eth0 203.0.113.10/24 (internet host)
 //!                                                     198.51.100.10/24 (peered host)
 //!                                                default via 203.0.113.1
 //! ```
@@ -53,8 +54,11 @@ pub async fn ensure(prefix: &str, vpc: &Handle) -> Result<(), MaterializeError> 
     let igw = kernel::link_index(vpc, IGW_LINK)
         .await?
         .ok_or_else(|| MaterializeError::Kernel("the igw link vanished".into()))?;
+    // The NAT gateway's address lives on the gateway link too, so that the internet
+    // finds (ARPs) where its answers go.
     for address in [
         Ipv4Net::new_assert(IGW_ADDRESS, INTERNET_NET.prefix_len()),
+        Ipv4Net::new_assert(NAT_GATEWAY, INTERNET_NET.prefix_len()),
         Ipv4Net::new_assert(PEERED_ROUTER, PEERED_NET.prefix_len()),
     ] {
         kernel::add_address(vpc, igw, address).await?;
