@@ -1478,3 +1478,176 @@ fn names<K: kube::Resource>(items: &[K]) -> Vec<String> {
         .map(|i| i.meta().name.clone().unwrap_or_default())
         .collect()
 }
+
+/// The chart's MutatingAdmissionPolicy on the real API server: a pod that a Trunk
+/// ENIPool selects (its podSelector's labels and expressions, its namespaceSelector)
+/// gets one `eni-operator.io/member-eni` in the requests and limits of its first
+/// container, keeping what it had; a pod only a SharedIP pool selects, a pod the
+/// selectors leave out and a hostNetwork pod get nothing.
+#[tokio::test]
+async fn trunk_pods_request_a_member_eni() -> TestResult {
+    const MEMBER: &str = "eni-operator.io/member-eni";
+    let home = tempfile::tempdir()?;
+    let cp = ControlPlane::start().await?;
+    let kubeconfig = cp.kubeconfig_path();
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    helm_ok(
+        home.path(),
+        Some(&kubeconfig),
+        &[
+            "install",
+            RELEASE,
+            &chart,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+        ],
+    )
+    .map_err(|e| format!("{e}\napiserver log:\n{}", cp.apiserver_log()))?;
+    let admin = cp.client().await?;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "team-a", "labels": {"team": "a"}}}),
+            )?,
+        )
+        .await?;
+    let pools: Api<eni_crds::ENIPool> = Api::all(admin.clone());
+    let mut trunk = serde_json::to_value(
+        eni_test_support::pool("trunk-web", eni_crds::Mode::Trunk)
+            .pods("app", "web")
+            .security_groups(&["sg-0123456789abcdef0"])
+            .build(),
+    )?;
+    trunk["spec"]["podSelector"]["matchExpressions"] =
+        json!([{"key": "tier", "operator": "NotIn", "values": ["batch"]}]);
+    trunk["spec"]["namespaceSelector"] = json!({"matchLabels": {"team": "a"}});
+    let shared = eni_test_support::pool("shared-db", eni_crds::Mode::SharedIp)
+        .pods("app", "db")
+        .build();
+    pools
+        .create(&PostParams::default(), &serde_json::from_value(trunk)?)
+        .await?;
+    pools.create(&PostParams::default(), &shared).await?;
+
+    let pod = |ns: &str,
+               name: &str,
+               labels: Value,
+               extra: Value|
+     -> Result<Pod, serde_json::Error> {
+        let mut pod = json!({
+            "metadata": {"name": name, "namespace": ns, "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}, {"name": "d", "image": "busybox"}]},
+        });
+        if let (Some(spec), Some(extra)) = (pod["spec"].as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                spec.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(pod)
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    // (pod, what it must get for the member ENI in requests and limits of container 0,
+    // and whether its cpu limit stays).
+    let with_cpu = json!({"containers": [
+        {"name": "c", "image": "busybox", "resources": {"limits": {"cpu": "1"}}},
+        {"name": "d", "image": "busybox"}]});
+    let cases = [
+        (
+            pod("team-a", "web", json!({"app": "web"}), json!({}))?,
+            true,
+        ),
+        (
+            pod("team-a", "web-cpu", json!({"app": "web"}), with_cpu)?,
+            true,
+        ),
+        (
+            pod(
+                "team-a",
+                "web-batch",
+                json!({"app": "web", "tier": "batch"}),
+                json!({}),
+            )?,
+            false,
+        ),
+        (pod("team-a", "db", json!({"app": "db"}), json!({}))?, false),
+        (
+            pod("default", "web", json!({"app": "web"}), json!({}))?,
+            false,
+        ),
+        (
+            pod(
+                "team-a",
+                "web-host",
+                json!({"app": "web"}),
+                json!({"hostNetwork": true}),
+            )?,
+            false,
+        ),
+    ];
+    let member = |p: &Pod, container: usize| -> (Option<String>, Option<String>) {
+        let r = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.get(container))
+            .and_then(|c| c.resources.clone())
+            .unwrap_or_default();
+        let get = |l: Option<
+            BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+        >| { l.and_then(|l| l.get(MEMBER).map(|q| q.0.clone())) };
+        (get(r.requests), get(r.limits))
+    };
+    // The policy and its binding take effect a moment after they are created.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = Api::<Pod>::namespaced(admin.clone(), "team-a")
+            .create(&dry_run, &cases[0].0)
+            .await?;
+        if member(&got, 0) == (Some("1".into()), Some("1".into())) {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no member-ENI request after 30s: {:?}", got.spec).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (pod, wanted) in &cases {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let got = Api::<Pod>::namespaced(admin.clone(), &ns)
+            .create(&dry_run, pod)
+            .await?;
+        let want = if *wanted {
+            (Some("1".to_owned()), Some("1".to_owned()))
+        } else {
+            (None, None)
+        };
+        assert_eq!(member(&got, 0), want, "{ns}/{name}");
+        assert_eq!(
+            member(&got, 1),
+            (None, None),
+            "{ns}/{name}: second container"
+        );
+        if name == "web-cpu" {
+            let limits = got
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers[0].resources.clone());
+            let cpu = limits
+                .and_then(|r| r.limits)
+                .and_then(|l| l.get("cpu").cloned());
+            assert_eq!(
+                cpu.map(|q| q.0),
+                Some("1".to_owned()),
+                "{ns}/{name} keeps its cpu limit"
+            );
+        }
+    }
+    Ok(())
+}

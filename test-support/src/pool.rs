@@ -93,6 +93,12 @@ impl PoolBuilder {
         self
     }
 
+    /// At most `n` ENIs (Exclusive) or member ENIs (Trunk) per node.
+    pub fn max_enis(mut self, n: u32) -> Self {
+        self.warm().max_enis = Some(n);
+        self
+    }
+
     pub fn release_delay(mut self, duration: &str) -> Self {
         self.warm().release_delay = duration.into();
         self

@@ -47,6 +47,7 @@ mod bandwidth;
 mod cni_check_gc;
 mod egress;
 mod sandbox_retry;
+mod scheduling;
 mod services;
 mod upgrade;
 
@@ -54,6 +55,7 @@ use bandwidth::bandwidth_annotation_is_enforced;
 use cni_check_gc::cni_check_and_gc_through_libcni;
 use egress::egress_snat_in_every_mode;
 use sandbox_retry::sandbox_recreated_after_a_failed_add;
+use scheduling::trunk_capacity_is_scheduled;
 use services::{services_in_every_mode, services_with_iptables_kube_proxy};
 use upgrade::helm_upgrade_of_the_agent_keeps_pods;
 
@@ -75,6 +77,7 @@ fn main() -> std::process::ExitCode {
             services_with_iptables_kube_proxy,
         ),
         trial("egress_snat_in_every_mode", egress_snat_in_every_mode),
+        trial("trunk_capacity_is_scheduled", trunk_capacity_is_scheduled),
         trial(
             "kubelet_and_containerd_restarts_keep_pods",
             restarts_keep_pods,

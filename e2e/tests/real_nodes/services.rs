@@ -1,7 +1,7 @@
-//! Kubernetes Services through the real kube-proxy on each node: ClusterIP from pods of
-//! every mode to pods of every mode (same node, across nodes, and a pod through its
-//! own Service: hairpin), from the nodes themselves (hostNetwork), and NodePorts from a
-//! VPC host with both external traffic policies.
+//! Kubernetes Services through the real kube-proxy on each node: ClusterIP and NodePort
+//! from pods of every mode to pods of every mode (same node, across nodes, and a pod
+//! through its own Service: hairpin), from the nodes themselves (hostNetwork), and
+//! NodePorts from a VPC host with both external traffic policies.
 
 use super::*;
 
@@ -193,6 +193,21 @@ async fn services(proxy: ProxyMode, modes: &[&'static str]) -> Result<(), Failed
                     got.as_deref() == Some(backend.name.as_str()),
                     &mut failures,
                 );
+                // The Cluster NodePort from the pod, by its own node's address and the
+                // other's.
+                for node in ["r1", "r2"] {
+                    let to = SocketAddr::from((node_ip(node)?, backend.node_port));
+                    let got =
+                        eventually(&client.netns, to, "/index.html", &backend.name, ANSWERS).await;
+                    check(
+                        &format!(
+                            "NodePort Cluster from a pod: {} (on {}) -> {node} {to} reaches {}: {got:?}",
+                            client.name, client.node, backend.name
+                        ),
+                        got.as_deref() == Some(backend.name.as_str()),
+                        &mut failures,
+                    );
+                }
             }
         }
 

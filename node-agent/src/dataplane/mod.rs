@@ -17,6 +17,7 @@ mod passthrough;
 mod pod_table;
 mod probe;
 pub mod requests;
+mod service_redirect;
 mod shaping;
 mod shared_ipvlan;
 mod shared_veth;

@@ -128,7 +128,7 @@ impl Direction {
     }
 
     /// The clsact hook the redirect hangs on.
-    fn parent(self) -> TcHandle {
+    pub fn parent(self) -> TcHandle {
         TcHandle {
             major: 0xffff,
             minor: match self {
@@ -380,18 +380,7 @@ pub fn redirect_message(index: u32, direction: Direction, to: u32) -> TcMessage 
     selector.flags = TcU32SelectorFlags::Terminal;
     selector.nkeys = 1;
     selector.keys = vec![TcU32Key::default()];
-    let mut mirror = TcMirror::default();
-    mirror.generic = TcActionGeneric::default();
-    mirror.generic.action = TcActionType::Stolen;
-    mirror.eaction = TcMirrorActionType::EgressRedir;
-    mirror.ifindex = to;
-    let mut action = TcAction::default();
-    action.attributes = vec![
-        TcActionAttribute::Kind("mirred".into()),
-        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
-            mirror,
-        ))]),
-    ];
+    let action = mirred(TcMirrorActionType::EgressRedir, to);
     let mut message = TcMessage::with_index(index as i32);
     message.header.parent = direction.parent();
     // tcm_info: priority in the high half, the protocol in network order in the low.
@@ -404,6 +393,39 @@ pub fn redirect_message(index: u32, direction: Direction, to: u32) -> TcMessage 
         ]),
     ];
     message
+}
+
+/// `action mirred <egress|ingress> redirect dev <to>`: the packet is stolen and sent
+/// out of (egress) or into (ingress) link `to`.
+pub fn mirred(kind: TcMirrorActionType, to: u32) -> TcAction {
+    let mut mirror = TcMirror::default();
+    mirror.generic = TcActionGeneric::default();
+    mirror.generic.action = TcActionType::Stolen;
+    mirror.eaction = kind;
+    mirror.ifindex = to;
+    let mut action = TcAction::default();
+    action.attributes = vec![
+        TcActionAttribute::Kind("mirred".into()),
+        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+            mirror,
+        ))]),
+    ];
+    action
+}
+
+/// The link a mirred action redirects *into* (ingress), if it does.
+pub fn ingress_redirect_target(action: &TcAction) -> Option<u32> {
+    action.attributes.iter().find_map(|a| match a {
+        TcActionAttribute::Options(opts) => opts.iter().find_map(|o| match o {
+            TcActionOption::Mirror(TcActionMirrorOption::Parms(m))
+                if m.eaction == TcMirrorActionType::IngressRedir =>
+            {
+                Some(m.ifindex)
+            }
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// The ifb a filter redirects to, if it is a mirred redirect.

@@ -4,8 +4,8 @@
 //! `default via <gateway> onlink` and `<node ip>/32 dev <ifname>`. Host: one slave of
 //! the same ENI, `ipvl<ENI index>`, holds `<node ip>/32` so that ipvlan delivers
 //! pod-to-node traffic to it, and main routes `<ip>/32 dev ipvl<ENI index>` back.
-//! Service traffic cannot reach the host's netfilter through ipvlan; it needs a
-//! service implementation on the ENI (documented in docs/datapaths.md).
+//! Service traffic, which ipvlan would send past the host's netfilter, is redirected
+//! into the host slave by a filter on the ENI (`service_redirect`).
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -20,7 +20,9 @@ use super::naming::{
 };
 use super::requests::{self, MAIN_TABLE, Route};
 use super::veth_pair::{mac_of, mark_pod_link, require_link};
-use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, missing_eni, netns};
+use super::{
+    Checked, Dataplane, PodRequest, PodRoute, WiredPod, missing_eni, netns, service_redirect,
+};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -64,6 +66,7 @@ impl Dataplane {
             }
         };
         let host_slave = self.ensure_host_slave(&eni).await?;
+        service_redirect::ensure(&self.host, &eni, &self.config.service_cidrs, &host_slave).await?;
         self.prepare_host(None).await?;
         let (host_side, pod_side) = self.ipvlan_expectations(checked, &eni, &host_slave, &pod_link);
         pod_side.apply(&pod).await?;
@@ -132,6 +135,15 @@ impl Dataplane {
         };
         let (host_side, pod_side) = self.ipvlan_expectations(checked, &eni, &host_slave, &pod_link);
         let mut differences = host_side.differences(&self.host, "host").await?;
+        differences.extend(
+            service_redirect::differences(
+                &self.host,
+                &eni,
+                &self.config.service_cidrs,
+                &host_slave,
+            )
+            .await?,
+        );
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
     }

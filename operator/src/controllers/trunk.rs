@@ -21,7 +21,7 @@ use crate::{
     node::Node,
 };
 
-/// Extended resource advertising free member ENIs, for schedulers.
+/// Extended resource advertising a node's member ENIs, for schedulers.
 pub const MEMBER_RESOURCE: &str = "eni-operator.io/member-eni";
 
 /// The TrunkENI status of an inventory, None without a trunk.
@@ -72,11 +72,6 @@ pub async fn publish(ctx: &Ctx, node: &Node, s: &PoolSettings) -> Result<(), kub
     let Some(status) = node.read(|inv| trunk_status(inv, capacity)) else {
         return Ok(());
     };
-    let used = status
-        .members
-        .iter()
-        .filter(|m| m.state != MemberState::Warm)
-        .count() as u32;
     let api: Api<TrunkENI> = Api::all(ctx.client().clone());
     let obj = TrunkENI::new(
         &node.name,
@@ -92,11 +87,13 @@ pub async fn publish(ctx: &Ctx, node: &Node, s: &PoolSettings) -> Result<(), kub
         json!({"apiVersion": "eni-operator.io/v1alpha1", "kind": "TrunkENI", "status": status});
     api.patch_status(&node.name, &pp, &Patch::Apply(&body))
         .await?;
-    // Schedulers see how many more trunk pods fit.
-    let free = capacity.saturating_sub(used).to_string();
+    // How many trunk pods fit; the scheduler subtracts what the pods on the node
+    // request (the chart's admission policy makes every trunk pod request one), as it
+    // does for any resource, so allocatable is the whole capacity, not what is free.
+    let capacity = capacity.to_string();
     let node_status = json!({
         "apiVersion": "v1", "kind": "Node",
-        "status": {"capacity": {MEMBER_RESOURCE: capacity.to_string()}, "allocatable": {MEMBER_RESOURCE: free}}
+        "status": {"capacity": {MEMBER_RESOURCE: &capacity}, "allocatable": {MEMBER_RESOURCE: &capacity}}
     });
     Api::<K8sNode>::all(ctx.client().clone())
         .patch_status(&node.name, &pp, &Patch::Apply(&node_status))
