@@ -189,6 +189,23 @@ impl Bed {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `helm upgrade` of the release with its values and `--set <set>` (returns once
+    /// helm has applied it; the rollout is the caller's to wait for).
+    pub async fn helm_upgrade_set(&self, set: &str) -> Result<String, BedError> {
+        let chart = chart_dir().display().to_string();
+        self.helm(&[
+            "upgrade",
+            RELEASE,
+            &chart,
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--reuse-values",
+            "--set",
+            set,
+        ])
+        .await
+    }
+
     pub async fn install_chart(&self) -> Result<Duration, BedError> {
         let started = Instant::now();
         let images = self

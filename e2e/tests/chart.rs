@@ -1132,21 +1132,19 @@ async fn patch_status_as_agent_on(
     admin.request_text(req).await
 }
 
-#[tokio::test]
-async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestResult {
+/// A control plane with the chart installed by `helm install` (helm's home is the
+/// temp dir).
+async fn installed() -> Result<(tempfile::TempDir, ControlPlane), Box<dyn std::error::Error>> {
     let home = tempfile::tempdir()?;
     let cp = ControlPlane::start().await?;
-    let kubeconfig = cp.kubeconfig_path();
     let chart = chart_dir();
-    let chart = chart.to_string_lossy();
-
     helm_ok(
         home.path(),
-        Some(&kubeconfig),
+        Some(&cp.kubeconfig_path()),
         &[
             "install",
             RELEASE,
-            &chart,
+            &chart.to_string_lossy(),
             "--namespace",
             NAMESPACE,
             "--create-namespace",
@@ -1155,6 +1153,15 @@ async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestR
         ],
     )
     .map_err(|e| format!("{e}\napiserver log:\n{}", cp.apiserver_log()))?;
+    Ok((home, cp))
+}
+
+#[tokio::test]
+async fn install_enforces_rbac_and_node_scope_then_uninstalls_cleanly() -> TestResult {
+    let (home, cp) = installed().await?;
+    let kubeconfig = cp.kubeconfig_path();
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
 
     let admin = cp.client().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
@@ -1487,24 +1494,7 @@ fn names<K: kube::Resource>(items: &[K]) -> Vec<String> {
 #[tokio::test]
 async fn trunk_pods_request_a_member_eni() -> TestResult {
     const MEMBER: &str = "eni-operator.io/member-eni";
-    let home = tempfile::tempdir()?;
-    let cp = ControlPlane::start().await?;
-    let kubeconfig = cp.kubeconfig_path();
-    let chart = chart_dir();
-    let chart = chart.to_string_lossy();
-    helm_ok(
-        home.path(),
-        Some(&kubeconfig),
-        &[
-            "install",
-            RELEASE,
-            &chart,
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-        ],
-    )
-    .map_err(|e| format!("{e}\napiserver log:\n{}", cp.apiserver_log()))?;
+    let (_home, cp) = installed().await?;
     let admin = cp.client().await?;
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces

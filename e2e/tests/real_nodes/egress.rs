@@ -74,18 +74,7 @@ async fn upgrade_agents(bed: &Bed, set: &str) -> Result<(), BedError> {
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
     let before = &before;
-    let chart = chart_dir().display().to_string();
-    bed.helm(&[
-        "upgrade",
-        RELEASE,
-        &chart,
-        "--namespace",
-        "eni-system",
-        "--reuse-values",
-        "--set",
-        set,
-    ])
-    .await?;
+    bed.helm_upgrade_set(set).await?;
     wait_for(
         &format!("agents replaced after --set {set}"),
         Duration::from_secs(120),

@@ -121,19 +121,8 @@ pub(super) async fn helm_upgrade_of_the_agent_keeps_pods() -> Result<(), Failed>
             held.insert(name.clone(), conn);
         }
         let started = Instant::now();
-        let chart = chart_dir().display().to_string();
-        let tag = format!("images.agent.tag={version}");
-        bed.helm(&[
-            "upgrade",
-            RELEASE,
-            &chart,
-            "--namespace",
-            "eni-system",
-            "--reuse-values",
-            "--set",
-            &tag,
-        ])
-        .await?;
+        bed.helm_upgrade_set(&format!("images.agent.tag={version}"))
+            .await?;
         let helm_secs = started.elapsed().as_secs_f64();
         // Rolled out: on each node a new agent pod, Ready, whose container runs from
         // another image id than the old one's (not only a changed spec).

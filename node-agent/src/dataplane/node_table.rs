@@ -22,7 +22,7 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::route::RouteHeader;
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use nftables::batch::Batch;
-use nftables::expr::{BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression};
+use nftables::expr::{BinaryOperation, CT, CTDir, Expression, Meta, MetaKey, NamedExpression};
 use nftables::helper::{self, NftablesError};
 use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule as NftRule, Table};
 use nftables::stmt::{Mangle, Match, Operator, Statement};
@@ -55,8 +55,11 @@ pub const SHARED_POD_GROUP: u32 = 225;
 pub const PASSTHROUGH_POD_GROUP: u32 = 226;
 
 const TABLE: &str = "eni-agent";
-const CHAIN: &str = "dnat-replies";
+const REPLIES_CHAIN: &str = "dnat-replies";
+const REQUESTS_CHAIN: &str = "dnat-requests";
 const SNAT_CHAIN: &str = "pod-snat";
+/// After kube-proxy's and portmap's DNAT (`dstnat`, -100), before routing.
+const REQUESTS_PRIORITY: i32 = -90;
 /// kube-proxy masquerades at `srcnat` (100); the pods' own rule comes first so that a
 /// passthrough pod's hairpin takes the node's address, which its routes lead back to.
 const SNAT_PRIORITY: i32 = 90;
@@ -86,61 +89,121 @@ const MANGLE_PRIORITY: i32 = -150;
 /// The nft program (Debian's nftables, shipped in the agent image).
 const NFT: &str = "nft";
 
-/// The statements of the marking rule.
-fn marking_statements() -> Vec<Statement<'static>> {
-    let ct = |key: &'static str| {
-        Expression::Named(NamedExpression::CT(CT {
-            key: key.into(),
-            family: None,
-            dir: None,
-        }))
-    };
+fn ct(key: &'static str, dir: Option<CTDir>) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir,
+    }))
+}
+
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+/// `meta mark set meta mark | 0x80`.
+fn set_mark() -> Statement<'static> {
     let mark = || Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Mark }));
+    Statement::Mangle(Mangle {
+        key: mark(),
+        value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
+            mark(),
+            Expression::Number(REPLY_MARK),
+        ]))),
+    })
+}
+
+/// `ct direction reply ct status dnat meta mark set meta mark | 0x80`.
+fn marking_statements() -> Vec<Statement<'static>> {
     vec![
-        Statement::Match(Match {
-            left: ct("direction"),
-            right: Expression::String("reply".into()),
-            op: Operator::EQ,
-        }),
-        Statement::Match(Match {
-            left: ct("status"),
-            right: Expression::String("dnat".into()),
-            op: Operator::IN,
-        }),
-        Statement::Mangle(Mangle {
-            key: mark(),
-            value: Expression::BinaryOperation(Box::new(BinaryOperation::OR(vec![
-                mark(),
-                Expression::Number(REPLY_MARK),
-            ]))),
-        }),
+        matches(
+            ct("direction", None),
+            Operator::EQ,
+            Expression::String("reply".into()),
+        ),
+        matches(
+            ct("status", None),
+            Operator::IN,
+            Expression::String("dnat".into()),
+        ),
+        set_mark(),
     ]
 }
 
-fn chain() -> Chain<'static> {
+/// `ct direction original ct status dnat ct original ip daddr <node ip> meta mark set
+/// meta mark | 0x80`: a connection to the node's address (a NodePort, a hostPort) that
+/// the node DNATed to a pod leaves by the main table. From a SharedIP pod of this node
+/// it would otherwise take the pod's rule 2048 out of the pod's ENI, where kube-proxy's
+/// masquerade gives it the node's address, which the VPC drops as spoofed.
+fn request_marking(node_ip: Ipv4Addr) -> Vec<Statement<'static>> {
+    vec![
+        matches(
+            ct("direction", None),
+            Operator::EQ,
+            Expression::String("original".into()),
+        ),
+        matches(
+            ct("status", None),
+            Operator::IN,
+            Expression::String("dnat".into()),
+        ),
+        matches(
+            ct("ip daddr", Some(CTDir::Original)),
+            Operator::EQ,
+            Expression::String(node_ip.to_string().into()),
+        ),
+        set_mark(),
+    ]
+}
+
+fn chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
     Chain {
         family: NfFamily::IP,
         table: TABLE.into(),
-        name: CHAIN.into(),
-        _type: Some(NfChainType::Filter),
-        hook: Some(NfHook::Prerouting),
-        prio: Some(MANGLE_PRIORITY),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
         policy: Some(NfChainPolicy::Accept),
         ..Chain::default()
     }
 }
 
-fn snat_chain() -> Chain<'static> {
-    Chain {
-        family: NfFamily::IP,
-        table: TABLE.into(),
-        name: SNAT_CHAIN.into(),
-        _type: Some(NfChainType::NAT),
-        hook: Some(NfHook::Postrouting),
-        prio: Some(SNAT_PRIORITY),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    }
+/// The table's chains with their rules, in order.
+fn chains(nat: &NodeNat) -> Vec<(Chain<'static>, Vec<Vec<Statement<'static>>>)> {
+    vec![
+        (
+            chain(
+                REPLIES_CHAIN,
+                NfChainType::Filter,
+                NfHook::Prerouting,
+                MANGLE_PRIORITY,
+            ),
+            vec![marking_statements()],
+        ),
+        (
+            chain(
+                REQUESTS_CHAIN,
+                NfChainType::Filter,
+                NfHook::Prerouting,
+                REQUESTS_PRIORITY,
+            ),
+            vec![request_marking(nat.node_ip)],
+        ),
+        (
+            chain(
+                SNAT_CHAIN,
+                NfChainType::NAT,
+                NfHook::Postrouting,
+                SNAT_PRIORITY,
+            ),
+            snat_rules(nat),
+        ),
+    ]
 }
 
 /// The statements of each rule of the `snat` chain, in order.
@@ -212,23 +275,18 @@ pub fn replacement(nat: &NodeNat) -> Nftables<'static> {
     batch.add(NfListObject::Table(table()));
     batch.delete(NfListObject::Table(table()));
     batch.add(NfListObject::Table(table()));
-    batch.add(NfListObject::Chain(chain()));
-    batch.add(NfListObject::Rule(NftRule {
-        family: NfFamily::IP,
-        table: TABLE.into(),
-        chain: CHAIN.into(),
-        expr: marking_statements().into(),
-        ..NftRule::default()
-    }));
-    batch.add(NfListObject::Chain(snat_chain()));
-    for statements in snat_rules(nat) {
-        batch.add(NfListObject::Rule(NftRule {
-            family: NfFamily::IP,
-            table: TABLE.into(),
-            chain: SNAT_CHAIN.into(),
-            expr: statements.into(),
-            ..NftRule::default()
-        }));
+    for (chain, rules) in chains(nat) {
+        let name = chain.name.clone();
+        batch.add(NfListObject::Chain(chain));
+        for statements in rules {
+            batch.add(NfListObject::Rule(NftRule {
+                family: NfFamily::IP,
+                table: TABLE.into(),
+                chain: name.clone(),
+                expr: statements.into(),
+                ..NftRule::default()
+            }));
+        }
     }
     batch.to_nftables()
 }
@@ -236,61 +294,49 @@ pub fn replacement(nat: &NodeNat) -> Nftables<'static> {
 /// How a listing of the agent's table (`nft -j list table ip eni-agent`) differs from
 /// the wanted one, one line each.
 pub fn differences(listing: &Nftables<'_>, nat: &NodeNat) -> Vec<String> {
-    let mut chains = Vec::new();
-    let mut rules = Vec::new();
-    for object in listing.objects.iter() {
-        match object {
-            NfObject::ListObject(NfListObject::Chain(c)) => chains.push(c),
-            NfObject::ListObject(NfListObject::Rule(r)) => rules.push(r),
-            _ => {}
-        }
-    }
     let mut found = Vec::new();
-    let wanted = chain();
-    match chains.iter().find(|c| c.name == CHAIN) {
-        None => found.push(format!("nftables: chain ip {TABLE} {CHAIN} is missing")),
-        Some(c) if (c._type, c.hook, c.prio) != (wanted._type, wanted.hook, wanted.prio) => found
-            .push(format!(
-                "nftables: chain ip {TABLE} {CHAIN} is not a filter chain on prerouting at priority {MANGLE_PRIORITY}"
-            )),
-        Some(_) => {}
-    }
-    let statements = marking_statements();
-    let ours: Vec<_> = rules.iter().filter(|r| r.chain == CHAIN).collect();
-    if ours.len() != 1 || ours[0].expr.as_ref() != statements.as_slice() {
-        found.push(format!(
-            "nftables: chain ip {TABLE} {CHAIN} does not hold exactly the rule \
-             `ct direction reply ct status dnat meta mark set meta mark | {REPLY_MARK:#x}` ({} rules)",
-            ours.len()
-        ));
-    }
-    let wanted = snat_chain();
-    match chains.iter().find(|c| c.name == SNAT_CHAIN) {
-        None => found.push(format!("nftables: chain ip {TABLE} {SNAT_CHAIN} is missing")),
-        Some(c) if (c._type, c.hook, c.prio) != (wanted._type, wanted.hook, wanted.prio) => found
-            .push(format!(
-                "nftables: chain ip {TABLE} {SNAT_CHAIN} is not a nat chain on postrouting at priority {SNAT_PRIORITY}"
-            )),
-        Some(_) => {}
-    }
-    let listed: Vec<_> = rules
-        .iter()
-        .filter(|r| r.chain == SNAT_CHAIN)
-        .map(|r| r.expr.as_ref())
-        .collect();
-    let wanted = snat_rules(nat);
-    if listed.len() != wanted.len() || listed.iter().zip(&wanted).any(|(l, w)| *l != w.as_slice()) {
-        found.push(format!(
-            "nftables: chain ip {TABLE} {SNAT_CHAIN} does not SNAT to {} exactly {} (it has {} rules)",
-            nat.node_ip,
-            match &nat.shared_direct {
-                None => "Exclusive and Trunk pods' traffic".to_owned(),
-                Some(direct) => format!(
-                    "Exclusive and Trunk pods' traffic, and SharedIP pods' traffic to anything but {direct:?}"
-                ),
-            },
-            listed.len()
-        ));
+    for (wanted, rules) in chains(nat) {
+        let name = &wanted.name;
+        let listed = listing.objects.iter().find_map(|o| match o {
+            NfObject::ListObject(NfListObject::Chain(c)) if c.name == *name => Some(c),
+            _ => None,
+        });
+        match listed {
+            None => {
+                found.push(format!("nftables: chain ip {TABLE} {name} is missing"));
+                continue;
+            }
+            Some(c) if (c._type, c.hook, c.prio) != (wanted._type, wanted.hook, wanted.prio) => {
+                found.push(format!(
+                    "nftables: chain ip {TABLE} {name} is not a {:?} chain on {:?} at priority {:?}",
+                    wanted._type, wanted.hook, wanted.prio
+                ));
+            }
+            Some(_) => {}
+        }
+        let have: Vec<_> = listing
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                NfObject::ListObject(NfListObject::Rule(r)) if r.chain == *name => {
+                    Some(r.expr.as_ref())
+                }
+                _ => None,
+            })
+            .collect();
+        if have.len() != rules.len() || have.iter().zip(&rules).any(|(h, w)| *h != w.as_slice()) {
+            found.push(format!(
+                "nftables: chain ip {TABLE} {name} does not hold its {} rules (it has {}; the node \
+                 address is {}, SharedIP pods reach {} without SNAT)",
+                rules.len(),
+                have.len(),
+                nat.node_ip,
+                match &nat.shared_direct {
+                    None => "everything".to_owned(),
+                    Some(direct) => format!("{direct:?}"),
+                },
+            ));
+        }
     }
     found
 }
@@ -433,34 +479,28 @@ mod tests {
     use super::*;
 
     /// What `nft -j list table ip eni-agent` printed (nft 1.0.6) for the table made
-    /// from its text form: `ct direction reply ct status dnat meta mark set meta mark |
-    /// 0x00000080` in a `filter` chain on `prerouting` at priority `mangle`, and in a
-    /// `nat` chain on `postrouting` at priority 90 `iifgroup 226 snat to 10.0.0.10` and
-    /// `iifgroup 225 ip daddr != { 10.0.0.0/16, 198.51.100.0/24 } snat to 10.0.0.10`.
+    /// from its text form: in a `filter` chain on `prerouting` at priority `mangle`, `ct
+    /// direction reply ct status dnat meta mark set meta mark | 0x00000080`; in one at
+    /// priority -90, `ct direction original ct status dnat ct original ip daddr
+    /// 10.0.0.10 meta mark set meta mark | 0x00000080`; in a `nat` chain on
+    /// `postrouting` at priority 90, `iifgroup 226 snat to 10.0.0.10` and `iifgroup 225
+    /// ip daddr != { 10.0.0.0/16, 198.51.100.0/24 } snat to 10.0.0.10`.
     const LISTED: &str = r#"{"nftables": [
       {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
       {"table": {"family": "ip", "name": "eni-agent", "handle": 1}},
-      {"chain": {"family": "ip", "table": "eni-agent", "name": "dnat-replies", "handle": 1,
-                 "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
-      {"chain": {"family": "ip", "table": "eni-agent", "name": "pod-snat", "handle": 2,
-                 "type": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}},
-      {"rule": {"family": "ip", "table": "eni-agent", "chain": "dnat-replies", "handle": 3,
-                "expr": [
-        {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}},
-        {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}},
-        {"mangle": {"key": {"meta": {"key": "mark"}},
-                    "value": {"|": [{"meta": {"key": "mark"}}, 128]}}}]}},
-      {"rule": {"family": "ip", "table": "eni-agent", "chain": "pod-snat", "handle": 4,
-                "expr": [
-        {"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": 226}},
-        {"snat": {"addr": "10.0.0.10"}}]}},
-      {"rule": {"family": "ip", "table": "eni-agent", "chain": "pod-snat", "handle": 6,
-                "expr": [
-        {"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": 225}},
-        {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
-                   "right": {"set": [{"prefix": {"addr": "10.0.0.0", "len": 16}},
-                                     {"prefix": {"addr": "198.51.100.0", "len": 24}}]}}},
-        {"snat": {"addr": "10.0.0.10"}}]}}]}"#;
+      {"chain": {"family": "ip", "table": "eni-agent", "name": "dnat-replies", "handle": 1, "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+      {"chain": {"family": "ip", "table": "eni-agent", "name": "dnat-requests", "handle": 2, "type": "filter", "hook": "prerouting", "prio": -90, "policy": "accept"}},
+      {"chain": {"family": "ip", "table": "eni-agent", "name": "pod-snat", "handle": 3, "type": "nat", "hook": "postrouting", "prio": 90, "policy": "accept"}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "dnat-replies", "handle": 4, "expr": [{"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}}, {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}, {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, 128]}}}]}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "dnat-requests", "handle": 5, "expr": [{"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "original"}}, {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}, {"match": {"op": "==", "left": {"ct": {"key": "ip daddr", "dir": "original"}}, "right": "10.0.0.10"}}, {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, 128]}}}]}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "pod-snat", "handle": 6, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": 226}}, {"snat": {"addr": "10.0.0.10"}}]}},
+      {"rule": {"family": "ip", "table": "eni-agent", "chain": "pod-snat", "handle": 8, "expr": [{"match": {"op": "==", "left": {"meta": {"key": "iifgroup"}}, "right": 225}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": [{"prefix": {"addr": "10.0.0.0", "len": 16}}, {"prefix": {"addr": "198.51.100.0", "len": 24}}]}}}, {"snat": {"addr": "10.0.0.10"}}]}}]}"#;
+
+    /// Positions in [`LISTED`].
+    const SNAT_CHAIN_AT: usize = 4;
+    const REPLIES_RULE_AT: usize = 5;
+    const REQUESTS_RULE_AT: usize = 6;
+    const SHARED_RULE_AT: usize = 8;
 
     fn listed() -> Nftables<'static> {
         serde_json::from_str(LISTED).unwrap()
@@ -476,6 +516,12 @@ mod tests {
         }
     }
 
+    fn changed(change: fn(&mut serde_json::Value)) -> Nftables<'static> {
+        let mut value: serde_json::Value = serde_json::from_str(LISTED).unwrap();
+        change(&mut value);
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn the_table_nft_lists_for_the_text_rules_is_the_wanted_one() {
         assert_eq!(differences(&listed(), &nat()), Vec::<String>::new());
@@ -484,38 +530,44 @@ mod tests {
     #[test]
     fn a_missing_or_changed_rule_or_chain_is_reported() {
         type Change = fn(&mut serde_json::Value);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 9] = [
             ("chain missing", |v| {
                 v["nftables"].as_array_mut().unwrap().remove(2);
             }),
             ("rule missing", |v| {
-                v["nftables"].as_array_mut().unwrap().remove(4);
+                v["nftables"]
+                    .as_array_mut()
+                    .unwrap()
+                    .remove(REPLIES_RULE_AT);
             }),
             ("other priority", |v| {
                 v["nftables"][2]["chain"]["prio"] = 0.into()
             }),
             ("other mark", |v| {
-                v["nftables"][4]["rule"]["expr"][2]["mangle"]["value"]["|"][1] = 64.into()
+                v["nftables"][REPLIES_RULE_AT]["rule"]["expr"][2]["mangle"]["value"]["|"][1] =
+                    64.into()
             }),
             ("second rule", |v| {
-                let rule = v["nftables"][4].clone();
+                let rule = v["nftables"][REPLIES_RULE_AT].clone();
                 v["nftables"].as_array_mut().unwrap().push(rule);
             }),
+            ("requests to another address", |v| {
+                v["nftables"][REQUESTS_RULE_AT]["rule"]["expr"][2]["match"]["right"] =
+                    "10.0.0.11".into()
+            }),
             ("snat chain missing", |v| {
-                v["nftables"].as_array_mut().unwrap().remove(3);
+                v["nftables"].as_array_mut().unwrap().remove(SNAT_CHAIN_AT);
             }),
             ("snat to another address", |v| {
-                v["nftables"][5]["rule"]["expr"][1]["snat"]["addr"] = "10.0.0.11".into()
+                v["nftables"][SHARED_RULE_AT - 1]["rule"]["expr"][1]["snat"]["addr"] =
+                    "10.0.0.11".into()
             }),
             ("SharedIP rule missing", |v| {
-                v["nftables"].as_array_mut().unwrap().remove(6);
+                v["nftables"].as_array_mut().unwrap().remove(SHARED_RULE_AT);
             }),
         ];
         for (what, change) in cases {
-            let mut value: serde_json::Value = serde_json::from_str(LISTED).unwrap();
-            change(&mut value);
-            let listing: Nftables = serde_json::from_value(value).unwrap();
-            assert_eq!(differences(&listing, &nat()).len(), 1, "{what}");
+            assert_eq!(differences(&changed(change), &nat()).len(), 1, "{what}");
         }
     }
 
@@ -526,10 +578,13 @@ mod tests {
             ..nat()
         };
         assert_eq!(differences(&listed(), &external).len(), 1);
-        let mut value: serde_json::Value = serde_json::from_str(LISTED).unwrap();
-        value["nftables"].as_array_mut().unwrap().remove(6);
-        let listing: Nftables = serde_json::from_value(value).unwrap();
-        assert_eq!(differences(&listing, &external), Vec::<String>::new());
+        let without_shared = changed(|v| {
+            v["nftables"].as_array_mut().unwrap().remove(SHARED_RULE_AT);
+        });
+        assert_eq!(
+            differences(&without_shared, &external),
+            Vec::<String>::new()
+        );
         // `ip daddr != { 10.0.0.0/16 }` is listed as `ip daddr != 10.0.0.0/16`.
         let one = snat_rules(&NodeNat {
             shared_direct: Some(vec!["10.0.0.0/16".parse().unwrap()]),
@@ -565,14 +620,24 @@ mod tests {
                 "add rule",
                 "add chain",
                 "add rule",
+                "add chain",
+                "add rule",
                 "add rule"
             ]
         );
         // The rules it adds are the ones `differences` accepts.
         let listed = serde_json::to_value(listed()).unwrap();
-        for (added, listed_at) in [(4, 4), (6, 5), (7, 6)] {
+        for (added, listed_at) in [
+            (4, REPLIES_RULE_AT),
+            (6, REQUESTS_RULE_AT),
+            (8, 7),
+            (9, SHARED_RULE_AT),
+        ] {
             let rule = &json["nftables"][added]["add"]["rule"]["expr"];
-            assert_eq!(rule, &listed["nftables"][listed_at]["rule"]["expr"]);
+            assert_eq!(
+                rule, &listed["nftables"][listed_at]["rule"]["expr"],
+                "rule {added}"
+            );
         }
     }
 
