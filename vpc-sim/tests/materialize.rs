@@ -142,14 +142,16 @@ fn ping(netns: &str, source: &str, destination: &str) -> bool {
 }
 
 fn netns_with_prefix(prefix: &str) -> Vec<String> {
-    std::fs::read_dir("/run/netns")
+    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok()?.file_name().into_string().ok())
                 .filter(|name| name.starts_with(&format!("{prefix}-")))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Runs `work` on a thread inside namespace `netns`.
@@ -397,7 +399,11 @@ async fn enis_become_links_routes_and_filters() {
     let mut one_node = detached.clone();
     one_node.nodes.truncate(1);
     materializer.apply(&one_node).await.unwrap();
-    assert_eq!(netns_with_prefix(&prefix).len(), 2, "vpc and a remain");
+    assert_eq!(
+        netns_with_prefix(&prefix).len(),
+        3,
+        "vpc, the internet and a remain"
+    );
 
     Materializer::cleanup(&prefix).await.unwrap();
     assert!(netns_with_prefix(&prefix).is_empty());
@@ -548,6 +554,81 @@ async fn inconsistent_views_change_nothing() {
     let mut view = two_nodes(&prefix, &["10.0.2.10"], web_rules(&[]));
     view.nodes[1].enis[1].addresses = vec!["10.0.1.10".parse().unwrap()]; // held by eni-a0 too
     assert!(materializer.apply(&view).await.is_err());
-    assert_eq!(netns_with_prefix(&prefix), vec![format!("{prefix}-vpc")]);
+    assert_eq!(
+        netns_with_prefix(&prefix),
+        vec![format!("{prefix}-inet"), format!("{prefix}-vpc")]
+    );
     assert!(Materializer::new("bad-prefix").await.is_err());
+}
+
+/// The source address a TCP connection from `source` (in `from_ns`) shows when it
+/// reaches `destination` (in `to_ns`); `None` when it does not arrive within 2 s.
+fn seen_source(
+    from_ns: &str,
+    source: Ipv4Addr,
+    to_ns: &str,
+    destination: SocketAddr,
+) -> Option<std::net::IpAddr> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_netns(to_ns, move || {
+        let listener = TcpListener::bind(destination).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        ready_tx.send(()).unwrap();
+        for _ in 0..100 {
+            if let Ok((_, peer)) = listener.accept() {
+                return Some(peer.ip());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    });
+    ready_rx.recv().unwrap();
+    // std cannot bind a client socket before connecting: netcat with -s can.
+    let connected = Command::new("ip")
+        .args(["netns", "exec", from_ns, "nc", "-z", "-w", "2", "-s"])
+        .arg(source.to_string())
+        .arg(destination.ip().to_string())
+        .arg(destination.port().to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    let seen = server.join().unwrap();
+    connected.then_some(seen).flatten()
+}
+
+/// Behind the internet gateway: an instance's primary address (it has a public one)
+/// reaches the internet host as itself, a secondary address as the NAT gateway, and
+/// the peered network sees the secondary address unchanged.
+#[tokio::test]
+async fn the_internet_sees_public_addresses_and_the_nat_gateway() {
+    use vpc_sim::materialize::{INTERNET_HOST, NAT_GATEWAY, PEERED_HOST, internet_netns};
+    let guard = Guard::new("i");
+    let prefix = guard.0.clone();
+    let a = node_netns(&prefix, "a");
+    let mut materializer = Materializer::new(&prefix).await.unwrap();
+    materializer
+        .apply(&two_nodes(&prefix, &["10.0.2.10"], web_rules(&[])))
+        .await
+        .unwrap();
+    ip(&["-n", &a, "addr", "add", "10.0.1.11/32", "dev", "eth0"]);
+    let inet = internet_netns(&prefix);
+    let (primary, secondary) = (Ipv4Addr::new(10, 0, 1, 10), Ipv4Addr::new(10, 0, 1, 11));
+    let internet = SocketAddr::from((INTERNET_HOST, 8443));
+    let peered = SocketAddr::from((PEERED_HOST, 8443));
+    assert_eq!(
+        seen_source(&a, primary, &inet, internet),
+        Some(primary.into())
+    );
+    assert_eq!(
+        seen_source(&a, secondary, &inet, internet),
+        Some(NAT_GATEWAY.into())
+    );
+    assert_eq!(
+        seen_source(&a, secondary, &inet, peered),
+        Some(secondary.into())
+    );
+    // A restarted vpc-sim adopts the gateway as it is.
+    let before = ip(&["-n", &inet, "-o", "addr", "show"]);
+    drop(materializer);
+    let _again = Materializer::new(&prefix).await.unwrap();
+    assert_eq!(ip(&["-n", &inet, "-o", "addr", "show"]), before);
 }

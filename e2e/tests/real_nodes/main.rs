@@ -18,7 +18,7 @@ use eni_e2e::{
     bed::{Bed, BedError},
     cluster::fast_cloud,
     node_net::NodeNet,
-    real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, chart_dir, test_pod},
+    real_bed::{ECHO_PORT, HTTP_PORT, RELEASE, test_pod},
     real_node::ProxyMode,
     security_groups::{self, GroupPod},
     traffic::{self, HeldConnection, Pinger},
