@@ -17,5 +17,6 @@ cargo build --locked --workspace --bins
 # The images the real-node trials install with Helm, from those same binaries (users
 # build release images with images/build.sh; CI does not compile everything twice).
 bash images/build.sh --profile dev
-cargo test --workspace --locked
+# Every test target runs even after one fails, so one run reports every failure.
+cargo test --workspace --locked --no-fail-fast
 echo "test.sh: all tests passed in $(( $(date +%s) - start ))s"

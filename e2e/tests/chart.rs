@@ -206,6 +206,8 @@ fn renders_with_default_values() -> TestResult {
         "RoleBinding",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
         "Deployment",
         "DaemonSet",
         "PodDisruptionBudget",
@@ -220,7 +222,9 @@ fn renders_with_default_values() -> TestResult {
     get(&objs, "ServiceAccount", "eni-operator")?;
     get(&objs, "ServiceAccount", "eni-agent")?;
     for ((kind, name), obj) in &objs {
-        let cluster_scoped = kind.starts_with("Cluster") || kind.starts_with("ValidatingAdmission");
+        let cluster_scoped = kind.starts_with("Cluster")
+            || kind.starts_with("ValidatingAdmission")
+            || kind.starts_with("MutatingAdmission");
         let ns = obj["metadata"]["namespace"].as_str();
         if cluster_scoped {
             assert_eq!(ns, None, "{kind} {name}");
