@@ -184,7 +184,15 @@ async fn agent_process_against_a_real_apiserver() {
     let add = run(env("ADD", "first", "web-0", "uid-1"), &conf);
     assert_eq!(add.code, 0, "{}", add.stdout);
     assert_eq!(add.json()["ips"][0]["address"], "10.0.1.5/32");
-    let pn = api.get("web-0").await.unwrap();
+    // The status follows the answer (written off the request's path).
+    let mut pn = api.get("web-0").await.unwrap();
+    for _ in 0..100 {
+        if pn.status.as_ref().and_then(|s| s.phase) == Some(PodNetworkPhase::Ready) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pn = api.get("web-0").await.unwrap();
+    }
     let status = pn.status.clone().expect("status written");
     assert_eq!(status.phase, Some(PodNetworkPhase::Ready));
     assert_eq!(status.container_id.as_deref(), Some("first"));

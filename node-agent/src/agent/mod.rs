@@ -2,6 +2,7 @@
 //!
 //! - [`cache`]: this node's PodNetworks in memory (kube reflector store);
 //! - [`kube`]: the watch that fills the cache and the status writes (all API traffic);
+//! - [`status_queue`]: status writes off the request's path, in order;
 //! - [`handler`]: what each CNI command does;
 //! - [`server`]: the unix socket the plugin talks to;
 //! - [`state`]: the per-container records that outlive PodNetworks and restarts;
@@ -15,6 +16,7 @@ pub mod kube;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod status_queue;
 pub mod wiring;
 
 pub use handler::{Agent, AgentConfig};

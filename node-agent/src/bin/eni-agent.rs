@@ -11,6 +11,7 @@ use eni_node_agent::agent::kube::{KubeStatusWriter, run_watch};
 use eni_node_agent::agent::metrics::Metrics;
 use eni_node_agent::agent::server::{self, ServerError};
 use eni_node_agent::agent::state::{StateDir, StateError};
+use eni_node_agent::agent::status_queue::QueuedStatusWriter;
 use eni_node_agent::agent::{Agent, AgentConfig, http};
 use eni_node_agent::dataplane::{Dataplane, DataplaneConfig, DataplaneError, Egress};
 use eni_node_agent::protocol::DEFAULT_SOCKET_PATH;
@@ -175,7 +176,7 @@ async fn run(args: Args) -> Result<(), StartError> {
         },
         cache.clone(),
         dataplane,
-        KubeStatusWriter::new(client),
+        QueuedStatusWriter::start(KubeStatusWriter::new(client), metrics.clone()),
         state,
         metrics.clone(),
     ));

@@ -299,6 +299,9 @@ pub struct Dataplane {
     features: KernelFeatures,
     /// Serialises changes to the host (shared ENI tables, sweeps).
     lock: Mutex<()>,
+    /// When this process last found (or made) the node's nftables table as wanted: ADD
+    /// lists it again (an `nft` process) only after [`node_table::RECHECK`].
+    node_table_checked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Dataplane {
@@ -323,6 +326,7 @@ impl Dataplane {
             host_file,
             features,
             lock: Mutex::new(()),
+            node_table_checked: std::sync::Mutex::new(None),
         })
     }
 

@@ -29,6 +29,7 @@ use nftables::stmt::{Mangle, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use nftables::expr::{Payload, PayloadField, Prefix, SetItem};
@@ -48,6 +49,9 @@ const _: () = assert!(
     RULE_PRIORITY_TO_POD < RULE_PRIORITY_DNAT_REPLIES
         && RULE_PRIORITY_DNAT_REPLIES < RULE_PRIORITY_FROM_POD
 );
+
+/// How long ADD trusts its last look at the node's table.
+pub const RECHECK: Duration = Duration::from_secs(30);
 
 /// Interface group of SharedIP pods' host veths (`ip link set <veth> group 225`).
 pub const SHARED_POD_GROUP: u32 = 225;
@@ -428,16 +432,28 @@ pub async fn replace(host: &Path, nat: &NodeNat) -> Result<(), DataplaneError> {
 }
 
 impl Dataplane {
-    /// Makes the host hold the agent's table and the mark rule; the table is listed
-    /// first so that a wired node costs one `nft list` per pod, no rewrite.
+    /// Makes the host hold the agent's table and the mark rule. The table is listed
+    /// first, so a wired node costs no rewrite, and at most once per [`RECHECK`]: an
+    /// `nft` process takes a few milliseconds of every ADD otherwise. CHECK always lists
+    /// it, and a CHECK that finds it changed makes the next ADD look again.
     pub(super) async fn ensure_node_table(&self) -> Result<(), DataplaneError> {
-        let nat = self.node_nat();
-        let current = list(&self.host_path).await?;
-        if current
-            .as_ref()
-            .is_none_or(|l| !differences(l, &nat).is_empty())
-        {
-            replace(&self.host_path, &nat).await?;
+        let recent = self
+            .node_table_checked
+            .lock()
+            .map(|t| t.is_some_and(|at| at.elapsed() < RECHECK))
+            .unwrap_or(false);
+        if !recent {
+            let nat = self.node_nat();
+            let current = list(&self.host_path).await?;
+            if current
+                .as_ref()
+                .is_none_or(|l| !differences(l, &nat).is_empty())
+            {
+                replace(&self.host_path, &nat).await?;
+            }
+            if let Ok(mut at) = self.node_table_checked.lock() {
+                *at = Some(Instant::now());
+            }
         }
         self.host
             .add_rule_message(mark_rule(), "fwmark 0x80/0x80 lookup main")
@@ -450,6 +466,12 @@ impl Dataplane {
             Some(listing) => differences(&listing, &self.node_nat()),
             None => vec![format!("nftables: table ip {TABLE} is missing")],
         };
+        if !found.is_empty() {
+            // The next ADD looks again and repairs it.
+            if let Ok(mut at) = self.node_table_checked.lock() {
+                *at = None;
+            }
+        }
         if !self.host.rule_messages().await?.iter().any(is_mark_rule) {
             found.push(format!(
                 "rule missing: {RULE_PRIORITY_DNAT_REPLIES}: fwmark {REPLY_MARK:#x}/{REPLY_MARK:#x} lookup main"

@@ -49,7 +49,7 @@ impl Node {
                 .map(|s| (s.id.clone(), s))
                 .collect()
         };
-        let associations = match owned.iter().find(|e| e.kind == EniKind::Trunk) {
+        let associations = match node_trunk(&owned, &instance.id) {
             Some(t) => p.trunk_associations(&t.id).await?,
             None => Vec::new(),
         };
@@ -77,6 +77,19 @@ impl Node {
         info!(node = name, instance = %instance.id, enis = inv.len(), "node loaded");
         Ok(Node::new(name, instance, limits, inv))
     }
+}
+
+/// The trunk the node's members ride on: the one attached to the instance. A trunk left
+/// unattached by a crash may be listed too (the collector's); reading its associations
+/// instead would leave the members out of the inventory, and the node would try their
+/// VLAN ids again ("VlanId 1 is already in use", seen once in the chaos trial).
+fn node_trunk<'a>(owned: &'a [Eni], instance_id: &str) -> Option<&'a Eni> {
+    owned.iter().find(|e| {
+        e.kind == EniKind::Trunk
+            && e.attachment
+                .as_ref()
+                .is_some_and(|a| a.instance_id == instance_id)
+    })
 }
 
 /// What a loaded ENI is for; None for one the collector is to take.
@@ -249,5 +262,39 @@ mod tests {
         for (name, e, attached, mode, assocs, want) in rows {
             assert_eq!(role(&e, attached, mode, &assocs), want, "{name}");
         }
+    }
+
+    #[test]
+    fn the_node_trunk_is_the_attached_one_whatever_the_listing_order() {
+        let trunk = |id: &str, on: Option<&str>| Eni {
+            id: id.into(),
+            attachment: on.map(|instance| crate::cloud::Attachment {
+                id: format!("attach-{id}"),
+                instance_id: instance.into(),
+                device_index: 1,
+                status: "attached".into(),
+            }),
+            ..eni(EniKind::Trunk, 0)
+        };
+        let leaked = trunk("eni-leaked", None);
+        let other_node = trunk("eni-other", Some("i-2"));
+        let real = trunk("eni-real", Some("i-1"));
+        let shared = eni(EniKind::Standard, 3);
+        for listing in [
+            vec![leaked.clone(), real.clone()],
+            vec![real.clone(), leaked.clone()],
+            vec![
+                other_node.clone(),
+                shared.clone(),
+                leaked.clone(),
+                real.clone(),
+            ],
+        ] {
+            assert_eq!(
+                node_trunk(&listing, "i-1").map(|e| e.id.as_str()),
+                Some("eni-real")
+            );
+        }
+        assert_eq!(node_trunk(&[leaked, other_node, shared], "i-1"), None);
     }
 }
