@@ -12,6 +12,7 @@ mod expect;
 mod kernel;
 pub mod naming;
 mod netns;
+mod nft;
 mod node_table;
 mod passthrough;
 mod pod_table;

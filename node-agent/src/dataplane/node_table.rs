@@ -1,5 +1,5 @@
 //! The agent's node-wide nftables table `ip eni-agent`, made with the first pod and
-//! replaced whole when it differs from what the configuration wants. Two chains:
+//! replaced whole when it differs from what the configuration wants. Three chains:
 //!
 //! - `dnat-replies`: replies to connections the node itself DNATed (a hostPort by the
 //!   chained portmap plugin, a NodePort or ClusterIP by kube-proxy) must leave the way
@@ -9,36 +9,37 @@
 //!   source, so the VPC drops it as spoofed. The chain marks such replies (`ct direction
 //!   reply ct status dnat`) and one policy rule, ahead of the pods' rules, sends marked
 //!   packets to the main table.
-//! - `snat` (postrouting, just before kube-proxy's masquerade): what pods send through
+//! - `dnat-requests`: requests to the node's own address that the node DNATed to a pod
+//!   (a NodePort or hostPort called from a SharedIP pod of the node) get the same mark,
+//!   so they leave by the main table too.
+//! - `pod-snat` (postrouting, just before kube-proxy's masquerade): what pods send through
 //!   the node takes the node's address. Exclusive and Trunk pods only send the node
 //!   what must come back through it (Services, the node, and with SNAT on, destinations
 //!   outside the VPC), so everything they forward is SNATed; SharedIP pods only when
 //!   the destination is outside the VPC and not excluded (`externalSNAT: false`).
 //!   Pods are told apart by their host veth's interface group, set when it is made.
 
-use std::path::Path;
-
-use netlink_packet_route::AddressFamily;
-use netlink_packet_route::route::RouteHeader;
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use nftables::batch::Batch;
-use nftables::expr::{BinaryOperation, CT, CTDir, Expression, Meta, MetaKey, NamedExpression};
-use nftables::helper::{self, NftablesError};
-use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule as NftRule, Table};
-use nftables::stmt::{Mangle, Match, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
-
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use nftables::expr::{Payload, PayloadField, Prefix, SetItem};
-use nftables::stmt::NAT;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::RouteHeader;
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use nftables::expr::{
+    BinaryOperation, CT, CTDir, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+    Prefix, SetItem,
+};
+use nftables::schema::Nftables;
+use nftables::stmt::{Mangle, Match, NAT, Operator, Statement};
+use nftables::types::{NfChainType, NfHook};
 
+use super::Dataplane;
 use super::error::DataplaneError;
 use super::naming::WiringKind;
+use super::nft::{self, ChainProblem, WantedChain};
 use super::requests::{MAIN_TABLE, PROTO, RULE_PRIORITY_FROM_POD, RULE_PRIORITY_TO_POD};
-use super::{Dataplane, netns};
 
 /// Packet mark bit of DNATed replies. kube-proxy uses 0x4000 and 0x8000, portmap
 /// 0x2000; the AWS VPC CNI's nodes use 0x80 for the same purpose.
@@ -87,11 +88,10 @@ pub struct NodeNat {
     /// `Some(p)`: they keep it only towards `p` (the VPC's CIDRs and excludeSNATCIDRs).
     pub shared_direct: Option<Vec<Ipv4Net>>,
 }
+
 /// The `mangle` priority of the prerouting hook: after conntrack (-200) has found the
 /// connection, before routing.
 const MANGLE_PRIORITY: i32 = -150;
-/// The nft program (Debian's nftables, shipped in the agent image).
-const NFT: &str = "nft";
 
 fn ct(key: &'static str, dir: Option<CTDir>) -> Expression<'static> {
     Expression::Named(NamedExpression::CT(CT {
@@ -164,47 +164,31 @@ fn request_marking(node_ip: Ipv4Addr) -> Vec<Statement<'static>> {
     ]
 }
 
-fn chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
-    Chain {
-        family: NfFamily::IP,
-        table: TABLE.into(),
-        name: name.into(),
-        _type: Some(kind),
-        hook: Some(hook),
-        prio: Some(prio),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    }
-}
-
 /// The table's chains with their rules, in order.
-fn chains(nat: &NodeNat) -> Vec<(Chain<'static>, Vec<Vec<Statement<'static>>>)> {
+fn chains(nat: &NodeNat) -> Vec<WantedChain> {
     vec![
-        (
-            chain(
-                REPLIES_CHAIN,
-                NfChainType::Filter,
-                NfHook::Prerouting,
-                MANGLE_PRIORITY,
-            ),
+        WantedChain::new(
+            TABLE,
+            REPLIES_CHAIN,
+            NfChainType::Filter,
+            NfHook::Prerouting,
+            MANGLE_PRIORITY,
             vec![marking_statements()],
         ),
-        (
-            chain(
-                REQUESTS_CHAIN,
-                NfChainType::Filter,
-                NfHook::Prerouting,
-                REQUESTS_PRIORITY,
-            ),
+        WantedChain::new(
+            TABLE,
+            REQUESTS_CHAIN,
+            NfChainType::Filter,
+            NfHook::Prerouting,
+            REQUESTS_PRIORITY,
             vec![request_marking(nat.node_ip)],
         ),
-        (
-            chain(
-                SNAT_CHAIN,
-                NfChainType::NAT,
-                NfHook::Postrouting,
-                SNAT_PRIORITY,
-            ),
+        WantedChain::new(
+            TABLE,
+            SNAT_CHAIN,
+            NfChainType::NAT,
+            NfHook::Postrouting,
+            SNAT_PRIORITY,
             snat_rules(nat),
         ),
     ]
@@ -264,85 +248,39 @@ fn prefixes(list: &[Ipv4Net]) -> Expression<'static> {
     }
 }
 
-fn table() -> Table<'static> {
-    Table {
-        family: NfFamily::IP,
-        name: TABLE.into(),
-        handle: None,
-    }
-}
-
-/// One transaction that replaces the agent's table with the wanted one (adding it
-/// first so that the delete cannot fail on a node that never had it).
+/// One transaction that replaces the agent's table with the wanted one.
 pub fn replacement(nat: &NodeNat) -> Nftables<'static> {
-    let mut batch = Batch::new();
-    batch.add(NfListObject::Table(table()));
-    batch.delete(NfListObject::Table(table()));
-    batch.add(NfListObject::Table(table()));
-    for (chain, rules) in chains(nat) {
-        let name = chain.name.clone();
-        batch.add(NfListObject::Chain(chain));
-        for statements in rules {
-            batch.add(NfListObject::Rule(NftRule {
-                family: NfFamily::IP,
-                table: TABLE.into(),
-                chain: name.clone(),
-                expr: statements.into(),
-                ..NftRule::default()
-            }));
-        }
-    }
-    batch.to_nftables()
+    nft::replacement(TABLE, chains(nat))
 }
 
 /// How a listing of the agent's table (`nft -j list table ip eni-agent`) differs from
 /// the wanted one, one line each.
 pub fn differences(listing: &Nftables<'_>, nat: &NodeNat) -> Vec<String> {
-    let mut found = Vec::new();
-    for (wanted, rules) in chains(nat) {
-        let name = &wanted.name;
-        let listed = listing.objects.iter().find_map(|o| match o {
-            NfObject::ListObject(NfListObject::Chain(c)) if c.name == *name => Some(c),
-            _ => None,
-        });
-        match listed {
-            None => {
-                found.push(format!("nftables: chain ip {TABLE} {name} is missing"));
-                continue;
-            }
-            Some(c) if (c._type, c.hook, c.prio) != (wanted._type, wanted.hook, wanted.prio) => {
-                found.push(format!(
+    let wanted = chains(nat);
+    nft::chain_problems(listing, &wanted)
+        .into_iter()
+        .map(|(chain, problem)| {
+            let c = &chain.chain;
+            let name = &c.name;
+            match problem {
+                ChainProblem::Missing => format!("nftables: chain ip {TABLE} {name} is missing"),
+                ChainProblem::OtherHook => format!(
                     "nftables: chain ip {TABLE} {name} is not a {:?} chain on {:?} at priority {:?}",
-                    wanted._type, wanted.hook, wanted.prio
-                ));
+                    c._type, c.hook, c.prio
+                ),
+                ChainProblem::OtherRules(have) => format!(
+                    "nftables: chain ip {TABLE} {name} does not hold its {} rules (it has {have}; \
+                     the node address is {}, SharedIP pods reach {} without SNAT)",
+                    chain.rules.len(),
+                    nat.node_ip,
+                    match &nat.shared_direct {
+                        None => "everything".to_owned(),
+                        Some(direct) => format!("{direct:?}"),
+                    },
+                ),
             }
-            Some(_) => {}
-        }
-        let have: Vec<_> = listing
-            .objects
-            .iter()
-            .filter_map(|o| match o {
-                NfObject::ListObject(NfListObject::Rule(r)) if r.chain == *name => {
-                    Some(r.expr.as_ref())
-                }
-                _ => None,
-            })
-            .collect();
-        if have.len() != rules.len() || have.iter().zip(&rules).any(|(h, w)| *h != w.as_slice()) {
-            found.push(format!(
-                "nftables: chain ip {TABLE} {name} does not hold its {} rules (it has {}; the node \
-                 address is {}, SharedIP pods reach {} without SNAT)",
-                rules.len(),
-                have.len(),
-                nat.node_ip,
-                match &nat.shared_direct {
-                    None => "everything".to_owned(),
-                    Some(direct) => format!("{direct:?}"),
-                },
-            ));
-        }
-    }
-    found
+        })
+        .collect()
 }
 
 /// The policy rule `fwmark 0x80/0x80 lookup main`, protocol 225.
@@ -394,41 +332,12 @@ pub fn is_mark_rule_to(message: &RuleMessage, wanted: u32) -> bool {
 
 /// The agent's table as the namespace at `host` holds it; `None` when it has none.
 pub async fn list(host: &Path) -> Result<Option<Nftables<'static>>, DataplaneError> {
-    list_table(host, TABLE).await
-}
-
-/// Table `ip <table>` of the namespace at `path`; `None` when it has none.
-pub async fn list_table(
-    path: &Path,
-    table: &'static str,
-) -> Result<Option<Nftables<'static>>, DataplaneError> {
-    netns::run_in(path, move || {
-        match helper::get_current_ruleset_with_args(Some(NFT), ["list", "table", "ip", table]) {
-            Ok(listing) => Ok(Some(listing)),
-            // nft exits non-zero for a table that does not exist.
-            Err(NftablesError::NftFailed { .. }) => Ok(None),
-            Err(e) => Err(nft_error(&format!("listing table ip {table}"), e)),
-        }
-    })
-    .await
-}
-
-/// Loads `ruleset` (one transaction) in the namespace at `path`.
-pub async fn apply(
-    path: &Path,
-    ruleset: Nftables<'static>,
-    what: &'static str,
-) -> Result<(), DataplaneError> {
-    netns::run_in(path, move || {
-        helper::apply_ruleset_with_args(&ruleset, Some(NFT), std::iter::empty::<&str>())
-            .map_err(|e| nft_error(what, e))
-    })
-    .await
+    nft::list_table(host, TABLE).await
 }
 
 /// Replaces the agent's table in the namespace at `host` with the wanted one.
 pub async fn replace(host: &Path, nat: &NodeNat) -> Result<(), DataplaneError> {
-    apply(host, replacement(nat), "replacing table ip eni-agent").await
+    nft::apply(host, replacement(nat), "replacing table ip eni-agent").await
 }
 
 impl Dataplane {
@@ -478,21 +387,6 @@ impl Dataplane {
             ));
         }
         Ok(found.into_iter().map(|d| format!("host: {d}")).collect())
-    }
-}
-
-fn nft_error(what: &str, error: NftablesError) -> DataplaneError {
-    let detail = match error {
-        NftablesError::NftExecution { program, inner } => format!(
-            "cannot run {}: {inner} (the agent image ships Debian's nft; on a bare host install nftables)",
-            program.to_string_lossy()
-        ),
-        NftablesError::NftFailed { stderr, .. } => stderr.trim().to_owned(),
-        other => other.to_string(),
-    };
-    DataplaneError::Nftables {
-        what: what.to_owned(),
-        detail,
     }
 }
 

@@ -25,7 +25,7 @@ use super::naming::{PodLinkMarker, PodLinkOrigin, WiringKind, host_ifname, host_
 use super::pod_table::{self, POD_HOST_TABLE};
 use super::requests::{self, LINK_LOCAL_GATEWAY, MAIN_TABLE, Route};
 use super::veth_pair::{VethPair, ensure_veth, mac_of, require_link};
-use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns, node_table, trunk};
+use super::{Checked, Dataplane, PodRequest, PodRoute, WiredPod, netns, trunk};
 
 const DEFAULT: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::UNSPECIFIED, 0);
 
@@ -55,12 +55,7 @@ impl Dataplane {
         self.ensure_node_table().await?;
         let (host_side, pod_side) = self.expectations(checked, &pod_link, &pair)?;
         pod_side.apply(&pod).await?;
-        pod.add_rule_message(
-            node_table::mark_rule_to(POD_HOST_TABLE),
-            "fwmark 0x80/0x80 lookup 225 (answers through the host veth)",
-        )
-        .await?;
-        pod_table::ensure(&request.netns_path, &pair.pod.name).await?;
+        pod_table::ensure(&pod, &request.netns_path, &pair.pod.name).await?;
         host_side.apply(&self.host).await?;
         let routes = self
             .pod_routes(checked)
@@ -191,20 +186,7 @@ impl Dataplane {
         let mut differences = host_side.differences(&self.host, "host").await?;
         differences.extend(self.node_table_differences().await?);
         differences.extend(pod_side.differences(&pod, "pod").await?);
-        if !pod
-            .rule_messages()
-            .await?
-            .iter()
-            .any(|r| node_table::is_mark_rule_to(r, POD_HOST_TABLE))
-        {
-            differences.push("pod: rule missing: fwmark 0x80/0x80 lookup 225".into());
-        }
-        differences.extend(
-            pod_table::check(&request.netns_path, &pair.pod.name)
-                .await?
-                .into_iter()
-                .map(|d| format!("pod: {d}")),
-        );
+        differences.extend(pod_table::check(&pod, &request.netns_path, &pair.pod.name).await?);
         Ok(differences)
     }
 

@@ -12,14 +12,15 @@
 
 use std::path::Path;
 
-use nftables::batch::Batch;
 use nftables::expr::{CT, Expression, Meta, MetaKey, NamedExpression};
-use nftables::schema::{Chain, NfListObject, NfObject, Nftables, Rule as NftRule, Table};
+use nftables::schema::Nftables;
 use nftables::stmt::{Mangle, Match, Operator, Statement};
-use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use nftables::types::{NfChainType, NfHook};
 
 use super::error::DataplaneError;
-use super::node_table::{self, REPLY_MARK};
+use super::kernel::Netlink;
+use super::nft::{self, WantedChain};
+use super::node_table::{REPLY_MARK, is_mark_rule_to, mark_rule_to};
 
 /// The pod's route table of answers through the host veth.
 pub const POD_HOST_TABLE: u32 = 225;
@@ -28,6 +29,7 @@ const TABLE: &str = "eni-pod";
 const FROM_NODE: &str = "from-node";
 const REPLIES: &str = "replies";
 const MANGLE_PRIORITY: i32 = -150;
+const RULE: &str = "fwmark 0x80/0x80 lookup 225";
 
 fn ct_mark() -> Expression<'static> {
     Expression::Named(NamedExpression::CT(CT {
@@ -40,21 +42,15 @@ fn ct_mark() -> Expression<'static> {
 /// The chains and their one rule each: `iifname <veth> ct mark set 0x80`, and on the
 /// way out `ct mark 0x80 meta mark set 0x80` (a `route` chain, so the kernel routes
 /// the packet again with the mark).
-fn chains(veth: &str) -> [(Chain<'static>, Vec<Statement<'static>>); 2] {
-    let chain = |name: &'static str, kind, hook| Chain {
-        family: NfFamily::IP,
-        table: TABLE.into(),
-        name: name.into(),
-        _type: Some(kind),
-        hook: Some(hook),
-        prio: Some(MANGLE_PRIORITY),
-        policy: Some(NfChainPolicy::Accept),
-        ..Chain::default()
-    };
-    [
-        (
-            chain(FROM_NODE, NfChainType::Filter, NfHook::Prerouting),
-            vec![
+fn chains(veth: &str) -> Vec<WantedChain> {
+    vec![
+        WantedChain::new(
+            TABLE,
+            FROM_NODE,
+            NfChainType::Filter,
+            NfHook::Prerouting,
+            MANGLE_PRIORITY,
+            vec![vec![
                 Statement::Match(Match {
                     left: Expression::Named(NamedExpression::Meta(Meta {
                         key: MetaKey::Iifname,
@@ -66,11 +62,15 @@ fn chains(veth: &str) -> [(Chain<'static>, Vec<Statement<'static>>); 2] {
                     key: ct_mark(),
                     value: Expression::Number(REPLY_MARK),
                 }),
-            ],
+            ]],
         ),
-        (
-            chain(REPLIES, NfChainType::Route, NfHook::Output),
-            vec![
+        WantedChain::new(
+            TABLE,
+            REPLIES,
+            NfChainType::Route,
+            NfHook::Output,
+            MANGLE_PRIORITY,
+            vec![vec![
                 Statement::Match(Match {
                     left: ct_mark(),
                     right: Expression::Number(REPLY_MARK),
@@ -80,97 +80,79 @@ fn chains(veth: &str) -> [(Chain<'static>, Vec<Statement<'static>>); 2] {
                     key: Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Mark })),
                     value: Expression::Number(REPLY_MARK),
                 }),
-            ],
+            ]],
         ),
     ]
 }
 
 /// One transaction that replaces the pod's table with the wanted one.
 pub fn replacement(veth: &str) -> Nftables<'static> {
-    let table = || Table {
-        family: NfFamily::IP,
-        name: TABLE.into(),
-        handle: None,
-    };
-    let mut batch = Batch::new();
-    batch.add(NfListObject::Table(table()));
-    batch.delete(NfListObject::Table(table()));
-    batch.add(NfListObject::Table(table()));
-    for (chain, statements) in chains(veth) {
-        let name = chain.name.clone();
-        batch.add(NfListObject::Chain(chain));
-        batch.add(NfListObject::Rule(NftRule {
-            family: NfFamily::IP,
-            table: TABLE.into(),
-            chain: name,
-            expr: statements.into(),
-            ..NftRule::default()
-        }));
-    }
-    batch.to_nftables()
+    nft::replacement(TABLE, chains(veth))
 }
 
-/// How a listing of the pod's table differs from the wanted one, one line each.
+/// How a listing of the pod's table differs from the wanted one, one line per chain.
 pub fn differences(listing: Option<&Nftables<'_>>, veth: &str) -> Vec<String> {
     let Some(listing) = listing else {
         return vec![format!("nftables: table ip {TABLE} is missing")];
     };
-    let mut found = Vec::new();
-    for (wanted, statements) in chains(veth) {
-        let chain = listing.objects.iter().find_map(|o| match o {
-            NfObject::ListObject(NfListObject::Chain(c)) if c.name == wanted.name => Some(c),
-            _ => None,
-        });
-        let rules: Vec<_> = listing
-            .objects
-            .iter()
-            .filter_map(|o| match o {
-                NfObject::ListObject(NfListObject::Rule(r)) if r.chain == wanted.name => {
-                    Some(r.expr.as_ref())
-                }
-                _ => None,
-            })
-            .collect();
-        let right_chain = chain
-            .is_some_and(|c| (c._type, c.hook, c.prio) == (wanted._type, wanted.hook, wanted.prio));
-        if !right_chain || rules != [statements.as_slice()] {
-            found.push(format!(
-                "nftables: chain ip {TABLE} {} does not mark connections from {veth} and their answers",
-                wanted.name
-            ));
-        }
-    }
-    found
+    let wanted = chains(veth);
+    let mut names: Vec<&str> = nft::chain_problems(listing, &wanted)
+        .into_iter()
+        .map(|(chain, _)| chain.chain.name.as_ref())
+        .collect();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            format!(
+                "nftables: chain ip {TABLE} {name} does not mark connections from {veth} and their answers"
+            )
+        })
+        .collect()
 }
 
-/// Makes the pod at `pod` hold its table; listed first, loaded only when it differs.
-pub async fn ensure(pod: &Path, veth: &str) -> Result<(), DataplaneError> {
-    let current = node_table::list_table(pod, TABLE).await?;
+/// Makes the pod (netlink `pod`, namespace at `path`) hold the rule and its table; the
+/// table is listed first and loaded only when it differs.
+pub async fn ensure(pod: &Netlink, path: &Path, veth: &str) -> Result<(), DataplaneError> {
+    pod.add_rule_message(mark_rule_to(POD_HOST_TABLE), RULE)
+        .await?;
+    let current = nft::list_table(path, TABLE).await?;
     if !differences(current.as_ref(), veth).is_empty() {
-        node_table::apply(pod, replacement(veth), "replacing table ip eni-pod").await?;
+        nft::apply(path, replacement(veth), "replacing table ip eni-pod").await?;
     }
     Ok(())
 }
 
-/// Removes the pod's table, if it has one.
-pub async fn remove(pod: &Path) -> Result<(), DataplaneError> {
-    if node_table::list_table(pod, TABLE).await?.is_none() {
+/// Removes the rule and the table from a pod that has them. The rule is looked for
+/// first: SharedIP pods have neither, and nft costs a process.
+pub async fn remove(pod: &Netlink, path: &Path) -> Result<(), DataplaneError> {
+    let marked = pod
+        .rule_messages()
+        .await?
+        .iter()
+        .any(|r| is_mark_rule_to(r, POD_HOST_TABLE));
+    if !marked {
         return Ok(());
     }
-    let table = Table {
-        family: NfFamily::IP,
-        name: TABLE.into(),
-        handle: None,
-    };
-    let mut batch = Batch::new();
-    batch.delete(NfListObject::Table(table));
-    node_table::apply(pod, batch.to_nftables(), "deleting table ip eni-pod").await
+    pod.delete_rule_message(mark_rule_to(POD_HOST_TABLE), RULE)
+        .await?;
+    nft::apply(path, nft::deletion(TABLE), "deleting table ip eni-pod").await
 }
 
-/// What the pod at `pod` lacks of its table, one line each.
-pub async fn check(pod: &Path, veth: &str) -> Result<Vec<String>, DataplaneError> {
-    let current = node_table::list_table(pod, TABLE).await?;
-    Ok(differences(current.as_ref(), veth))
+/// What the pod lacks of the rule and its table, one line each.
+pub async fn check(pod: &Netlink, path: &Path, veth: &str) -> Result<Vec<String>, DataplaneError> {
+    let mut found = Vec::new();
+    if !pod
+        .rule_messages()
+        .await?
+        .iter()
+        .any(|r| is_mark_rule_to(r, POD_HOST_TABLE))
+    {
+        found.push(format!("rule missing: {RULE}"));
+    }
+    let current = nft::list_table(path, TABLE).await?;
+    found.extend(differences(current.as_ref(), veth));
+    Ok(found.into_iter().map(|d| format!("pod: {d}")).collect())
 }
 
 #[cfg(test)]

@@ -88,9 +88,7 @@ impl Dataplane {
         differences.extend(pod_side.differences(&pod, "pod").await?);
         Ok(differences)
     }
-}
 
-impl Dataplane {
     /// Host-side and pod-side state of a SharedIP veth pod.
     fn shared_veth_state(
         &self,

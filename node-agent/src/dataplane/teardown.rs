@@ -15,9 +15,9 @@ use super::naming::{
     IPVLAN_HOST_ALIAS, PodLinkMarker, PodLinkOrigin, PodMarker, WiringKind, host_ifname,
     ipvlan_host_ifname,
 };
-use super::pod_table::{self, POD_HOST_TABLE};
+use super::pod_table;
 use super::requests::{self, MAIN_TABLE, PROTO, Route, Rule};
-use super::{Dataplane, netns, node_table};
+use super::{Dataplane, netns};
 
 /// A pod wiring found in the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,22 +132,8 @@ impl Dataplane {
             match netns::netlink(path).await {
                 Ok(pod) => {
                     ipvlan_addresses.extend(self.release_pod_links(&pod, container_id).await?);
-                    // A passthrough pod's answers-through-the-veth rule and table
-                    // (looked for first: SharedIP pods have neither, and listing
-                    // nftables costs a process).
-                    let marked = pod
-                        .rule_messages()
-                        .await?
-                        .iter()
-                        .any(|r| node_table::is_mark_rule_to(r, POD_HOST_TABLE));
-                    if marked {
-                        pod.delete_rule_message(
-                            node_table::mark_rule_to(POD_HOST_TABLE),
-                            "fwmark 0x80/0x80 lookup 225",
-                        )
-                        .await?;
-                        pod_table::remove(path).await?;
-                    }
+                    // A passthrough pod's answers-through-the-veth rule and table.
+                    pod_table::remove(&pod, path).await?;
                 }
                 // The namespace went away between the check and the open.
                 Err(DataplaneError::Netns { .. }) => {}
