@@ -27,7 +27,7 @@ use netlink_packet_route::tc::{
 
 use super::error::DataplaneError;
 use super::kernel::{Link, Netlink};
-use super::shaping::{Direction, clsact_message, mirred};
+use super::shaping::{Direction, clsact_message, mirred, mirred_target};
 
 /// Priority of the first Service CIDR's filter; one more for each further CIDR.
 const FIRST_PRIORITY: u16 = 10;
@@ -93,7 +93,7 @@ pub fn redirects(filters: &[TcMessage]) -> BTreeSet<(Ipv4Net, u32)> {
             let target = options.iter().find_map(|o| match o {
                 TcOption::U32(TcFilterU32Option::Action(actions)) => actions
                     .iter()
-                    .find_map(super::shaping::ingress_redirect_target),
+                    .find_map(|a| mirred_target(a, TcMirrorActionType::IngressRedir)),
                 _ => None,
             })?;
             (key.off == IPV4_DST_OFFSET).then_some(())?;

@@ -413,13 +413,11 @@ pub fn mirred(kind: TcMirrorActionType, to: u32) -> TcAction {
     action
 }
 
-/// The link a mirred action redirects *into* (ingress), if it does.
-pub fn ingress_redirect_target(action: &TcAction) -> Option<u32> {
+/// The link a mirred action of `kind` (egress or ingress redirect) sends packets to.
+pub fn mirred_target(action: &TcAction, kind: TcMirrorActionType) -> Option<u32> {
     action.attributes.iter().find_map(|a| match a {
         TcActionAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-            TcActionOption::Mirror(TcActionMirrorOption::Parms(m))
-                if m.eaction == TcMirrorActionType::IngressRedir =>
-            {
+            TcActionOption::Mirror(TcActionMirrorOption::Parms(m)) if m.eaction == kind => {
                 Some(m.ifindex)
             }
             _ => None,
@@ -437,18 +435,7 @@ fn redirect_target(filter: &TcMessage) -> Option<u32> {
             TcAttribute::Options(options) => options.iter().find_map(|option| match option {
                 TcOption::U32(TcFilterU32Option::Action(actions)) => actions
                     .iter()
-                    .flat_map(|a| &a.attributes)
-                    .find_map(|a| match a {
-                        TcActionAttribute::Options(opts) => opts.iter().find_map(|o| match o {
-                            TcActionOption::Mirror(TcActionMirrorOption::Parms(m))
-                                if m.eaction == TcMirrorActionType::EgressRedir =>
-                            {
-                                Some(m.ifindex)
-                            }
-                            _ => None,
-                        }),
-                        _ => None,
-                    }),
+                    .find_map(|a| mirred_target(a, TcMirrorActionType::EgressRedir)),
                 _ => None,
             }),
             _ => None,
