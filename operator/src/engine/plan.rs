@@ -72,6 +72,8 @@ pub struct Input<'a> {
     pub instance: &'a InstanceLimits,
     /// Pods bound to the node waiting for a unit of the pool.
     pub pending: u32,
+    /// Other pools of the node whose pods wait for a unit and may need an ENI slot.
+    pub others_waiting: u32,
     /// Subnets that recently answered "exhausted".
     pub exhausted: &'a BTreeSet<String>,
     /// An active trunk pool of the node other than this one: a trunk this pool no
@@ -103,7 +105,7 @@ pub fn plan(input: &Input) -> Vec<Op> {
     if s.mode == Mode::Trunk && after.trunk().is_none() {
         ops.push(Op::CreateTrunk);
     }
-    let limits = sizing::limits(s, input.instance, &after);
+    let limits = sizing::limits(s, input.instance, &after, input.others_waiting);
     let mut usage = after.usage(s, limits.slots_per_eni, input.pending, input.now);
     // An ENI in an exhausted subnet cannot grow: the plan must add an ENI in a subnet
     // with room instead of asking again for addresses that are not there.

@@ -44,6 +44,11 @@ pub struct Limits {
     /// ENIs (or member ENIs) the pool may still add on this node: instance limit minus
     /// what is attached, capped by the pool's maxENIs.
     pub eni_room: u32,
+    /// ENIs kept for other pools' waiting pods: this pool's own demand may take them,
+    /// its warm and minimum targets may not (a warm ENI of one pool must not take the
+    /// last slot a pod of another pool waits for). Above `eni_room`, idle ENIs of the
+    /// pool go to make room.
+    pub reserved: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +78,7 @@ pub enum Step {
 
 /// Units the node should hold: enough for the pods using or cooling them and the pending
 /// ones plus `warm` free, at least `min`, never above `max` or what the node can hold.
+/// Only the pods' demand may use the ENIs reserved for other pools.
 pub fn target(t: Targets, usage: &Usage, limits: Limits) -> u32 {
     let demand = usage.used + usage.cooling + usage.pending;
     let want = (demand + t.warm).max(t.min);
@@ -82,9 +88,15 @@ pub fn target(t: Targets, usage: &Usage, limits: Limits) -> u32 {
         .iter()
         .map(|e| e.capacity.saturating_sub(e.held))
         .sum();
-    let room_slots = free_slots + limits.eni_room * limits.slots_per_eni;
-    let capacity = (held_slots + room_slots) * limits.units_per_slot;
-    let mut target = want.min(capacity);
+    // Slots the pool may hold with `enis` more ENIs (fewer when negative).
+    let capacity = |enis: i64| {
+        let slots = i64::from(held_slots + free_slots) + enis * i64::from(limits.slots_per_eni);
+        u32::try_from(slots.max(0)).unwrap_or(u32::MAX) * limits.units_per_slot
+    };
+    let unreserved = i64::from(limits.eni_room) - i64::from(limits.reserved);
+    let mut target = want
+        .min(capacity(unreserved))
+        .max(demand.min(capacity(limits.eni_room.into())));
     if let Some(max) = t.max {
         target = target.min(max);
     }
@@ -148,8 +160,14 @@ pub fn targets(s: &PoolSettings) -> Targets {
     }
 }
 
-/// The room pool `s` has on a node of `instance` limits holding `inv`.
-pub fn limits(s: &PoolSettings, instance: &InstanceLimits, inv: &Inventory) -> Limits {
+/// The room pool `s` has on a node of `instance` limits holding `inv`, where
+/// `others_waiting` other pools have pods waiting for a unit (each may need an ENI).
+pub fn limits(
+    s: &PoolSettings,
+    instance: &InstanceLimits,
+    inv: &Inventory,
+    others_waiting: u32,
+) -> Limits {
     let pool_enis = inv
         .pool_enis(&s.name)
         .filter(|e| *e.role() != Role::Trunk)
@@ -163,11 +181,15 @@ pub fn limits(s: &PoolSettings, instance: &InstanceLimits, inv: &Inventory) -> L
             units_per_slot: if s.prefix_delegation { 16 } else { 1 },
             slots_per_eni: instance.ipv4_per_eni.saturating_sub(1),
             eni_room,
+            // Addresses are not given back for another pool: a slot would come free
+            // only once every address of an ENI had.
+            reserved: others_waiting.min(eni_room),
         },
         Mode::Exclusive => Limits {
             units_per_slot: 1,
             slots_per_eni: 1,
             eni_room,
+            reserved: others_waiting,
         },
         Mode::Trunk => Limits {
             units_per_slot: 1,
@@ -176,6 +198,8 @@ pub fn limits(s: &PoolSettings, instance: &InstanceLimits, inv: &Inventory) -> L
                 .branch_enis_per_trunk
                 .saturating_sub(inv.vlan_ids().len() as u32)
                 .min(pool_cap),
+            // Members ride on the trunk: they take no ENI slot of the instance.
+            reserved: 0,
         },
     }
 }

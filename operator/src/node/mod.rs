@@ -209,11 +209,22 @@ impl Node {
         let ops = {
             let st = self.state();
             let pending = st.pending.get(pool.name()).map_or(0, |p| p.len() as u32);
+            // A trunk pool whose trunk is attached grows members, which take no slot.
+            let others_waiting = st
+                .pending
+                .iter()
+                .filter(|(p, waiting)| {
+                    p.as_str() != pool.name()
+                        && !waiting.is_empty()
+                        && !(trunk_pool == Some(p.as_str()) && st.inv.trunk().is_some())
+                })
+                .count() as u32;
             plan::plan(&plan::Input {
                 pool,
                 inventory: &st.inv,
                 instance: &self.limits,
                 pending,
+                others_waiting,
                 exhausted: &cloud.subnets.exhausted(now),
                 trunk_pool,
                 now,

@@ -16,6 +16,8 @@ struct Row {
     /// Pods holding units: `(pod, eni)`; cooling when the pod name starts with `c-`.
     used: Vec<(&'static str, &'static str)>,
     pending: u32,
+    /// Other pools of the node with pods waiting.
+    others_waiting: u32,
     exhausted: Vec<&'static str>,
     trunk_pool: Option<&'static str>,
     /// Seconds after the units became free.
@@ -35,6 +37,7 @@ fn row(name: &'static str, pool: Pool, enis: Vec<EniRecord>, want: Vec<Op>) -> R
         enis,
         used: Vec::new(),
         pending: 0,
+        others_waiting: 0,
         exhausted: Vec::new(),
         trunk_pool: None,
         at: 0,
@@ -99,6 +102,7 @@ fn run(r: Row, t0: Instant) {
         inventory: &inv,
         instance: &m5_large(),
         pending: r.pending,
+        others_waiting: r.others_waiting,
         exhausted: &exhausted,
         trunk_pool: r.trunk_pool,
         now: t0 + Duration::from_secs(r.at),
@@ -120,6 +124,43 @@ fn growth_rows(t0: Instant) -> Vec<Row> {
             vec![],
             vec![Op::CreateEni { slots: 1 }, Op::CreateEni { slots: 1 }],
         ),
+        Row {
+            others_waiting: 1,
+            ..row(
+                "another pool's pods wait: warm ENIs leave it a slot",
+                active(Mode::Exclusive, |_| {}),
+                vec![],
+                vec![Op::CreateEni { slots: 1 }],
+            )
+        },
+        Row {
+            others_waiting: 1,
+            pending: 2,
+            ..row(
+                "another pool's pods wait: this pool's own waiting pods still take every slot",
+                active(Mode::Exclusive, |_| {}),
+                vec![],
+                vec![Op::CreateEni { slots: 1 }, Op::CreateEni { slots: 1 }],
+            )
+        },
+        Row {
+            others_waiting: 2,
+            ..row(
+                "SharedIP warm addresses fill its ENI but take no reserved slot",
+                active(Mode::SharedIp, |s| s.warm_units = 12),
+                vec![shared("eni-a", 11, 2, t0)],
+                vec![assign("eni-a", 7)],
+            )
+        },
+        Row {
+            others_waiting: 3,
+            ..row(
+                "a trunk's members take no instance slot",
+                active(Mode::Trunk, |_| {}),
+                vec![trunk_eni("eni-t", "p", t0)],
+                vec![Op::CreateMember, Op::CreateMember],
+            )
+        },
         row(
             "cold Trunk node: the trunk first, then members",
             active(Mode::Trunk, |_| {}),
@@ -273,6 +314,19 @@ fn shrink_rows(t0: Instant) -> Vec<Row> {
             vec![shared("eni-a", 11, 9, t0)],
             vec![release("eni-a", &["10.0.1.11"])],
         ),
+        Row {
+            used: vec![("a", "eni-a")],
+            others_waiting: 1,
+            ..row(
+                "an idle warm ENI goes when another pool's pods wait for its slot",
+                active(Mode::Exclusive, |_| {}),
+                vec![
+                    whole_eni("eni-a", "10.0.1.11", None, t0),
+                    at_index(whole_eni("eni-b", "10.0.1.12", None, t0), 2),
+                ],
+                vec![del("eni-b")],
+            )
+        },
         row(
             "whole ENIs released by deleting them",
             active(Mode::Exclusive, |s| s.warm_units = 0),

@@ -14,6 +14,7 @@ const M5_LARGE: Limits = Limits {
     units_per_slot: 1,
     slots_per_eni: 9,
     eni_room: 2,
+    reserved: 0,
 };
 
 #[test]
@@ -82,6 +83,68 @@ fn table() {
                 },
                 Step::CreateEni { slots: 3 },
             ],
+        },
+        Row {
+            name: "another pool waits: warm growth leaves its slot free",
+            targets: t(0, 12, None),
+            usage: Usage {
+                enis: vec![eni("eni-a", 2, 9)],
+                used: 2,
+                ..Default::default()
+            },
+            limits: Limits {
+                reserved: 1,
+                ..M5_LARGE
+            },
+            want_target: 14,
+            want: vec![
+                Step::Assign {
+                    eni_id: "eni-a".into(),
+                    slots: 7,
+                },
+                Step::CreateEni { slots: 5 },
+            ],
+        },
+        Row {
+            name: "every slot reserved: warm fills the ENI it has, demand may still grow",
+            targets: t(4, 12, None),
+            usage: Usage {
+                enis: vec![eni("eni-a", 2, 9)],
+                used: 2,
+                pending: 10,
+                ..Default::default()
+            },
+            limits: Limits {
+                eni_room: 1,
+                reserved: 1,
+                ..M5_LARGE
+            },
+            want_target: 12,
+            want: vec![
+                Step::Assign {
+                    eni_id: "eni-a".into(),
+                    slots: 7,
+                },
+                Step::CreateEni { slots: 3 },
+            ],
+        },
+        Row {
+            name: "every slot reserved and no demand: min and warm stop at the ENI held",
+            targets: t(12, 4, None),
+            usage: Usage {
+                enis: vec![eni("eni-a", 2, 9)],
+                ..Default::default()
+            },
+            limits: Limits {
+                eni_room: 2,
+                reserved: 2,
+                ..M5_LARGE
+            },
+            want_target: 9,
+            want: vec![Step::Assign {
+                eni_id: "eni-a".into(),
+                slots: 7,
+            }],
         },
         Row {
             name: "maxIPs caps the target",
@@ -176,6 +239,7 @@ fn table() {
                 units_per_slot: 16,
                 slots_per_eni: 9,
                 eni_room: 2,
+                reserved: 0,
             },
             want_target: 20,
             want: vec![Step::CreateEni { slots: 2 }],
@@ -193,6 +257,7 @@ fn table() {
                 units_per_slot: 16,
                 slots_per_eni: 9,
                 eni_room: 1,
+                reserved: 0,
             },
             want_target: 12,
             want: vec![Step::Release { units: 16 }],
@@ -210,6 +275,7 @@ fn table() {
                 units_per_slot: 1,
                 slots_per_eni: 1,
                 eni_room: 2,
+                reserved: 0,
             },
             want_target: 3,
             want: vec![Step::CreateEni { slots: 1 }],
@@ -226,6 +292,7 @@ fn table() {
                 units_per_slot: 1,
                 slots_per_eni: 1,
                 eni_room: 10,
+                reserved: 0,
             },
             want_target: 5,
             want: vec![Step::CreateEni { slots: 1 }; 5],
@@ -345,12 +412,19 @@ fn limits_from_the_instance_the_pool_and_the_inventory() {
         ),
     ];
     for (name, s, inv, (units_per_slot, slots_per_eni, eni_room)) in rows {
+        // SharedIP keeps for others only room it has; the empty node has room.
+        let reserved = match s.mode {
+            Mode::Trunk => 0,
+            Mode::SharedIp => eni_room.min(1),
+            Mode::Exclusive => 1,
+        };
         assert_eq!(
-            limits(s, &m5_large(), inv),
+            limits(s, &m5_large(), inv, 1),
             Limits {
                 units_per_slot,
                 slots_per_eni,
-                eni_room
+                eni_room,
+                reserved,
             },
             "{name}"
         );
