@@ -273,6 +273,32 @@ impl Bed {
         instance_type: &str,
         labels: &[(&str, &str)],
     ) -> Result<BedNode, BedError> {
+        let node = self
+            .add_node_without_runtime(name, instance_type, labels)
+            .await?;
+        let kubelet = Kubelet::start(
+            self.client.clone(),
+            KubeletConfig {
+                node: name.to_owned(),
+                node_ip: node.instance.primary_ip,
+                node_netns: node.netns.clone(),
+                cni_bin: self.bins.cni.clone(),
+                socket_path: node.socket_path.clone(),
+                sandbox_prefix: format!("{}k{}-", self.prefix, node.index),
+            },
+        );
+        lock(&self.kubelets).insert(name.to_owned(), kubelet);
+        Ok(node)
+    }
+
+    /// [`Bed::add_node`] without the kubelet stand-in: nothing runs CNI for the node's
+    /// pods but the caller (a benchmark playing the container runtime).
+    pub async fn add_node_without_runtime(
+        &self,
+        name: &str,
+        instance_type: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<BedNode, BedError> {
         let instance = self.add_host(name, instance_type).await?;
         let netns_name = instance.netns.clone();
         let primary = instance.primary_ip.to_string();
@@ -307,19 +333,12 @@ impl Bed {
             .await
             .map_err(ClusterError::from)?;
         self.start_agent(name)?;
-        let kubelet = Kubelet::start(
-            self.client.clone(),
-            KubeletConfig {
-                node: name.to_owned(),
-                node_ip: instance.primary_ip,
-                node_netns: node.netns.clone(),
-                cni_bin: self.bins.cni.clone(),
-                socket_path: node.socket_path.clone(),
-                sandbox_prefix: format!("{}k{}-", self.prefix, index),
-            },
-        );
-        lock(&self.kubelets).insert(name.to_owned(), kubelet);
         Ok(node)
+    }
+
+    /// The `eni-cni` binary the bed's nodes run.
+    pub fn cni_bin(&self) -> &std::path::Path {
+        &self.bins.cni
     }
 
     /// Starts (or restarts) the agent of `node` inside its namespace.

@@ -341,7 +341,8 @@ pub fn workspace_bin(name: &'static str) -> Result<PathBuf, ClusterError> {
     Ok(workspace_bins(&[name])?.remove(0))
 }
 
-/// Paths of product binaries (see [`PRODUCT_BINS`]), built first when not current.
+/// Paths of product binaries (see [`PRODUCT_BINS`]), built first when not current, in
+/// the profile this program was built in (a release benchmark runs release binaries).
 ///
 /// Always the same cargo selection as `e2e/demo.sh` and `e2e/test.sh` (every binary of
 /// the workspace): another selection unifies dependency features differently and would
@@ -353,6 +354,12 @@ pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterErr
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--locked", "--workspace", "--bins"]);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        cmd.arg("--release");
+        "release"
+    };
     // Under `cargo test` this process carries the variables cargo sets for the crate
     // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...). Build scripts that watch them (ring's
     // does) would see a change against a plain `cargo build` and rebuild, and with them
@@ -375,7 +382,7 @@ pub fn workspace_bins(names: &[&'static str]) -> Result<Vec<PathBuf>, ClusterErr
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| crate::repo_root().join("target"));
-    Ok(names.iter().map(|n| target.join("debug").join(n)).collect())
+    Ok(names.iter().map(|n| target.join(profile).join(n)).collect())
 }
 
 /// Variables cargo sets for a crate it builds or runs (not the user's configuration).

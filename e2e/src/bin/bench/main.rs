@@ -1,0 +1,99 @@
+//! bench: the product's benchmarks, one program. Each prints its JSON document, writes
+//! it to `bench/results/<name>.json` (or `--out PATH`) and ends with a one-line summary.
+//! Run them from a release build: `cargo run --release -p eni-e2e --bin bench -- cni`;
+//! `--smoke` runs a small size (what CI runs: no figure is asserted).
+//!
+//! - `cni`: CNI ADD/DEL as a runtime execs them, against ptp + host-local (`cni.rs`).
+
+mod cni;
+mod report;
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+enum BenchError {
+    #[error("usage: bench cni [--smoke] [--out PATH]: {0}")]
+    Usage(String),
+    #[error(transparent)]
+    Bed(#[from] eni_e2e::bed::BedError),
+    #[error(transparent)]
+    Cluster(#[from] eni_e2e::cluster::ClusterError),
+    #[error("kube: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Netns(#[from] eni_netns::NetnsError),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("a plugin failed: {0}")]
+    Plugin(String),
+    #[error("{0} is missing")]
+    Missing(&'static str),
+}
+
+struct Args {
+    name: String,
+    smoke: bool,
+    out: PathBuf,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError> {
+    let mut it = args.into_iter();
+    let name = it
+        .next()
+        .ok_or_else(|| BenchError::Usage("name a benchmark".into()))?;
+    let (mut smoke, mut out) = (false, None);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--smoke" => smoke = true,
+            "--out" => {
+                out = Some(PathBuf::from(it.next().ok_or_else(|| {
+                    BenchError::Usage("--out needs a path".into())
+                })?))
+            }
+            other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
+        }
+    }
+    let out = out.unwrap_or_else(|| {
+        eni_e2e::repo_root()
+            .join("bench/results")
+            .join(format!("{name}.json"))
+    });
+    Ok(Args { name, smoke, out })
+}
+
+async fn run(args: &Args) -> Result<String, BenchError> {
+    let (mut doc, summary) = match args.name.as_str() {
+        "cni" => cni::run(if args.smoke { &cni::SMOKE } else { &cni::FULL }).await?,
+        other => return Err(BenchError::Usage(format!("no benchmark {other:?}"))),
+    };
+    doc["bench"] = json!(args.name);
+    doc["size"] = json!(if args.smoke { "smoke" } else { "full" });
+    doc["machine"] = report::machine();
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    report::write(&args.out, &doc).map_err(BenchError::Io)?;
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    Ok(format!("{summary} [{profile} build, written to {}]", args.out.display()))
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    eni_e2e::init_crypto();
+    let result = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => run(&args).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
