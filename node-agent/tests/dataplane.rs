@@ -858,6 +858,73 @@ async fn agent_restart_recovers_twenty_pods_without_disturbing_traffic() {
     assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
 }
 
+/// Pods of one ENI wired and unwired at the same time, as a runtime starting and
+/// stopping many pods does: each pod's veth and namespace are wired outside the
+/// dataplane's lock, the shared ENI table and every DEL's sweep under it. Every pod
+/// reaches its gateway, the shared table survives the last-but-one pod's sweep, and the
+/// host is left as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_adds_and_dels_share_the_eni_table() {
+    let mut bed = Bed::new();
+    let before = bed.snapshot(&bed.host);
+    let dp = std::sync::Arc::new(bed.dataplane().await);
+    let pods: Vec<(String, String, PathBuf)> = (0..12u8)
+        .map(|i| {
+            let (name, ns) = bed.pod();
+            (format!("par-{i}"), name, ns)
+        })
+        .collect();
+    // Half the pods go up first; then the other half comes up while the first half
+    // goes down, each set at once.
+    let wire =
+        |range: std::ops::Range<usize>| {
+            futures::future::join_all(pods[range.clone()].iter().zip(range).map(
+                |((id, _, ns), i)| {
+                    let dp = dp.clone();
+                    async move {
+                        let host = 100 + u8::try_from(i).unwrap();
+                        dp.wire(&request(
+                            id,
+                            ns,
+                            Mode::SharedIp,
+                            allocation(&SHARED, host, 32).build(),
+                        ))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("wire {id}: {e}"))
+                    }
+                },
+            ))
+        };
+    let unwire = |range: std::ops::Range<usize>| {
+        futures::future::join_all(pods[range].iter().map(|(id, _, ns)| {
+            let dp = dp.clone();
+            async move {
+                dp.unwire(&unwire_request(id, ns))
+                    .await
+                    .map_err(|e| format!("unwire {id}: {e}"))
+            }
+        }))
+    };
+    for r in wire(0..6).await {
+        r.unwrap();
+    }
+    let (up, down) = tokio::join!(wire(6..12), unwire(0..6));
+    for r in up.into_iter().chain(down) {
+        r.unwrap();
+    }
+    for (id, name, _) in &pods[6..] {
+        assert!(bed.ping(name, "10.0.1.1"), "{id} cannot reach its gateway");
+    }
+    let left: Vec<_> = dp.recover().await.unwrap();
+    assert_eq!(left.len(), 6, "{left:?}");
+    for (id, _, ns) in &pods[6..] {
+        dp.unwire(&unwire_request(id, ns)).await.unwrap();
+    }
+    assert!(dp.recover().await.unwrap().is_empty());
+    assert_eq!(bed.snapshot(&bed.host), with_dnat_replies_rule(&before));
+}
+
 /// What a shaped pod asks for: 8 Mbit/s to it, 16 Mbit/s from it (bits, as the runtime
 /// passes them; the burst containerd asks for, capped by the agent to 100 ms).
 const SHAPED: Bandwidth = Bandwidth {

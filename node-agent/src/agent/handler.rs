@@ -17,7 +17,7 @@ use crate::protocol::{
 use super::cache::{LookupError, PodNetworkCache};
 use super::kube::StatusWriter;
 use super::metrics::Metrics;
-use super::state::{Record, StateDir};
+use super::state::{Record, StateDir, StateError};
 use super::wiring::Wiring;
 
 /// Settings of the request handler.
@@ -37,6 +37,17 @@ pub struct Agent<W, S> {
     status: S,
     state: StateDir,
     metrics: Arc<Metrics>,
+}
+
+/// State dir I/O (an fsync per save) off the runtime's threads, which other requests
+/// need meanwhile.
+async fn blocking<T: Send + 'static>(
+    io: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, ErrorReply> {
+    match tokio::task::spawn_blocking(io).await {
+        Ok(result) => result.map_err(|e| reply(codes::IO_FAILURE, e.to_string())),
+        Err(e) => Err(reply(codes::IO_FAILURE, format!("state dir task: {e}"))),
+    }
 }
 
 fn reply(code: u32, msg: impl Into<String>) -> ErrorReply {
@@ -165,9 +176,8 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
         }
         self.unwire_stale_sandboxes(&record).await?;
         // Record before wiring: if the agent dies half-way, DEL still finds what to undo.
-        self.state
-            .save(&record)
-            .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))?;
+        let (state, saved) = (self.state.clone(), record.clone());
+        blocking(move || state.save(&saved)).await?;
         // The span puts the pod on the dataplane's own log lines.
         let wiring = self
             .wiring
@@ -207,18 +217,13 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
     /// old sandbox's wiring of the same address must go first, or the pod would be
     /// wired twice.
     async fn unwire_stale_sandboxes(&self, new: &Record) -> Result<(), ErrorReply> {
-        let records = self
-            .state
-            .list()
-            .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))?;
-        for old in records.into_iter().flatten() {
-            let same_pod = old.pod.namespace == new.pod.namespace
-                && old.pod.name == new.pod.name
-                && old.network == new.network;
-            if same_pod && old.request.container_id != new.request.container_id {
-                tracing::info!(pod = %new.pod, old = old.request.container_id, new = new.request.container_id, "removing wiring of a previous sandbox");
-                self.unwire(&UnwireRequest::of(&old.request), "ADD").await?;
-            }
+        for id in self.state.other_sandboxes(new) {
+            let state = self.state.clone();
+            let Some(old) = blocking(move || state.load(&id)).await? else {
+                continue;
+            };
+            tracing::info!(pod = %new.pod, old = old.request.container_id, new = new.request.container_id, "removing wiring of a previous sandbox");
+            self.unwire(&UnwireRequest::of(&old.request), "ADD").await?;
         }
         Ok(())
     }
@@ -238,9 +243,8 @@ impl<W: Wiring, S: StatusWriter> Agent<W, S> {
                 ),
             ));
         }
-        self.state
-            .remove(&request.container_id)
-            .map_err(|e| reply(codes::IO_FAILURE, e.to_string()))
+        let (state, id) = (self.state.clone(), request.container_id.clone());
+        blocking(move || state.remove(&id)).await
     }
 
     async fn del(&self, a: Attachment) -> Result<(), ErrorReply> {

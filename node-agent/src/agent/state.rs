@@ -6,10 +6,16 @@
 //! or the new record, never a torn one. Container ids are validated by the plugin
 //! (alphanumerics, `_`, `.`, `-`, not starting with `.`), which makes them safe file names;
 //! the agent checks again because the socket is an input too.
+//!
+//! Which containers each pod has records for is also kept in memory (read once at
+//! start, then updated by every save and remove): ADD asks it for a pod's previous
+//! sandboxes without reading every file.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -48,21 +54,63 @@ pub enum StateError {
     BadContainerId(String),
 }
 
+/// A pod's attachment to a CNI network: its sandboxes are this one's containers.
+type Attached = (String, String, String);
+
+fn attached(record: &Record) -> Attached {
+    (
+        record.pod.namespace.clone(),
+        record.pod.name.clone(),
+        record.network.clone(),
+    )
+}
+
 /// The directory of container records.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Container ids with a record, per pod and network.
+    index: Arc<Mutex<BTreeMap<Attached, BTreeSet<String>>>>,
 }
 
 impl StateDir {
-    /// Opens (and creates) `<root>/containers`.
+    /// Opens (and creates) `<root>/containers` and indexes the records in it.
     pub fn open(root: &Path) -> Result<StateDir, StateError> {
         let dir = root.join("containers");
         fs::create_dir_all(&dir).map_err(|source| StateError::Io {
             path: dir.clone(),
             source,
         })?;
-        Ok(StateDir { dir })
+        let state = StateDir {
+            dir,
+            index: Arc::default(),
+        };
+        for record in state.list()?.into_iter().flatten() {
+            state
+                .indexed()
+                .entry(attached(&record))
+                .or_default()
+                .insert(record.request.container_id);
+        }
+        Ok(state)
+    }
+
+    fn indexed(&self) -> MutexGuard<'_, BTreeMap<Attached, BTreeSet<String>>> {
+        // Every change under the lock is one insert or remove: a poisoned lock is usable.
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Containers of the pod `record` is for, in the same network, other than its own.
+    pub fn other_sandboxes(&self, record: &Record) -> Vec<String> {
+        self.indexed()
+            .get(&attached(record))
+            .map(|ids| {
+                ids.iter()
+                    .filter(|id| **id != record.request.container_id)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn path(&self, container_id: &str) -> Result<PathBuf, StateError> {
@@ -89,6 +137,10 @@ impl StateDir {
             source,
         })?;
         write_atomically(&path, &bytes, 0o600)?;
+        self.indexed()
+            .entry(attached(record))
+            .or_default()
+            .insert(container_id.clone());
         Ok(())
     }
 
@@ -102,10 +154,15 @@ impl StateDir {
         let path = self.path(container_id)?;
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(StateError::Io { path, source: e })
+                return Err(StateError::Io { path, source: e });
             }
-            _ => Ok(()),
+            _ => {}
         }
+        self.indexed().retain(|_, ids| {
+            ids.remove(container_id);
+            !ids.is_empty()
+        });
+        Ok(())
     }
 
     /// All records. Corrupt files are reported, not skipped silently.
@@ -206,6 +263,33 @@ mod tests {
         // A restarted agent sees what the previous one wrote.
         let reopened = StateDir::open(dir.path()).unwrap();
         assert_eq!(reopened.load("c2").unwrap(), Some(record("c2")));
+    }
+
+    #[test]
+    fn other_sandboxes_of_a_pod_from_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        state.save(&record("old")).unwrap();
+        let mut elsewhere = record("other-pod");
+        elsewhere.pod.name = "q".into();
+        state.save(&elsewhere).unwrap();
+        let mut other_network = record("second-net");
+        other_network.network = "other".into();
+        state.save(&other_network).unwrap();
+        assert_eq!(
+            state.other_sandboxes(&record("new")),
+            vec!["old".to_string()]
+        );
+        assert!(state.other_sandboxes(&record("old")).is_empty());
+        // Built from the files at start, kept by saves and removes.
+        let reopened = StateDir::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.other_sandboxes(&record("new")),
+            vec!["old".to_string()]
+        );
+        reopened.remove("old").unwrap();
+        assert!(reopened.other_sandboxes(&record("new")).is_empty());
+        assert_eq!(reopened.other_sandboxes(&elsewhere), Vec::<String>::new());
     }
 
     /// Records written by earlier agents (the same JSON shape) stay readable.

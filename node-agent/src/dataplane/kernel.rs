@@ -32,6 +32,11 @@ const ENODEV: i32 = nix::libc::ENODEV;
 const ESRCH: i32 = nix::libc::ESRCH;
 const EADDRNOTAVAIL: i32 = nix::libc::EADDRNOTAVAIL;
 const EINVAL: i32 = nix::libc::EINVAL;
+/// A dump the kernel marked inconsistent (NLM_F_DUMP_INTR): the table changed while it
+/// was read, as it does when other pods are wired alongside.
+const EBUSY: i32 = nix::libc::EBUSY;
+/// Reads of an interrupted dump before giving up.
+const DUMP_ATTEMPTS: usize = 5;
 
 /// A link as read from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,20 +113,46 @@ impl Netlink {
         DataplaneError::netlink(format!("{what} in {}", self.label), source)
     }
 
+    /// Collects a dump, reading it again when a concurrent change interrupted it.
+    async fn dump<T, S>(
+        &self,
+        what: &str,
+        request: impl Fn() -> S,
+    ) -> Result<Vec<T>, DataplaneError>
+    where
+        S: futures::Stream<Item = Result<T, rtnetlink::Error>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match request().try_collect().await {
+                Err(e) if errno(&e) == Some(EBUSY) && attempt < DUMP_ATTEMPTS => attempt += 1,
+                other => return other.map_err(|e| self.error(what, e)),
+            }
+        }
+    }
+
     pub async fn links(&self) -> Result<Vec<Link>, DataplaneError> {
-        let messages: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error("listing links", e))?;
+        let messages = self
+            .dump("listing links", || self.handle.link().get().execute())
+            .await?;
         Ok(messages.iter().map(Link::from_message).collect())
     }
 
+    /// The link `name`, asked for by name (no dump of every link).
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, DataplaneError> {
-        Ok(self.links().await?.into_iter().find(|l| l.name == name))
+        let found: Result<Vec<LinkMessage>, _> = self
+            .handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_collect()
+            .await;
+        match found {
+            Ok(messages) => Ok(messages.first().map(Link::from_message)),
+            Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+            Err(e) => Err(self.error(format!("reading link {name}"), e)),
+        }
     }
 
     pub async fn link_by_mac(&self, mac: Mac) -> Result<Option<Link>, DataplaneError> {
@@ -156,15 +187,15 @@ impl Netlink {
     }
 
     pub async fn addresses(&self, index: u32) -> Result<Vec<Ipv4Net>, DataplaneError> {
-        let messages: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error("listing addresses", e))?;
+        let messages = self
+            .dump("listing addresses", || {
+                self.handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
+            })
+            .await?;
         Ok(messages
             .iter()
             .filter(|m| m.header.index == index)
@@ -195,13 +226,13 @@ impl Netlink {
 
     /// Every IPv4 unicast route of every table, with its protocol.
     pub async fn routes(&self) -> Result<Vec<(Route, RouteProtocol)>, DataplaneError> {
-        let mut request = self.handle.route().get(Default::default());
-        request.message_mut().header.address_family = AddressFamily::Inet;
-        let messages: Vec<_> = request
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error("listing routes", e))?;
+        let messages = self
+            .dump("listing routes", || {
+                let mut request = self.handle.route().get(Default::default());
+                request.message_mut().header.address_family = AddressFamily::Inet;
+                request.execute()
+            })
+            .await?;
         Ok(messages.iter().filter_map(Route::from_message).collect())
     }
 
@@ -231,13 +262,10 @@ impl Netlink {
 
     /// Every IPv4 rule as the kernel dumps it.
     pub async fn rule_messages(&self) -> Result<Vec<RuleMessage>, DataplaneError> {
-        self.handle
-            .rule()
-            .get(IpVersion::V4)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error("listing rules", e))
+        self.dump("listing rules", || {
+            self.handle.rule().get(IpVersion::V4).execute()
+        })
+        .await
     }
 
     /// Adds the rule `message` describes; present already is fine.
@@ -412,15 +440,15 @@ impl Netlink {
 
     pub async fn proxies(&self) -> Result<Vec<ProxyEntry>, DataplaneError> {
         let messages: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .proxies()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| self.error("listing proxy entries", e))?;
+            .dump("listing proxy entries", || {
+                self.handle
+                    .neighbours()
+                    .get()
+                    .proxies()
+                    .set_address_family(AddressFamily::Inet)
+                    .execute()
+            })
+            .await?;
         Ok(messages
             .iter()
             .filter(|m| m.header.flags.contains(NeighbourFlags::Proxy))

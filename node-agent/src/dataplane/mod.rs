@@ -298,7 +298,8 @@ pub struct Dataplane {
     /// The host namespace, kept open so that links go back to the very same one.
     host_file: File,
     features: KernelFeatures,
-    /// Serialises changes to the host (shared ENI tables, sweeps).
+    /// Serialises changes to shared host state (ENI tables, rules, sweeps); a pod's
+    /// own veth and namespace are wired outside it.
     lock: Mutex<()>,
     /// When this process last found (or made) the node's nftables table as wanted: ADD
     /// lists it again (an `nft` process) only after [`node_table::RECHECK`].
@@ -340,11 +341,18 @@ impl Dataplane {
     /// attached) fails before anything changes; a failure half-way is rolled back.
     pub async fn wire(&self, request: &PodRequest) -> Result<WiredPod, DataplaneError> {
         let checked = Checked::from_request(request)?;
-        let _guard = self.lock.lock().await;
+        // The SharedIP veth path takes the lock for its host part only (it is the one
+        // many pods of a node take at once); the others take it throughout.
         let result = match path_of(request) {
             Path::SharedVeth => self.wire_shared_veth(request, &checked).await,
-            Path::SharedIpvlan => self.wire_ipvlan(request, &checked).await,
-            Path::Passthrough => self.wire_passthrough(request, &checked).await,
+            Path::SharedIpvlan => {
+                let _guard = self.lock.lock().await;
+                self.wire_ipvlan(request, &checked).await
+            }
+            Path::Passthrough => {
+                let _guard = self.lock.lock().await;
+                self.wire_passthrough(request, &checked).await
+            }
         };
         let result = match result {
             Ok(wired) => self.shape(request, &checked).await.map(|()| wired),
@@ -362,6 +370,7 @@ impl Dataplane {
             ) => {}
             Err(error) => {
                 warn!(container = %request.container_id, %error, "wiring failed; rolling back");
+                let _guard = self.lock.lock().await;
                 if let Err(rollback) = self
                     .unwire_locked(
                         &request.container_id,
@@ -382,6 +391,14 @@ impl Dataplane {
     pub async fn unwire(&self, request: &UnwireRequest) -> Result<(), DataplaneError> {
         validate_container_id(&request.container_id)?;
         validate_ifname(&request.ifname)?;
+        // Unregistering a veth pair is the kernel's slow part of DEL; a SharedIP veth
+        // pod's pair is its own, so it goes before the lock, alongside other requests.
+        self.delete_own_veth(
+            &request.container_id,
+            &request.ifname,
+            WiringKind::SharedVeth,
+        )
+        .await?;
         let _guard = self.lock.lock().await;
         self.unwire_locked(
             &request.container_id,

@@ -30,7 +30,9 @@ impl Dataplane {
         request: &PodRequest,
         checked: &Checked,
     ) -> Result<WiredPod, DataplaneError> {
-        let eni = self.eni_link(checked.eni_mac).await?;
+        // Refused before anything changes when the ENI is not there.
+        self.eni_link(checked.eni_mac).await?;
+        // The pod's own links and namespace: other pods' requests run alongside.
         let pod_file = netns::open(&request.netns_path)?;
         let pod = netns::netlink(&request.netns_path).await?;
         let pair = ensure_veth(
@@ -42,11 +44,18 @@ impl Dataplane {
             &request.ifname,
         )
         .await?;
-        self.prepare_host(Some(&eni)).await?;
-        self.ensure_node_table().await?;
-        let (host_side, pod_side) = self.shared_veth_state(checked, &eni, &pair)?;
-        pod_side.apply(&pod).await?;
-        host_side.apply(&self.host).await?;
+        pod_state(checked, &pair)?.apply(&pod).await?;
+        {
+            // The ENI's table, rules and link state are shared with other pods and the
+            // sweep of every DEL: read and changed under the lock.
+            let _guard = self.lock.lock().await;
+            let eni = self.eni_link(checked.eni_mac).await?;
+            self.prepare_host(Some(&eni)).await?;
+            self.ensure_node_table().await?;
+            self.host_state(checked, &eni, &pair)
+                .apply(&self.host)
+                .await?;
+        }
         Ok(WiredPod {
             kind: WiringKind::SharedVeth,
             host_ifname: pair.host.name.clone(),
@@ -82,20 +91,17 @@ impl Dataplane {
             host: host_link,
             pod: pod_link,
         };
-        let (host_side, pod_side) = self.shared_veth_state(checked, &eni, &pair)?;
-        let mut differences = host_side.differences(&self.host, "host").await?;
+        let mut differences = self
+            .host_state(checked, &eni, &pair)
+            .differences(&self.host, "host")
+            .await?;
         differences.extend(self.node_table_differences().await?);
-        differences.extend(pod_side.differences(&pod, "pod").await?);
+        differences.extend(pod_state(checked, &pair)?.differences(&pod, "pod").await?);
         Ok(differences)
     }
 
-    /// Host-side and pod-side state of a SharedIP veth pod.
-    fn shared_veth_state(
-        &self,
-        checked: &Checked,
-        eni: &Link,
-        pair: &VethPair,
-    ) -> Result<(Expect, Expect), DataplaneError> {
+    /// Host-side state of a SharedIP veth pod.
+    fn host_state(&self, checked: &Checked, eni: &Link, pair: &VethPair) -> Expect {
         let address = checked.address;
         // What the pod reaches through its ENI; the rest falls through to main.
         let through_eni = self.config.egress.direct().unwrap_or_else(|| vec![DEFAULT]);
@@ -109,7 +115,7 @@ impl Dataplane {
             Ipv4Net::from(address),
             pair.host.index,
         ));
-        let host = Expect {
+        Expect {
             up: vec![eni.clone(), pair.host.clone()],
             routes,
             rules: vec![
@@ -118,19 +124,22 @@ impl Dataplane {
             ],
             proxies: vec![(eni.clone(), address)],
             ..Expect::default()
-        };
-        let pod = Expect {
-            up: vec![pair.pod.clone()],
-            addresses: vec![(pair.pod.clone(), Ipv4Net::from(address))],
-            neighbours: vec![(pair.pod.clone(), LINK_LOCAL_GATEWAY, mac_of(&pair.host)?)],
-            routes: vec![Route::via_onlink(
-                MAIN_TABLE,
-                DEFAULT,
-                LINK_LOCAL_GATEWAY,
-                pair.pod.index,
-            )],
-            ..Expect::default()
-        };
-        Ok((host, pod))
+        }
     }
+}
+
+/// Pod-side state of a SharedIP veth pod.
+fn pod_state(checked: &Checked, pair: &VethPair) -> Result<Expect, DataplaneError> {
+    Ok(Expect {
+        up: vec![pair.pod.clone()],
+        addresses: vec![(pair.pod.clone(), Ipv4Net::from(checked.address))],
+        neighbours: vec![(pair.pod.clone(), LINK_LOCAL_GATEWAY, mac_of(&pair.host)?)],
+        routes: vec![Route::via_onlink(
+            MAIN_TABLE,
+            DEFAULT,
+            LINK_LOCAL_GATEWAY,
+            pair.pod.index,
+        )],
+        ..Expect::default()
+    })
 }

@@ -154,6 +154,28 @@ impl Dataplane {
         self.sweep().await
     }
 
+    /// Deletes the host end of (`container_id`, `ifname`)'s veth pair (and with it the
+    /// pod end and the routes through them) when it is that container's, wired as
+    /// `kind`; anything else is left to [`Dataplane::unwire_locked`].
+    pub(super) async fn delete_own_veth(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        kind: WiringKind,
+    ) -> Result<(), DataplaneError> {
+        let host_name = host_ifname(container_id, ifname);
+        if let Some(link) = self.host.link_by_name(&host_name).await? {
+            let marker = link.alias.as_deref().and_then(PodMarker::parse);
+            if marker.is_some_and(|m| {
+                m.container_id == container_id && m.ifname == ifname && m.kind == kind
+            }) {
+                self.host.delete_link(link.index).await?;
+                debug!(link = %host_name, "host link deleted");
+            }
+        }
+        Ok(())
+    }
+
     /// Gives lent ENI links back to the host under their first names and deletes the
     /// VLAN and ipvlan links made for the container; returns the ipvlan addresses.
     async fn release_pod_links(

@@ -128,7 +128,10 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
             "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
         }))?;
         let created = pods.create(&PostParams::default(), &pod).await?;
-        let (ours, reference) = (format!("{}c{i}a", bed.prefix), format!("{}c{i}b", bed.prefix));
+        let (ours, reference) = (
+            format!("{}c{i}a", bed.prefix),
+            format!("{}c{i}b", bed.prefix),
+        );
         eni_netns::create(&ours).await?;
         eni_netns::create(&reference).await?;
         jobs.push(Job {
@@ -179,7 +182,9 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
     let mut handles = Vec::new();
     for chunk in concurrent_jobs.chunks(concurrent_jobs.len().div_ceil(WORKERS).max(1)) {
         let (host, chunk, plugins) = (host.clone(), chunk.to_vec(), plugins.clone());
-        handles.push(tokio::spawn(async move { worker(&host, chunk, plugins).await }));
+        handles.push(tokio::spawn(
+            async move { worker(&host, chunk, plugins).await },
+        ));
     }
     let mut concurrent = Timings::default();
     for h in handles {
@@ -234,9 +239,23 @@ async fn worker(host: &Path, jobs: Vec<Job>, plugins: Plugins) -> Result<Timings
             for step in ["ADD", "DEL"] {
                 for ours in [ours_first, !ours_first] {
                     let ms = if ours {
-                        exec(&plugins.eni_cni, &plugins.eni_conf, step, &container, &job.ours, job)?
+                        exec(
+                            &plugins.eni_cni,
+                            &plugins.eni_conf,
+                            step,
+                            &container,
+                            &job.ours,
+                            job,
+                        )?
                     } else {
-                        exec(&plugins.ptp, &plugins.ref_conf, step, &container, &job.reference, job)?
+                        exec(
+                            &plugins.ptp,
+                            &plugins.ref_conf,
+                            step,
+                            &container,
+                            &job.reference,
+                            job,
+                        )?
                     };
                     match (ours, step) {
                         (true, "ADD") => t.eni_add.push(ms),

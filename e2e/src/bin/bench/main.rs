@@ -50,9 +50,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
         match a.as_str() {
             "--smoke" => smoke = true,
             "--out" => {
-                out = Some(PathBuf::from(it.next().ok_or_else(|| {
-                    BenchError::Usage("--out needs a path".into())
-                })?))
+                out =
+                    Some(PathBuf::from(it.next().ok_or_else(|| {
+                        BenchError::Usage("--out needs a path".into())
+                    })?))
             }
             other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
         }
@@ -75,8 +76,15 @@ async fn run(args: &Args) -> Result<String, BenchError> {
     doc["machine"] = report::machine();
     println!("{}", serde_json::to_string_pretty(&doc)?);
     report::write(&args.out, &doc).map_err(BenchError::Io)?;
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    Ok(format!("{summary} [{profile} build, written to {}]", args.out.display()))
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    Ok(format!(
+        "{summary} [{profile} build, written to {}]",
+        args.out.display()
+    ))
 }
 
 #[tokio::main]
