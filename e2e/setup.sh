@@ -24,6 +24,8 @@ command -v flock >/dev/null || need_pkgs+=(util-linux)
 # The test images (eni-image test-images) hold the static busybox; runc runs them in tests.
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v runc >/dev/null || need_pkgs+=(runc)
+# `bench dataplane` measures throughput with it.
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -4,8 +4,11 @@
 //! `--smoke` runs a small size (what CI runs: no figure is asserted).
 //!
 //! - `cni`: CNI ADD/DEL as a runtime execs them, against ptp + host-local (`cni.rs`).
+//! - `dataplane`: throughput and round trips per pod path against node to node
+//!   (`dataplane.rs`).
 
 mod cni;
+mod dataplane;
 mod report;
 
 use std::path::PathBuf;
@@ -14,7 +17,7 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
-    #[error("usage: bench cni [--smoke] [--out PATH]: {0}")]
+    #[error("usage: bench cni|dataplane [--smoke] [--out PATH]: {0}")]
     Usage(String),
     #[error(transparent)]
     Bed(#[from] eni_e2e::bed::BedError),
@@ -26,6 +29,10 @@ enum BenchError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Netns(#[from] eni_netns::NetnsError),
+    #[error(transparent)]
+    Ip(#[from] eni_e2e::netns::NetnsError),
+    #[error(transparent)]
+    Vpc(#[from] eni_e2e::vpc::VpcError),
     #[error("{0}")]
     Io(std::io::Error),
     #[error("a plugin failed: {0}")]
@@ -69,6 +76,14 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
 async fn run(args: &Args) -> Result<String, BenchError> {
     let (mut doc, summary) = match args.name.as_str() {
         "cni" => cni::run(if args.smoke { &cni::SMOKE } else { &cni::FULL }).await?,
+        "dataplane" => {
+            dataplane::run(if args.smoke {
+                &dataplane::SMOKE
+            } else {
+                &dataplane::FULL
+            })
+            .await?
+        }
         other => return Err(BenchError::Usage(format!("no benchmark {other:?}"))),
     };
     doc["bench"] = json!(args.name);
