@@ -178,7 +178,13 @@ fn iperf(path: &Path, seconds: u32) -> Result<f64, BenchError> {
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(50));
         let run = netns_command(&path.client, "iperf3")
-            .args(["-c", &path.address.to_string(), "-p", &IPERF_PORT.to_string(), "-J"])
+            .args([
+                "-c",
+                &path.address.to_string(),
+                "-p",
+                &IPERF_PORT.to_string(),
+                "-J",
+            ])
             .args(["-t", &seconds.to_string()])
             .output()
             .map_err(BenchError::Io)?;
@@ -189,7 +195,8 @@ fn iperf(path: &Path, seconds: u32) -> Result<f64, BenchError> {
     }
     let _ = server.kill();
     let _ = server.wait();
-    let out = out.ok_or_else(|| BenchError::Plugin(format!("iperf3 to {} never ran", path.name)))?;
+    let out =
+        out.ok_or_else(|| BenchError::Plugin(format!("iperf3 to {} never ran", path.name)))?;
     let doc: Value = serde_json::from_slice(&out)?;
     doc["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -204,11 +211,9 @@ fn netns_command(ns: &str, program: &str) -> Command {
 /// `n` one-byte request/answer exchanges on one TCP connection; milliseconds each.
 async fn round_trips(path: &Path, n: usize) -> Result<Samples, BenchError> {
     let at = SocketAddr::from((path.address, RR_PORT));
-    let listener = eni_netns::run_in(&netns::path(&path.server), move || {
-        TcpListener::bind(at)
-    })
-    .await?
-    .map_err(BenchError::Io)?;
+    let listener = eni_netns::run_in(&netns::path(&path.server), move || TcpListener::bind(at))
+        .await?
+        .map_err(BenchError::Io)?;
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut conn, _) = listener.accept()?;
         conn.set_nodelay(true)?;
@@ -266,16 +271,62 @@ impl Overlay {
             let local = node.instance.primary_ip.to_string();
             let other_n = 3 - n;
             for args in [
-                vec!["-n", ns, "link", "add", "ovx", "type", "vxlan", "id", "42", "local", &local, "remote", &peer, "dstport", "4789"],
-                vec!["-n", ns, "addr", "add", &format!("10.250.0.{n}/24"), "dev", "ovx"],
+                vec![
+                    "-n", ns, "link", "add", "ovx", "type", "vxlan", "id", "42", "local", &local,
+                    "remote", &peer, "dstport", "4789",
+                ],
+                vec![
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("10.250.0.{n}/24"),
+                    "dev",
+                    "ovx",
+                ],
                 vec!["-n", ns, "link", "set", "ovx", "up"],
-                vec!["-n", ns, "link", "add", "ovh", "type", "veth", "peer", "name", "eth0", "netns", pod],
-                vec!["-n", ns, "addr", "add", &format!("10.250.{n}.1/24"), "dev", "ovh"],
+                vec![
+                    "-n", ns, "link", "add", "ovh", "type", "veth", "peer", "name", "eth0",
+                    "netns", pod,
+                ],
+                vec![
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("10.250.{n}.1/24"),
+                    "dev",
+                    "ovh",
+                ],
                 vec!["-n", ns, "link", "set", "ovh", "up"],
-                vec!["-n", ns, "route", "add", &format!("10.250.{other_n}.0/24"), "via", &format!("10.250.0.{other_n}")],
-                vec!["-n", pod, "addr", "add", &format!("10.250.{n}.2/24"), "dev", "eth0"],
+                vec![
+                    "-n",
+                    ns,
+                    "route",
+                    "add",
+                    &format!("10.250.{other_n}.0/24"),
+                    "via",
+                    &format!("10.250.0.{other_n}"),
+                ],
+                vec![
+                    "-n",
+                    pod,
+                    "addr",
+                    "add",
+                    &format!("10.250.{n}.2/24"),
+                    "dev",
+                    "eth0",
+                ],
                 vec!["-n", pod, "link", "set", "eth0", "up"],
-                vec!["-n", pod, "route", "add", "default", "via", &format!("10.250.{n}.1")],
+                vec![
+                    "-n",
+                    pod,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &format!("10.250.{n}.1"),
+                ],
             ] {
                 netns::ip(&args)?;
             }
