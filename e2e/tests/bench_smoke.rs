@@ -83,12 +83,44 @@ fn dataplane() -> Result<(), Failed> {
     numbers(&doc, &fields)
 }
 
+fn burst() -> Result<(), Failed> {
+    let doc = run("burst")?;
+    let mut fields: Vec<String> = [
+        "/operator_bytes_per_pod",
+        "/economy/calls_per_1000_pods",
+        "/economy/min_calls_per_1000_pods",
+    ]
+    .map(String::from)
+    .to_vec();
+    for model in ["aws_like", "strict"] {
+        for phase in ["cold", "warm"] {
+            for f in [
+                "pods_per_s",
+                "bound_pods_per_s",
+                "bound_ratio",
+                "create_rate_per_s",
+            ] {
+                fields.push(format!("/models/{model}/{phase}/{f}"));
+            }
+        }
+    }
+    numbers(&doc, &fields)?;
+    match doc
+        .pointer("/economy/idle_per_node")
+        .and_then(Value::as_f64)
+    {
+        Some(x) if x >= 0.0 => Ok(()),
+        other => Err(format!("idle_per_node is {other:?}").into()),
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     eni_e2e::init_crypto();
     let trials = vec![
         Trial::test("bench_cni_smoke", cni),
         Trial::test("bench_dataplane_smoke", dataplane),
+        Trial::test("bench_burst_smoke", burst),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

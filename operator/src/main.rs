@@ -52,6 +52,12 @@ struct Args {
     qps: NonZeroU32,
     #[arg(long, env = "ENI_CLOUD_BURST", default_value_t = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))]
     burst: NonZeroU32,
+    /// The same for describes, which have a bucket of their own (as in the cloud), so
+    /// polling attaching ENIs never delays a mutation.
+    #[arg(long, env = "ENI_CLOUD_DESCRIBE_QPS", default_value_t = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN))]
+    describe_qps: NonZeroU32,
+    #[arg(long, env = "ENI_CLOUD_DESCRIBE_BURST", default_value_t = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))]
+    describe_burst: NonZeroU32,
     /// Seconds one cloud request may take before it counts as failed (and is retried:
     /// its effect may still have happened, which the next describe finds).
     #[arg(long, env = "ENI_CLOUD_ATTEMPT_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -137,6 +143,10 @@ async fn cloud_provider(
         qps: args.qps,
         burst: args.burst,
     };
+    let describe_rate = RateLimit {
+        qps: args.describe_qps,
+        burst: args.describe_burst,
+    };
     let attempt_timeout = Duration::from_secs(args.cloud_attempt_timeout_seconds);
     match args.cloud {
         CloudKind::Aws => {
@@ -145,6 +155,7 @@ async fn cloud_provider(
             settings.attempt_timeout = attempt_timeout;
             settings.endpoint_url = args.ec2_endpoint.clone();
             settings.rate = rate;
+            settings.describe_rate = describe_rate;
             Ok(Arc::new(AwsProvider::new(&sdk, settings, registry)))
         }
         CloudKind::Alibaba => {
@@ -170,6 +181,7 @@ async fn cloud_provider(
             }
             settings.attempt_timeout = attempt_timeout;
             settings.rate = rate;
+            settings.describe_rate = describe_rate;
             Ok(Arc::new(AlibabaProvider::new(settings, registry)?))
         }
     }

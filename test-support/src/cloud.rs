@@ -157,6 +157,7 @@ impl SimCloud {
         let mut settings = AwsSettings::new(cluster);
         settings.endpoint_url = Some(self.handle.ec2_url.clone());
         settings.rate = rate;
+        settings.describe_rate = rate;
         settings.backoff = Backoff {
             min_delay: Duration::from_millis(50),
             ..Backoff::default()

@@ -1,6 +1,8 @@
 //! The gate every cloud request passes: a client-side token bucket (so the operator
 //! never floods the cloud's own rate limit), then exponential backoff with jitter for
-//! answers that may succeed later, plus metrics for every attempt.
+//! answers that may succeed later, plus metrics for every attempt. Describes have a
+//! bucket of their own, as EC2 and ECS keep one per class of action: polling an
+//! attaching ENI never takes a mutation's token.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -95,18 +97,31 @@ impl Retry {
     }
 }
 
-/// Rate limiter, backoff and metrics, shared by all calls of one provider.
+/// Rate limiters, backoff and metrics, shared by all calls of one provider.
 #[derive(Debug)]
 pub struct CallPolicy {
+    /// Every action but describes.
     limiter: DefaultDirectRateLimiter,
+    describe_limiter: DefaultDirectRateLimiter,
     backoff: Backoff,
     metrics: CloudMetrics,
 }
 
+fn bucket(rate: RateLimit) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_second(rate.qps).allow_burst(rate.burst))
+}
+
 impl CallPolicy {
-    pub fn new(rate: RateLimit, backoff: Backoff, metrics: CloudMetrics) -> Self {
+    /// `rate` for mutations, `describe_rate` for `Describe*` actions.
+    pub fn new(
+        rate: RateLimit,
+        describe_rate: RateLimit,
+        backoff: Backoff,
+        metrics: CloudMetrics,
+    ) -> Self {
         Self {
-            limiter: RateLimiter::direct(Quota::per_second(rate.qps).allow_burst(rate.burst)),
+            limiter: bucket(rate),
+            describe_limiter: bucket(describe_rate),
             backoff,
             metrics,
         }
@@ -129,10 +144,15 @@ impl CallPolicy {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
+        let limiter = if action.starts_with("Describe") {
+            &self.describe_limiter
+        } else {
+            &self.limiter
+        };
         let attempt = || {
             let request = &request;
             async move {
-                self.limiter.until_ready().await;
+                limiter.until_ready().await;
                 let started = Instant::now();
                 let result = request().await;
                 self.metrics.observe(action, &result, started.elapsed());
@@ -177,6 +197,7 @@ mod tests {
             burst: NonZeroU32::new(burst).unwrap(),
         };
         CallPolicy::new(
+            rate,
             rate,
             backoff,
             CloudMetrics::register(&mut Registry::default()),
@@ -305,5 +326,47 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(95), "took {took:?}");
         assert_eq!(p.metrics().count("Test", "ok"), 12);
+    }
+
+    #[tokio::test]
+    async fn describes_do_not_take_the_mutations_tokens() {
+        // One mutation per 10 s; describes 1000/s. Fifty polls, then a mutation: the
+        // mutation finds its token, and the polls never waited for one.
+        let slow = RateLimit {
+            qps: NonZeroU32::new(1).unwrap(),
+            burst: NonZeroU32::new(1).unwrap(),
+        };
+        let p = CallPolicy::new(
+            slow,
+            RateLimit {
+                qps: NonZeroU32::new(1000).unwrap(),
+                burst: NonZeroU32::new(1000).unwrap(),
+            },
+            quick_backoff(0),
+            CloudMetrics::register(&mut Registry::default()),
+        );
+        let started = Instant::now();
+        for _ in 0..50 {
+            p.call("DescribeNetworkInterfaces", Retry::Safe, || async {
+                Ok::<_, CloudError>(())
+            })
+            .await
+            .unwrap();
+        }
+        p.call("AttachNetworkInterface", Retry::Safe, || async {
+            Ok::<_, CloudError>(())
+        })
+        .await
+        .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // The mutation bucket is empty now: a second mutation waits for its refill.
+        let second = tokio::time::timeout(
+            Duration::from_millis(200),
+            p.call("CreateTags", Retry::Safe, || async {
+                Ok::<_, CloudError>(())
+            }),
+        )
+        .await;
+        assert!(second.is_err(), "a second mutation went without a token");
     }
 }

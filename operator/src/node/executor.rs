@@ -369,7 +369,10 @@ impl Executor<'_> {
     /// for `Available` ended with the ENI gone).
     async fn wait_status(&self, eni_id: &str, want: EniStatus) -> Result<Option<Eni>, NodeError> {
         let deadline = Instant::now() + self.cloud.attach_timeout;
-        let mut delay = Duration::from_millis(50);
+        // Attaching takes a second or more on both clouds: the first look comes after a
+        // moment, not at once, and the polls thin out (4 describes for a 2 s attach).
+        let mut delay = Duration::from_millis(200);
+        tokio::time::sleep(delay).await;
         loop {
             let enis = self
                 .cloud

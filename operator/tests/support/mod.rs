@@ -90,6 +90,7 @@ pub async fn provider_with_timeout(
     let mut settings = AwsSettings::new(cluster_name());
     settings.endpoint_url = Some(fx.endpoint.clone());
     settings.rate = rate;
+    settings.describe_rate = rate;
     settings.backoff = backoff;
     settings.attempt_timeout = attempt_timeout;
     let mut registry = Registry::default();
@@ -122,6 +123,7 @@ pub fn alibaba_provider_with_timeout(
     settings.endpoints.ecs = fx.endpoint.clone();
     settings.endpoints.vpc = fx.endpoint.clone();
     settings.rate = rate;
+    settings.describe_rate = rate;
     settings.backoff = backoff;
     settings.attempt_timeout = attempt_timeout;
     let mut registry = Registry::default();

@@ -6,7 +6,10 @@
 //! - `cni`: CNI ADD/DEL as a runtime execs them, against ptp + host-local (`cni.rs`).
 //! - `dataplane`: throughput and round trips per pod path against node to node
 //!   (`dataplane.rs`).
+//! - `burst`: SharedIP allocation bursts, cold and warm, against their bounds; what
+//!   the pools hold afterwards; the operator's memory (`burst.rs`).
 
+mod burst;
 mod cni;
 mod dataplane;
 mod report;
@@ -17,8 +20,12 @@ use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
-    #[error("usage: bench cni|dataplane [--smoke] [--out PATH]: {0}")]
+    #[error(
+        "usage: bench cni|dataplane|burst [--smoke] [--out PATH] [burst: --pods N --nodes N --cloud aws|alibaba]: {0}"
+    )]
     Usage(String),
+    #[error(transparent)]
+    Burst(#[from] burst::BurstError),
     #[error(transparent)]
     Bed(#[from] eni_e2e::bed::BedError),
     #[error(transparent)]
@@ -45,6 +52,8 @@ struct Args {
     name: String,
     smoke: bool,
     out: PathBuf,
+    /// The benchmark's own arguments.
+    rest: Vec<String>,
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError> {
@@ -52,7 +61,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
     let name = it
         .next()
         .ok_or_else(|| BenchError::Usage("name a benchmark".into()))?;
-    let (mut smoke, mut out) = (false, None);
+    let (mut smoke, mut out, mut rest) = (false, None, Vec::new());
     while let Some(a) = it.next() {
         match a.as_str() {
             "--smoke" => smoke = true,
@@ -62,7 +71,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
                         BenchError::Usage("--out needs a path".into())
                     })?))
             }
-            other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
+            _ => rest.push(a),
         }
     }
     let out = out.unwrap_or_else(|| {
@@ -70,10 +79,20 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
             .join("bench/results")
             .join(format!("{name}.json"))
     });
-    Ok(Args { name, smoke, out })
+    Ok(Args {
+        name,
+        smoke,
+        out,
+        rest,
+    })
 }
 
 async fn run(args: &Args) -> Result<String, BenchError> {
+    if args.name != "burst"
+        && let Some(other) = args.rest.first()
+    {
+        return Err(BenchError::Usage(format!("unknown argument {other:?}")));
+    }
     let (mut doc, summary) = match args.name.as_str() {
         "cni" => cni::run(if args.smoke { &cni::SMOKE } else { &cni::FULL }).await?,
         "dataplane" => {
@@ -84,6 +103,7 @@ async fn run(args: &Args) -> Result<String, BenchError> {
             })
             .await?
         }
+        "burst" => burst::run(&burst::parse_args(args.rest.clone(), args.smoke)?).await?,
         other => return Err(BenchError::Usage(format!("no benchmark {other:?}"))),
     };
     doc["bench"] = json!(args.name);

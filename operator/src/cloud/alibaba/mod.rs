@@ -54,7 +54,9 @@ const SETTLE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub struct AlibabaSettings {
     pub cluster: String,
     pub endpoints: Endpoints,
+    /// The operator's own bucket for mutations, and for describes.
     pub rate: RateLimit,
+    pub describe_rate: RateLimit,
     pub backoff: Backoff,
     pub attempt_timeout: Duration,
 }
@@ -77,6 +79,7 @@ impl AlibabaSettings {
                 access_key_secret,
             },
             rate: RateLimit::default(),
+            describe_rate: RateLimit::default(),
             backoff: Backoff::default(),
             attempt_timeout: Duration::from_secs(20),
         }
@@ -121,7 +124,12 @@ impl AlibabaProvider {
         let metrics = CloudMetrics::register(registry);
         Ok(Self {
             client: Client::new(settings.endpoints, settings.attempt_timeout)?,
-            policy: CallPolicy::new(settings.rate, settings.backoff, metrics),
+            policy: CallPolicy::new(
+                settings.rate,
+                settings.describe_rate,
+                settings.backoff,
+                metrics,
+            ),
             cluster: settings.cluster,
             limits_cache: Mutex::new(HashMap::new()),
         })

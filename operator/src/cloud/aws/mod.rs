@@ -43,7 +43,9 @@ pub struct AwsSettings {
     pub cluster: String,
     /// EC2 endpoint to use instead of the region's (vpc-sim, moto, a VPC endpoint).
     pub endpoint_url: Option<String>,
+    /// The operator's own bucket for mutations, and for describes.
     pub rate: RateLimit,
+    pub describe_rate: RateLimit,
     pub backoff: Backoff,
     /// Time limit of one request attempt; a timeout counts as `Transient`.
     pub attempt_timeout: Duration,
@@ -57,6 +59,7 @@ impl AwsSettings {
             cluster: cluster.into(),
             endpoint_url: None,
             rate: RateLimit::default(),
+            describe_rate: RateLimit::default(),
             backoff: Backoff::default(),
             attempt_timeout: Duration::from_secs(20),
             trunk_branch_overrides: BTreeMap::new(),
@@ -108,7 +111,12 @@ impl AwsProvider {
         let metrics = CloudMetrics::register(registry);
         Self {
             client: Client::from_conf(conf.build()),
-            policy: CallPolicy::new(settings.rate, settings.backoff, metrics),
+            policy: CallPolicy::new(
+                settings.rate,
+                settings.describe_rate,
+                settings.backoff,
+                metrics,
+            ),
             cluster: settings.cluster,
             trunk_overrides: settings.trunk_branch_overrides,
             limits_cache: Mutex::new(HashMap::new()),
