@@ -371,6 +371,11 @@ impl Bed {
         Ok(())
     }
 
+    /// The process id of `node`'s agent (`ip netns exec` execs it in place).
+    pub fn agent_pid(&self, node: &str) -> Option<u32> {
+        lock(&self.agents).get(node).map(ChildGuard::pid)
+    }
+
     /// Kills the agent of `node` (SIGKILL, as a crash).
     pub fn kill_agent(&self, node: &str) {
         if let Some(agent) = lock(&self.agents).remove(node) {

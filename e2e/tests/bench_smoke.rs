@@ -46,7 +46,7 @@ fn numbers(doc: &Value, pointers: &[String]) -> Result<(), Failed> {
 
 fn cni() -> Result<(), Failed> {
     let doc = run("cni")?;
-    let mut fields: Vec<String> = ["/add_p50_ratio", "/del_p50_ratio"]
+    let mut fields: Vec<String> = ["/add_p50_ratio", "/del_p50_ratio", "/agent_rss_bytes"]
         .map(String::from)
         .to_vec();
     for phase in ["sequential", "concurrent"] {

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use eni_crds::{Mode, SubnetPolicy};
 use eni_operator::{
-    cloud::{Backoff, CloudProvider, EniQuery},
+    cloud::{Backoff, CloudProvider, EniQuery, EniStatus},
     engine::{eni::PodKey, inventory::PoolCounts, plan::PoolState, settings::PoolSettings},
     node::{Cloud, Node, NodeError, SubnetCache},
 };
@@ -30,7 +30,11 @@ impl Bed {
     }
 
     async fn with_backoff(instance_type: &str, backoff: Backoff) -> Bed {
-        let sim = support::vpc_sim::start(SimConfig::instant()).await;
+        Bed::with(instance_type, backoff, SimConfig::instant()).await
+    }
+
+    async fn with(instance_type: &str, backoff: Backoff, behaviour: SimConfig) -> Bed {
+        let sim = support::vpc_sim::start(behaviour).await;
         let fx = support::vpc_sim::fixture(&sim, instance_type, "pods-a");
         let (provider, _registry) = support::provider(&fx, generous_rate(), backoff).await;
         Bed {
@@ -146,6 +150,64 @@ async fn maintenance_reaches_warm_targets_per_mode() {
         assert!(reloaded.claim(&taken.eni_id, taken.address, &pod("a"), false));
         assert_eq!(reloaded.counts("warm"), node.counts("warm"), "{mode:?}");
     }
+}
+
+/// A node short of several ENIs creates and attaches them side by side, each at a
+/// device index of its own: the cloud shows more than one attaching at once, and one
+/// pass ends with all of them in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_short_of_several_enis_attaches_them_side_by_side() {
+    let mut slow_attach = SimConfig::instant();
+    slow_attach.attach_delay_ms = 1500;
+    let bed = Bed::with("m5.4xlarge", quick_backoff(), slow_attach).await;
+    let s = pool("side", Mode::Exclusive, 5);
+    let node = bed.load(&s).await;
+    let pass = bed.maintain(&node, &s);
+    let watch = async {
+        let mut most = 0;
+        for _ in 0..100 {
+            let enis = bed
+                .provider
+                .list_enis(&EniQuery::Owned {
+                    pool: Some("side".into()),
+                    node: None,
+                    instance_id: None,
+                })
+                .await
+                .expect("list");
+            let attaching = enis
+                .iter()
+                .filter(|e| e.status == EniStatus::Attaching)
+                .count();
+            most = most.max(attaching);
+            if enis.len() == 5 && enis.iter().all(|e| e.status == EniStatus::InUse) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        most
+    };
+    let (result, most_attaching) = tokio::join!(pass, watch);
+    result.expect("maintain");
+    assert!(
+        most_attaching > 1,
+        "at most {most_attaching} ENI attaching at once"
+    );
+    assert_eq!(node.counts("side").enis, 5);
+    let mut indexes: Vec<u32> = bed
+        .provider
+        .list_enis(&EniQuery::Owned {
+            pool: Some("side".into()),
+            node: None,
+            instance_id: None,
+        })
+        .await
+        .expect("list")
+        .iter()
+        .filter_map(|e| e.attachment.as_ref().map(|a| a.device_index))
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -357,6 +357,11 @@ impl Inventory {
         free_device_index(&self.device_indexes(), max_enis)
     }
 
+    /// See [`free_device_indexes`].
+    pub fn free_device_indexes(&self, max_enis: u32, n: usize) -> Vec<u32> {
+        free_device_indexes(&self.device_indexes(), max_enis, n)
+    }
+
     /// Lowest free VLAN id for a new member in `1..=capacity`.
     pub fn free_vlan(&self, capacity: u32) -> Option<u16> {
         free_vlan(&self.vlan_ids(), capacity)
@@ -418,7 +423,16 @@ pub fn free_vlan(used: &BTreeSet<u16>, capacity: u32) -> Option<u16> {
 
 /// Device index for a new ENI: the lowest free one in `1..max_enis`.
 pub fn free_device_index(used: &BTreeSet<u32>, max_enis: u32) -> Option<u32> {
-    (1..max_enis).find(|i| !used.contains(i))
+    free_device_indexes(used, max_enis, 1).first().copied()
+}
+
+/// Up to `n` free device indexes, lowest first (ENIs attached side by side each need
+/// their own).
+pub fn free_device_indexes(used: &BTreeSet<u32>, max_enis: u32, n: usize) -> Vec<u32> {
+    (1..max_enis)
+        .filter(|i| !used.contains(i))
+        .take(n)
+        .collect()
 }
 
 #[cfg(test)]

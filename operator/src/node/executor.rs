@@ -41,8 +41,11 @@ pub(super) struct Executor<'a> {
 
 impl Executor<'_> {
     /// Runs `ops` in order; the first failure ends the pass (the next pass re-plans).
+    /// Consecutive new ENIs are created and attached side by side: each spends seconds
+    /// attaching, and a node short of several should not wait for them in turn.
     pub async fn run(&self, pool: PoolState<'_>, ops: Vec<Op>) -> Result<(), NodeError> {
-        for op in ops {
+        let mut ops = ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
             let s = match pool {
                 PoolState::Active(s) => Some(s),
                 PoolState::Draining(_) => None,
@@ -55,7 +58,14 @@ impl Executor<'_> {
                 }
                 (Op::CreateTrunk, Some(s)) => self.create_trunk(s).await?,
                 (Op::Assign { eni_id, slots }, Some(s)) => self.assign(s, &eni_id, slots).await?,
-                (Op::CreateEni { slots }, Some(s)) => self.create_eni(s, slots).await?,
+                (Op::CreateEni { slots }, Some(s)) => {
+                    let mut batch = vec![slots];
+                    while let Some(Op::CreateEni { slots }) = ops.peek() {
+                        batch.push(*slots);
+                        ops.next();
+                    }
+                    self.create_enis(s, &batch).await?
+                }
                 (Op::CreateMember, Some(s)) => self.create_member(s).await?,
                 // Growth of a draining pool: never planned.
                 (_, None) => {}
@@ -203,9 +213,29 @@ impl Executor<'_> {
         }
     }
 
-    /// Creates an ENI (with its first addresses in the same call), attaches it and waits
-    /// until it is in use before pods may get it.
-    async fn create_eni(&self, s: &PoolSettings, slots: u32) -> Result<(), NodeError> {
+    /// Creates one ENI per entry of `batch` (its slots), side by side, each at a device
+    /// index of its own; the first failure is returned once all have finished (those
+    /// that succeeded are recorded).
+    async fn create_enis(&self, s: &PoolSettings, batch: &[u32]) -> Result<(), NodeError> {
+        let indexes = self
+            .node
+            .read(|inv| inv.free_device_indexes(self.node.limits.max_enis, batch.len()));
+        if indexes.is_empty() {
+            return Err(NodeError::NoRoom("device index"));
+        }
+        let results = futures::future::join_all(
+            batch
+                .iter()
+                .zip(indexes)
+                .map(|(slots, index)| self.create_eni(s, *slots, index)),
+        )
+        .await;
+        results.into_iter().collect()
+    }
+
+    /// Creates an ENI (with its first addresses in the same call), attaches it at
+    /// `index` and waits until it is in use before pods may get it.
+    async fn create_eni(&self, s: &PoolSettings, slots: u32, index: u32) -> Result<(), NodeError> {
         let initial = match s.mode {
             Mode::SharedIp if s.prefix_delegation => Some(InitialAddresses::Prefixes(slots)),
             Mode::SharedIp => Some(InitialAddresses::Ips(slots)),
@@ -219,7 +249,7 @@ impl Executor<'_> {
         } else {
             Role::Shared
         };
-        self.attach_and_record(s, new, role).await?;
+        self.attach_and_record(s, new, role, index).await?;
         self.node.capacity_added.notify_waiters();
         Ok(())
     }
@@ -230,9 +260,13 @@ impl Executor<'_> {
                 self.node.instance.instance_type.clone(),
             ));
         }
+        let index = self
+            .node
+            .read(|inv| inv.free_device_index(self.node.limits.max_enis))
+            .ok_or(NodeError::NoRoom("device index"))?;
         let new = self.create_in_subnets(s, EniKind::Trunk, None).await?;
         let id = new.eni.id.clone();
-        self.attach_and_record(s, new, Role::Trunk).await?;
+        self.attach_and_record(s, new, Role::Trunk, index).await?;
         info!(node = %self.node.name, trunk = %id, "trunk ENI ready");
         Ok(())
     }
@@ -242,8 +276,9 @@ impl Executor<'_> {
         s: &PoolSettings,
         new: New,
         role: Role,
+        index: u32,
     ) -> Result<(), NodeError> {
-        let attachment = self.attach(&new.eni).await?;
+        let attachment = self.attach(&new.eni, index).await?;
         let rec = EniRecord::new(
             &new.eni,
             new.mac,
@@ -257,16 +292,10 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn attach(&self, eni: &Eni) -> Result<(String, u32), NodeError> {
+    /// Attaches `eni` at device `index` (chosen before the ENI was created, so a node
+    /// without room creates none).
+    async fn attach(&self, eni: &Eni, index: u32) -> Result<(String, u32), NodeError> {
         let p = self.cloud.provider;
-        let index = self
-            .node
-            .read(|inv| inv.free_device_index(self.node.limits.max_enis));
-        let Some(index) = index else {
-            // Nothing may be left behind: the new ENI goes again.
-            p.delete_eni(&eni.id).await?;
-            return Err(NodeError::NoRoom("device index"));
-        };
         let attachment_id = match p.attach_eni(&eni.id, &self.node.instance.id, index).await {
             Ok(a) => a,
             Err(e) => {

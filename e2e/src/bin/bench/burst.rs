@@ -25,7 +25,6 @@
 
 use std::{
     collections::HashMap,
-    fs,
     time::{Duration, Instant},
 };
 
@@ -53,7 +52,7 @@ use vpc_sim::{
     server::ServerConfig,
 };
 
-use super::report::{Samples, round};
+use super::report::{Samples, memory_kib, round};
 
 const INSTANCE_TYPE: &str = "m5.4xlarge";
 /// Secondary addresses a pool ENI of INSTANCE_TYPE holds (30 per ENI, one primary).
@@ -180,24 +179,6 @@ fn lower_bound(pods: u32, nodes: u32, cloud: &SimConfig) -> LowerBound {
         operator_calls,
         seconds: per_action.max(operator).max(latency),
     }
-}
-
-/// Resident and peak memory of a process, in KiB, from /proc.
-fn memory_kib(pid: u32) -> Result<(u64, u64), BurstError> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(BurstError::Proc)?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                BurstError::Proc(std::io::Error::other(format!(
-                    "no {name} in /proc/{pid}/status"
-                )))
-            })
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Calls the cloud answered so far: (mutating, describes, throttled).
@@ -463,7 +444,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss_before, _) = memory_kib(operator.pid())?;
+    let (rss_before, _) = memory_kib(operator.pid()).map_err(BurstError::Proc)?;
 
     eprintln!("cold burst: {} pods on {} nodes", args.pods, args.nodes);
     let cold = burst(&c, &operator, "cold", args.pods, &nodes).await?;
@@ -481,7 +462,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
         },
     )
     .await?;
-    let (rss_at, _) = memory_kib(operator.pid())?;
+    let (rss_at, _) = memory_kib(operator.pid()).map_err(BurstError::Proc)?;
     let settled = pools.get("bench").await?.status.unwrap_or_default();
 
     eprintln!("releasing the cold pods and warming the pool");
@@ -517,7 +498,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
 
     eprintln!("warm burst: {} pods", args.pods);
     let warm = burst(&c, &operator, "warm", args.pods, &nodes).await?;
-    let (_, rss_peak) = memory_kib(operator.pid())?;
+    let (_, rss_peak) = memory_kib(operator.pid()).map_err(BurstError::Proc)?;
 
     let bound = lower_bound(args.pods, args.nodes, &cloud);
     let pods = f64::from(args.pods);

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::{
     BenchError,
-    report::{Samples, p50_ratio},
+    report::{Samples, memory_kib, p50_ratio},
 };
 
 const NODE: &str = "n1";
@@ -191,6 +191,10 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
         concurrent.merge(h.await.map_err(|e| BenchError::Plugin(e.to_string()))??);
     }
     let concurrent_secs = started.elapsed().as_secs_f64();
+    let agent = bed
+        .agent_pid(NODE)
+        .ok_or(BenchError::Missing("the node's agent process"))?;
+    let (agent_rss, agent_peak) = memory_kib(agent).map_err(BenchError::Io)?;
 
     for job in &jobs {
         for ns in [&job.ours, &job.reference] {
@@ -210,6 +214,13 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
         "del_p50_ratio": seq["del_p50_ratio"],
         "sequential": seq,
         "concurrent": conc,
+        "agent_rss_bytes": agent_rss * 1024,
+        "agent": {
+            "rss_kib": agent_rss,
+            "peak_kib": agent_peak,
+            "podnetworks_cached": total,
+            "cni_requests_served": 2 * total,
+        },
         "setup": {
             "node": INSTANCE_TYPE,
             "pods_allocated_by_the_operator": total,
@@ -219,9 +230,10 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
         },
     });
     let summary = format!(
-        "cni: sequential {}; {WORKERS}-way {}",
+        "cni: sequential {}; {WORKERS}-way {}; agent RSS {:.1} MiB with {total} PodNetworks",
         sequential.summary(),
-        concurrent.summary()
+        concurrent.summary(),
+        agent_rss as f64 / 1024.0
     );
     Ok((doc, summary))
 }

@@ -83,6 +83,20 @@ pub fn machine() -> Value {
     })
 }
 
+/// Resident and peak memory of a process, in KiB, from /proc.
+pub fn memory_kib(pid: u32) -> io::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| io::Error::other(format!("no {name} in /proc/{pid}/status")))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// Writes `doc` (pretty JSON) to `path`, creating its directory.
 pub fn write(path: &Path, doc: &Value) -> io::Result<()> {
     if let Some(dir) = path.parent() {

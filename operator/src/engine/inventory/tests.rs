@@ -234,6 +234,15 @@ fn counts_and_pools() {
 fn index_allocation() {
     assert_eq!(free_device_index(&BTreeSet::from([0, 1, 3]), 4), Some(2));
     assert_eq!(free_device_index(&BTreeSet::from([0, 1, 2]), 3), None);
+    assert_eq!(
+        free_device_indexes(&BTreeSet::from([0, 2]), 8, 3),
+        vec![1, 3, 4]
+    );
+    assert_eq!(
+        free_device_indexes(&BTreeSet::from([0, 2]), 4, 3),
+        vec![1, 3]
+    );
+    assert!(free_device_indexes(&BTreeSet::from([0]), 1, 2).is_empty());
     assert_eq!(free_vlan(&BTreeSet::from([1, 2]), 10), Some(3));
     assert_eq!(free_vlan(&BTreeSet::from([1, 2]), 2), None);
     assert_eq!(free_vlan(&BTreeSet::new(), 0), None);
