@@ -16,9 +16,9 @@
 //! Pods are created by 16 clients at once, and the create rate is reported beside each
 //! burst: a burst cannot beat it. Each burst's bound is the slower of that rate and the
 //! cloud's: the calls the plan cannot do without (per ENI a create with its addresses,
-//! an attach and one describe that sees it in use) through the operator's own bucket
-//! and the cloud's per-action buckets, and one create, attach and attach delay before
-//! a node's first pod. `bound_ratio` is actual over bound (at most 1).
+//! an attach and one describe that sees it in use) through the operator's own buckets
+//! (mutations, describes) and the cloud's per-action buckets, then the last ENI's
+//! attach delay. `bound_ratio` is actual over bound (at most 1).
 //!
 //! `--cloud alibaba` runs the same with vpc-sim playing Alibaba Cloud and the operator
 //! on its ECS provider (nodes ecs.g7.4xlarge: the same 8 ENIs of 30 addresses).
@@ -150,8 +150,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result
 /// The fastest a cold burst can finish on the cloud's side: the calls it cannot do
 /// without (per ENI a create with its addresses and an attach, mutating, and one
 /// describe that sees it in use), paced by every token bucket they pass (the cloud's
-/// per action, the operator's for all), and at least one create, attach and attach
-/// delay before the first pod on a node is served.
+/// per action, the operator's for mutations and for describes), then the last ENI's
+/// attach delay.
 #[derive(Debug, PartialEq)]
 struct LowerBound {
     enis: u32,
@@ -171,13 +171,19 @@ fn lower_bound(pods: u32, nodes: u32, cloud: &SimConfig) -> LowerBound {
     let bucket = cloud.rate_limits.mutate;
     let per_action =
         (f64::from(enis) - f64::from(bucket.capacity)).max(0.0) / bucket.refill_per_sec;
-    let operator = (f64::from(operator_calls) - OPERATOR_BURST).max(0.0) / OPERATOR_QPS;
-    let latency = (2 * cloud.latency.mutate.base_ms + cloud.attach_delay_ms) as f64 / 1000.0;
+    // The operator's buckets: one for mutations, one for describes.
+    let operator = ((f64::from(calls) - OPERATOR_BURST).max(0.0) / OPERATOR_QPS)
+        .max((f64::from(enis) - OPERATOR_BURST).max(0.0) / OPERATOR_QPS);
+    // The last attach passes the buckets at `pacing`; its ENI is in use one call and the
+    // attach delay later. With no bucket in the way: a create, an attach and the delay.
+    let base = cloud.latency.mutate.base_ms as f64 / 1000.0;
+    let pacing = per_action.max(operator);
+    let attach = cloud.attach_delay_ms as f64 / 1000.0;
     LowerBound {
         enis,
         calls,
         operator_calls,
-        seconds: per_action.max(operator).max(latency),
+        seconds: (pacing + base).max(2.0 * base) + attach,
     }
 }
 
@@ -640,14 +646,15 @@ mod tests {
         assert_eq!((b.enis, b.calls), (4, 8));
         assert!((b.seconds - 2.2).abs() < 1e-9, "{b:?}");
         // 1000 pods on 10 nodes: 40 ENIs, 80 mutating calls and 40 describes; the
-        // operator's bucket (20 at once, 10/s) paces the 120: 10 s.
+        // operator's mutation bucket (20 at once, 10/s) passes the last at 6 s, its
+        // ENI is in use 0.1 + 2 s later.
         let b = lower_bound(1000, 10, &cloud);
         assert_eq!((b.enis, b.calls, b.operator_calls), (40, 80, 120));
-        assert!((b.seconds - 10.0).abs() < 1e-9, "{b:?}");
+        assert!((b.seconds - 8.1).abs() < 1e-9, "{b:?}");
         // 100 ENIs: the cloud's per-action bucket (50 at once, 5/s) needs 10 s, the
-        // operator's for 300 calls 28 s: the slower one is the bound.
+        // operator's for 200 mutations 18 s: the slower one, then the last attach.
         let b = lower_bound(2900, 100, &cloud);
         assert_eq!((b.enis, b.calls), (100, 200));
-        assert!((b.seconds - 28.0).abs() < 1e-9, "{b:?}");
+        assert!((b.seconds - 20.1).abs() < 1e-9, "{b:?}");
     }
 }
