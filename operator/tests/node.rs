@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use eni_crds::{Mode, SubnetPolicy};
 use eni_operator::{
-    cloud::{Backoff, CloudProvider, EniQuery, EniStatus},
+    cloud::{Backoff, CloudProvider, Eni, EniQuery, EniStatus},
     engine::{eni::PodKey, inventory::PoolCounts, plan::PoolState, settings::PoolSettings},
     node::{Cloud, Node, NodeError, SubnetCache},
 };
@@ -70,17 +70,21 @@ impl Bed {
             .await
     }
 
-    /// ENIs the cloud holds of `pool`, with their secondary addresses and prefixes.
-    async fn cloud_enis(&self, pool: &str) -> (usize, usize) {
-        let enis = self
-            .provider
+    /// ENIs the cloud holds of `pool`.
+    async fn owned_enis(&self, pool: &str) -> Vec<Eni> {
+        self.provider
             .list_enis(&EniQuery::Owned {
                 pool: Some(pool.to_owned()),
                 node: None,
                 instance_id: None,
             })
             .await
-            .expect("list");
+            .expect("list")
+    }
+
+    /// ENIs the cloud holds of `pool`, with their secondary addresses and prefixes.
+    async fn cloud_enis(&self, pool: &str) -> (usize, usize) {
+        let enis = self.owned_enis(pool).await;
         let addrs = enis
             .iter()
             .map(|e| e.secondary_ips.len() + e.prefixes.len())
@@ -166,15 +170,7 @@ async fn a_node_short_of_several_enis_attaches_them_side_by_side() {
     let watch = async {
         let mut most = 0;
         for _ in 0..100 {
-            let enis = bed
-                .provider
-                .list_enis(&EniQuery::Owned {
-                    pool: Some("side".into()),
-                    node: None,
-                    instance_id: None,
-                })
-                .await
-                .expect("list");
+            let enis = bed.owned_enis("side").await;
             let attaching = enis
                 .iter()
                 .filter(|e| e.status == EniStatus::Attaching)
@@ -195,14 +191,8 @@ async fn a_node_short_of_several_enis_attaches_them_side_by_side() {
     );
     assert_eq!(node.counts("side").enis, 5);
     let mut indexes: Vec<u32> = bed
-        .provider
-        .list_enis(&EniQuery::Owned {
-            pool: Some("side".into()),
-            node: None,
-            instance_id: None,
-        })
+        .owned_enis("side")
         .await
-        .expect("list")
         .iter()
         .filter_map(|e| e.attachment.as_ref().map(|a| a.device_index))
         .collect();
