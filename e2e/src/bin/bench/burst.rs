@@ -139,7 +139,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result
             other => return Err(BurstError::Usage(format!("unknown argument {other:?}"))),
         }
     }
-    let (default_pods, default_nodes) = if smoke { (60, 2) } else { (1000, 10) };
+    let (default_pods, default_nodes) = if smoke { (20, 1) } else { (1000, 10) };
     Ok(Args {
         pods: pods.unwrap_or(default_pods),
         nodes: nodes.unwrap_or(default_nodes),
@@ -607,8 +607,8 @@ mod tests {
         assert_eq!(
             args("--smoke").ok(),
             Some(Args {
-                pods: 60,
-                nodes: 2,
+                pods: 20,
+                nodes: 1,
                 cloud: Cloud::Aws
             })
         );
@@ -616,7 +616,7 @@ mod tests {
             args("--smoke --pods 50").ok(),
             Some(Args {
                 pods: 50,
-                nodes: 2,
+                nodes: 1,
                 cloud: Cloud::Aws
             })
         );
