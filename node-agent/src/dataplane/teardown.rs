@@ -140,15 +140,12 @@ impl Dataplane {
                 Err(other) => return Err(other),
             }
         }
-        let host_name = host_ifname(container_id, ifname);
-        if let Some(link) = self.host.link_by_name(&host_name).await? {
-            let marker = link.alias.as_deref().and_then(PodMarker::parse);
-            if marker.is_some_and(|m| m.container_id == container_id && m.ifname == ifname) {
-                self.host.delete_link(link.index).await?;
-                debug!(link = %host_name, "host link deleted");
-            } else {
-                warn!(link = %host_name, alias = ?link.alias, "host link of that name is not this pod's; left alone");
+        match self.host_end(container_id, ifname).await? {
+            Some((link, Some(_))) => self.delete_host_end(&link).await?,
+            Some((link, None)) => {
+                warn!(link = %link.name, alias = ?link.alias, "host link of that name is not this pod's; left alone");
             }
+            None => {}
         }
         self.drop_ipvlan_routes(&ipvlan_addresses).await?;
         self.sweep().await
@@ -163,16 +160,40 @@ impl Dataplane {
         ifname: &str,
         kind: WiringKind,
     ) -> Result<(), DataplaneError> {
-        let host_name = host_ifname(container_id, ifname);
-        if let Some(link) = self.host.link_by_name(&host_name).await? {
-            let marker = link.alias.as_deref().and_then(PodMarker::parse);
-            if marker.is_some_and(|m| {
-                m.container_id == container_id && m.ifname == ifname && m.kind == kind
-            }) {
-                self.host.delete_link(link.index).await?;
-                debug!(link = %host_name, "host link deleted");
-            }
+        if let Some((link, Some(wired_as))) = self.host_end(container_id, ifname).await?
+            && wired_as == kind
+        {
+            self.delete_host_end(&link).await?;
         }
+        Ok(())
+    }
+
+    /// The host link named for (`container_id`, `ifname`), with the kind it was wired
+    /// as when its marker names that container (None: another's, or no marker).
+    async fn host_end(
+        &self,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<(Link, Option<WiringKind>)>, DataplaneError> {
+        let Some(link) = self
+            .host
+            .link_by_name(&host_ifname(container_id, ifname))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let kind = link
+            .alias
+            .as_deref()
+            .and_then(PodMarker::parse)
+            .filter(|m| m.container_id == container_id && m.ifname == ifname)
+            .map(|m| m.kind);
+        Ok(Some((link, kind)))
+    }
+
+    async fn delete_host_end(&self, link: &Link) -> Result<(), DataplaneError> {
+        self.host.delete_link(link.index).await?;
+        debug!(link = %link.name, "host link deleted");
         Ok(())
     }
 

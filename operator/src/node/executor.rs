@@ -399,7 +399,7 @@ impl Executor<'_> {
     async fn wait_status(&self, eni_id: &str, want: EniStatus) -> Result<Option<Eni>, NodeError> {
         let deadline = Instant::now() + self.cloud.attach_timeout;
         // Attaching takes a second or more on both clouds: the first look comes after a
-        // moment, not at once, and the polls thin out (4 describes for a 2 s attach).
+        // moment, not at once, and the polls thin out (5 describes for a 2 s attach).
         let mut delay = Duration::from_millis(200);
         tokio::time::sleep(delay).await;
         loop {
