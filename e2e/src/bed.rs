@@ -460,14 +460,14 @@ impl Bed {
         Ok(cluster::apply_yaml(&self.client, yaml).await?)
     }
 
-    /// Creates a pod bound to `node` in namespace `ns`.
+    /// Creates a pod bound to `node` in namespace `ns`; returns it as stored.
     pub async fn create_pod(
         &self,
         ns: &str,
         name: &str,
         node: &str,
         labels: &[(&str, &str)],
-    ) -> Result<(), BedError> {
+    ) -> Result<Pod, BedError> {
         let labels: BTreeMap<_, _> = labels
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -477,10 +477,9 @@ impl Bed {
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
         }))
         .map_err(kube::Error::SerdeError)?;
-        Api::<Pod>::namespaced(self.client.clone(), ns)
+        Ok(Api::<Pod>::namespaced(self.client.clone(), ns)
             .create(&PostParams::default(), &pod)
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// Deletes a pod as a user does (graceful; the kubelet stand-in finishes it).

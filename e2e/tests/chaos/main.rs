@@ -345,8 +345,8 @@ async fn churn_and_converge(
         if create {
             let node = room.choose(rng).copied().unwrap_or("s0");
             let name = format!("c{i}");
-            retrying("creating a pod", || {
-                bed.create_pod("default", &name, node, &[])
+            retrying("creating a pod", || async {
+                bed.create_pod("default", &name, node, &[]).await.map(drop)
             })
             .await?;
             live.push((name, node.to_owned()));

@@ -30,11 +30,11 @@ use std::{
 
 use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
 use eni_e2e::{
-    cluster::{Cluster, ClusterError},
+    cluster::Cluster,
     process::ChildGuard,
     vpc::{Cloud, instance_type_on},
 };
-use eni_test_support::{SimError, pool};
+use eni_test_support::pool;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     coordination::v1::Lease,
@@ -52,7 +52,10 @@ use vpc_sim::{
     server::ServerConfig,
 };
 
-use super::report::{Samples, memory_kib, round};
+use super::{
+    BenchError,
+    report::{Samples, memory_kib, round},
+};
 
 const INSTANCE_TYPE: &str = "m5.4xlarge";
 /// Secondary addresses a pool ENI of INSTANCE_TYPE holds (30 per ENI, one primary).
@@ -67,38 +70,6 @@ const NAMESPACE: &str = "default";
 const CREATE_CONCURRENCY: usize = 16;
 const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
 
-#[derive(Debug, thiserror::Error)]
-pub enum BurstError {
-    #[error("usage: bench burst [--smoke] [--pods N] [--nodes N] [--cloud aws|alibaba]: {0}")]
-    Usage(String),
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    #[error(transparent)]
-    Sim(#[from] SimError),
-    #[error("vpc-sim: {0}")]
-    Server(#[from] vpc_sim::server::ServerError),
-    #[error(transparent)]
-    Layout(#[from] vpc_sim::layout::LayoutError),
-    #[error("kube: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("watch: {0}")]
-    Watch(#[from] watcher::Error),
-    #[error("{pods} pods do not fit on {nodes} {INSTANCE_TYPE} nodes ({per} each at most)")]
-    TooMany { pods: u32, nodes: u32, per: u32 },
-    #[error("timed out after {0:?} waiting for {1}")]
-    Timeout(Duration, String),
-    #[error("timed out after {timeout:?} waiting for {what}; the operator's log ends with:\n{log}")]
-    Stuck {
-        timeout: Duration,
-        what: String,
-        log: String,
-    },
-    #[error("the operator exited; its log ends with:\n{0}")]
-    OperatorDied(String),
-    #[error("reading the operator's memory: {0}")]
-    Proc(std::io::Error),
-}
-
 #[derive(Debug, PartialEq)]
 pub struct Args {
     pods: u32,
@@ -107,17 +78,17 @@ pub struct Args {
 }
 
 /// `args` after the benchmark's name; `smoke` picks the small default size.
-pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result<Args, BurstError> {
+pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result<Args, BenchError> {
     let (mut pods, mut nodes, mut cloud) = (None, None, Cloud::Aws);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        let mut number = |flag: &str| -> Result<u32, BurstError> {
+        let mut number = |flag: &str| -> Result<u32, BenchError> {
             let v = it
                 .next()
-                .ok_or_else(|| BurstError::Usage(format!("{flag} needs a value")))?;
+                .ok_or_else(|| BenchError::Usage(format!("{flag} needs a value")))?;
             match v.parse::<u32>() {
                 Ok(n) if n > 0 => Ok(n),
-                _ => Err(BurstError::Usage(format!(
+                _ => Err(BenchError::Usage(format!(
                     "{flag} {v:?} is not a positive number"
                 ))),
             }
@@ -130,13 +101,13 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result
                     Some("aws") => Cloud::Aws,
                     Some("alibaba") => Cloud::Alibaba,
                     other => {
-                        return Err(BurstError::Usage(format!(
+                        return Err(BenchError::Usage(format!(
                             "--cloud takes aws or alibaba, not {other:?}"
                         )));
                     }
                 }
             }
-            other => return Err(BurstError::Usage(format!("unknown argument {other:?}"))),
+            other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
         }
     }
     let (default_pods, default_nodes) = if smoke { (20, 1) } else { (1000, 10) };
@@ -207,7 +178,7 @@ async fn networks_ready(
     client: Client,
     prefix: String,
     n: usize,
-) -> Result<HashMap<String, Instant>, BurstError> {
+) -> Result<HashMap<String, Instant>, BenchError> {
     let api: Api<PodNetwork> = Api::namespaced(client, NAMESPACE);
     let mut seen = HashMap::new();
     let stream = watcher(api, watcher::Config::default()).applied_objects();
@@ -221,7 +192,7 @@ async fn networks_ready(
             }
         }
     }
-    Err(BurstError::Timeout(
+    Err(BenchError::Timeout(
         PHASE_TIMEOUT,
         "the PodNetwork watch ended".into(),
     ))
@@ -245,7 +216,7 @@ async fn burst(
     prefix: &str,
     pods: u32,
     nodes: &[String],
-) -> Result<Burst, BurstError> {
+) -> Result<Burst, BenchError> {
     let ready = tokio::spawn(networks_ready(
         c.client.clone(),
         format!("{prefix}-"),
@@ -274,8 +245,8 @@ async fn burst(
     let create_seconds = started.elapsed().as_secs_f64();
     let seen = tokio::time::timeout(PHASE_TIMEOUT, ready)
         .await
-        .map_err(|_| BurstError::Timeout(PHASE_TIMEOUT, format!("{pods} networks for {prefix}-*")))?
-        .map_err(|e| BurstError::Timeout(PHASE_TIMEOUT, format!("network watch task: {e}")))??;
+        .map_err(|_| BenchError::Timeout(PHASE_TIMEOUT, format!("{pods} networks for {prefix}-*")))?
+        .map_err(|e| BenchError::Timeout(PHASE_TIMEOUT, format!("network watch task: {e}")))??;
     let done = seen.values().max().copied().unwrap_or(started);
     // The watch may show a network before the create call has answered: 0 then.
     let mut latencies = Samples::default();
@@ -286,7 +257,7 @@ async fn burst(
     }
     let (m1, d1, t1) = calls(c);
     if operator.has_exited() {
-        return Err(BurstError::OperatorDied(operator.log_tail(30)));
+        return Err(BenchError::OperatorDied(operator.log_tail(30)));
     }
     Ok(Burst {
         seconds: done.duration_since(started).as_secs_f64(),
@@ -305,21 +276,21 @@ async fn wait<T, F, Fut>(
     what: &str,
     timeout: Duration,
     mut check: F,
-) -> Result<T, BurstError>
+) -> Result<T, BenchError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, BurstError>>,
+    Fut: std::future::Future<Output = Result<Option<T>, BenchError>>,
 {
     let deadline = Instant::now() + timeout;
     loop {
         if operator.has_exited() {
-            return Err(BurstError::OperatorDied(operator.log_tail(30)));
+            return Err(BenchError::OperatorDied(operator.log_tail(30)));
         }
         if let Some(v) = check().await? {
             return Ok(v);
         }
         if Instant::now() > deadline {
-            return Err(BurstError::Stuck {
+            return Err(BenchError::Stuck {
                 timeout,
                 what: what.to_owned(),
                 log: operator.log_tail(30),
@@ -343,7 +314,7 @@ fn models() -> [(&'static str, SimConfig); 2] {
     [("aws_like", aws), ("strict", strict)]
 }
 
-pub async fn run(args: &Args) -> Result<(Value, String), BurstError> {
+pub async fn run(args: &Args) -> Result<(Value, String), BenchError> {
     let mut doc = serde_json::Map::new();
     let mut summary = Vec::new();
     for (name, cloud) in models() {
@@ -365,12 +336,13 @@ pub async fn run(args: &Args) -> Result<(Value, String), BurstError> {
     Ok((top, format!("burst: {}", summary.join("; "))))
 }
 
-async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), BurstError> {
+async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), BenchError> {
     let per_node_max = ENIS_PER_NODE * SLOTS_PER_ENI;
     if args.pods > args.nodes * per_node_max {
-        return Err(BurstError::TooMany {
+        return Err(BenchError::TooMany {
             pods: args.pods,
             nodes: args.nodes,
+            instance_type: INSTANCE_TYPE,
             per: per_node_max,
         });
     }
@@ -390,7 +362,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
         name: "pods-bench".into(),
         cidr: "10.0.16.0/20"
             .parse()
-            .map_err(|e| BurstError::Usage(format!("subnet: {e}")))?,
+            .map_err(|e| BenchError::Usage(format!("subnet: {e}")))?,
         az: zone,
         id: None,
         tags: [("eni-operator.io/pods".to_owned(), "true".to_owned())].into(),
@@ -450,7 +422,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss_before, _) = memory_kib(operator.pid()).map_err(BurstError::Proc)?;
+    let (rss_before, _) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
 
     eprintln!("cold burst: {} pods on {} nodes", args.pods, args.nodes);
     let cold = burst(&c, &operator, "cold", args.pods, &nodes).await?;
@@ -468,7 +440,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
         },
     )
     .await?;
-    let (rss_at, _) = memory_kib(operator.pid()).map_err(BurstError::Proc)?;
+    let (rss_at, _) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
     let settled = pools.get("bench").await?.status.unwrap_or_default();
 
     eprintln!("releasing the cold pods and warming the pool");
@@ -504,7 +476,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
 
     eprintln!("warm burst: {} pods", args.pods);
     let warm = burst(&c, &operator, "warm", args.pods, &nodes).await?;
-    let (_, rss_peak) = memory_kib(operator.pid()).map_err(BurstError::Proc)?;
+    let (_, rss_peak) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
 
     let bound = lower_bound(args.pods, args.nodes, &cloud);
     let pods = f64::from(args.pods);
@@ -584,7 +556,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Bur
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Result<Args, BurstError> {
+    fn args(s: &str) -> Result<Args, BenchError> {
         let smoke = s.contains("--smoke");
         parse_args(
             s.split_whitespace()

@@ -20,8 +20,7 @@ use std::{
 use eni_crds::{Mode, PodNetwork};
 use eni_e2e::{bed::Bed, cluster::fast_cloud};
 use eni_test_support::pool;
-use k8s_openapi::api::core::v1::Pod;
-use kube::{Api, ResourceExt, api::PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::{
@@ -119,15 +118,10 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
     bed.start_operator("op-0")?;
     bed.wait_agents().await?;
 
-    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "default");
     let mut jobs = Vec::new();
     for i in 0..total {
         let name = format!("cni-{i}");
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
-        }))?;
-        let created = pods.create(&PostParams::default(), &pod).await?;
+        let created = bed.create_pod("default", &name, NODE, &[]).await?;
         let (ours, reference) = (
             format!("{}c{i}a", bed.prefix),
             format!("{}c{i}b", bed.prefix),
@@ -188,7 +182,7 @@ pub async fn run(size: &Size) -> Result<(Value, String), BenchError> {
     }
     let mut concurrent = Timings::default();
     for h in handles {
-        concurrent.merge(h.await.map_err(|e| BenchError::Plugin(e.to_string()))??);
+        concurrent.merge(h.await.map_err(|e| BenchError::Failed(e.to_string()))??);
     }
     let concurrent_secs = started.elapsed().as_secs_f64();
     let agent = bed
@@ -282,7 +276,7 @@ async fn worker(host: &Path, jobs: Vec<Job>, plugins: Plugins) -> Result<Timings
     };
     tokio::task::spawn_blocking(move || eni_netns::run_in_blocking(&host, run))
         .await
-        .map_err(|e| BenchError::Plugin(e.to_string()))??
+        .map_err(|e| BenchError::Failed(e.to_string()))??
 }
 
 /// Execs `plugin` for one CNI command; milliseconds from exec to its exit.
@@ -320,8 +314,8 @@ fn exec(
     let out = child.wait_with_output().map_err(BenchError::Io)?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     if !out.status.success() {
-        return Err(BenchError::Plugin(format!(
-            "{} {command} for {}: {}{}",
+        return Err(BenchError::Failed(format!(
+            "plugin {} {command} for {}: {}{}",
             plugin.display(),
             job.name,
             String::from_utf8_lossy(&out.stdout),

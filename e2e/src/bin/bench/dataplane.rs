@@ -196,12 +196,12 @@ fn iperf(path: &Path, seconds: u32) -> Result<f64, BenchError> {
     let _ = server.kill();
     let _ = server.wait();
     let out =
-        out.ok_or_else(|| BenchError::Plugin(format!("iperf3 to {} never ran", path.name)))?;
+        out.ok_or_else(|| BenchError::Failed(format!("iperf3 to {} never ran", path.name)))?;
     let doc: Value = serde_json::from_slice(&out)?;
     doc["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9)
-        .ok_or_else(|| BenchError::Plugin(format!("iperf3 to {} reported no rate", path.name)))
+        .ok_or_else(|| BenchError::Failed(format!("iperf3 to {} reported no rate", path.name)))
 }
 
 fn netns_command(ns: &str, program: &str) -> Command {
@@ -243,7 +243,7 @@ async fn round_trips(path: &Path, n: usize) -> Result<Samples, BenchError> {
         Ok(samples)
     })
     .await
-    .map_err(|e| BenchError::Plugin(e.to_string()))?
+    .map_err(|e| BenchError::Failed(e.to_string()))?
     .map_err(BenchError::Io)?;
     let _ = server.join();
     Ok(samples)

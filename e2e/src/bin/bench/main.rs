@@ -25,8 +25,6 @@ enum BenchError {
     )]
     Usage(String),
     #[error(transparent)]
-    Burst(#[from] burst::BurstError),
-    #[error(transparent)]
     Bed(#[from] eni_e2e::bed::BedError),
     #[error(transparent)]
     Cluster(#[from] eni_e2e::cluster::ClusterError),
@@ -42,10 +40,38 @@ enum BenchError {
     Vpc(#[from] eni_e2e::vpc::VpcError),
     #[error("{0}")]
     Io(std::io::Error),
-    #[error("a plugin failed: {0}")]
-    Plugin(String),
+    /// A step of a benchmark that failed: a plugin, iperf3, a worker.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0} is missing")]
     Missing(&'static str),
+    #[error(transparent)]
+    Sim(#[from] eni_test_support::SimError),
+    #[error("vpc-sim: {0}")]
+    Server(#[from] vpc_sim::server::ServerError),
+    #[error(transparent)]
+    Layout(#[from] vpc_sim::layout::LayoutError),
+    #[error("watch: {0}")]
+    Watch(#[from] kube::runtime::watcher::Error),
+    #[error("{pods} pods do not fit on {nodes} {instance_type} nodes ({per} each at most)")]
+    TooMany {
+        pods: u32,
+        nodes: u32,
+        instance_type: &'static str,
+        per: u32,
+    },
+    #[error("timed out after {0:?} waiting for {1}")]
+    Timeout(std::time::Duration, String),
+    #[error("timed out after {timeout:?} waiting for {what}; the operator's log ends with:\n{log}")]
+    Stuck {
+        timeout: std::time::Duration,
+        what: String,
+        log: String,
+    },
+    #[error("the operator exited; its log ends with:\n{0}")]
+    OperatorDied(String),
+    #[error("reading the operator's memory: {0}")]
+    Proc(std::io::Error),
 }
 
 struct Args {
