@@ -9,7 +9,7 @@ use std::{
 };
 
 use eni_crds::{ENIPool, Mode, PodNetwork};
-use k8s_openapi::api::core::v1::{Namespace, Node as K8sNode, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node as K8sNode};
 use kube::{
     Client, Resource, ResourceExt,
     runtime::{
@@ -25,6 +25,7 @@ use crate::{
     engine::{selector, settings::PoolSettings},
     metrics::Metrics,
     node::{Cloud, NodeRef, SubnetCache},
+    pod_record::PodRecord,
 };
 
 /// Field manager of everything the operator writes.
@@ -61,7 +62,7 @@ impl Default for Config {
 /// The watch caches the controllers read.
 pub struct Stores {
     pub pools: Store<ENIPool>,
-    pub pods: Store<Pod>,
+    pub pods: Store<PodRecord>,
     pub podnetworks: Store<PodNetwork>,
     pub namespaces: Store<Namespace>,
     pub nodes: Store<K8sNode>,
@@ -252,11 +253,13 @@ impl Context {
         self.stores.nodes.state()
     }
 
-    pub fn pod(&self, key: &ObjectRef<Pod>) -> Option<Arc<Pod>> {
-        self.stores.pods.get(key)
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodRecord>> {
+        self.stores
+            .pods
+            .get(&ObjectRef::new_with(name, ()).within(namespace))
     }
 
-    pub fn pods(&self) -> Vec<Arc<Pod>> {
+    pub fn pods(&self) -> Vec<Arc<PodRecord>> {
         self.stores.pods.state()
     }
 

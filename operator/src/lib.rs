@@ -8,4 +8,5 @@ pub mod finalizer;
 pub mod keyed;
 pub mod metrics;
 pub mod node;
+pub mod pod_record;
 pub mod run;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use eni_crds::{ENIPool, PodNetwork};
-use futures::{StreamExt, future::BoxFuture};
+use futures::{StreamExt, TryStreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::{Namespace, Node as K8sNode, Pod};
 use kube::{
     Api, Client, Resource,
@@ -21,26 +21,8 @@ use crate::{
     context::{Config, Context, MANAGER, Stores},
     controllers::{gc, nodes, podnetworks, pods, pools, trunk},
     metrics::Metrics,
+    pod_record::PodRecorder,
 };
-
-/// Keeps only what the operator needs of a pod, so thousands of pods cost little memory.
-fn trim_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        *spec = k8s_openapi::api::core::v1::PodSpec {
-            node_name: spec.node_name.take(),
-            host_network: spec.host_network,
-            ..Default::default()
-        };
-    }
-    if let Some(status) = pod.status.as_mut() {
-        *status = k8s_openapi::api::core::v1::PodStatus {
-            phase: status.phase.take(),
-            ..Default::default()
-        };
-    }
-}
 
 fn trim_meta<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
@@ -96,7 +78,13 @@ pub async fn run(
     .for_each(|_| futures::future::ready(()));
     let pn_stream = reflector::reflector(
         pn_w,
-        watcher(Api::<PodNetwork>::all(client.clone()), wc()).modify(trim_meta),
+        // What the agent reports (status) and the pod it belongs to (owner reference)
+        // are never read here.
+        watcher(Api::<PodNetwork>::all(client.clone()), wc()).modify(|pn| {
+            trim_meta(pn);
+            pn.metadata.owner_references = None;
+            pn.status = None;
+        }),
     )
     .default_backoff();
     let node_stream = reflector::reflector(
@@ -107,9 +95,15 @@ pub async fn run(
         }),
     )
     .default_backoff();
+    // Only bound pods need a unit; a pod appears here when it is bound.
+    let records = PodRecorder::default();
     let pod_stream = reflector::reflector(
         pods_w,
-        watcher(Api::<Pod>::all(client.clone()), wc().any_semantic()).modify(trim_pod),
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            wc().any_semantic().fields("spec.nodeName!="),
+        )
+        .map_ok(move |e| records.event(e)),
     )
     .default_backoff();
 

@@ -5,12 +5,21 @@
 #[allow(dead_code)]
 mod support;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use eni_crds::{Mode, SubnetPolicy};
 use eni_operator::{
-    cloud::{Backoff, CloudProvider, Eni, EniQuery, EniStatus},
-    engine::{eni::PodKey, inventory::PoolCounts, plan::PoolState, settings::PoolSettings},
+    cloud::{Backoff, CloudProvider, Eni, EniKind, EniQuery, EniStatus},
+    engine::{
+        eni::{PodKey, Role},
+        inventory::PoolCounts,
+        plan::PoolState,
+        settings::PoolSettings,
+    },
     node::{Cloud, Node, NodeError, SubnetCache},
 };
 use eni_test_support::SimCloud;
@@ -198,6 +207,51 @@ async fn a_node_short_of_several_enis_attaches_them_side_by_side() {
         .collect();
     indexes.sort();
     assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
+}
+
+/// The same for a trunk pool's members: each is a create and an association, and
+/// several are created at once, each on a VLAN id of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_short_of_several_members_creates_them_side_by_side() {
+    let mut slow_calls = SimConfig::instant();
+    slow_calls.latency.mutate.base_ms = 300;
+    let bed = Bed::with("m5.4xlarge", quick_backoff(), slow_calls).await;
+    let s = pool("members", Mode::Trunk, 4);
+    let node = bed.load(&s).await;
+    let pass = bed.maintain(&node, &s);
+    let watch = async {
+        // Created but not yet associated: a member still between its two calls.
+        let mut most = 0;
+        for _ in 0..200 {
+            let enis = bed.owned_enis("members").await;
+            let between = enis
+                .iter()
+                .filter(|e| e.kind == EniKind::Branch && e.status == EniStatus::Available)
+                .count();
+            most = most.max(between);
+            if node.counts("members").warm == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        most
+    };
+    let (result, most_between) = tokio::join!(pass, watch);
+    result.expect("maintain");
+    assert!(
+        most_between > 1,
+        "at most {most_between} member created at once"
+    );
+    assert_eq!(node.counts("members").warm, 4);
+    let vlans: BTreeSet<u16> = node.read(|inv| {
+        inv.enis()
+            .filter_map(|e| match e.role() {
+                Role::Member { vlan_id, .. } => Some(*vlan_id),
+                _ => None,
+            })
+            .collect()
+    });
+    assert_eq!(vlans, BTreeSet::from([1, 2, 3, 4]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

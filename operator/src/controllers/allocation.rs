@@ -17,12 +17,9 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{
-        events::{Event, EventType},
-        reflector::ObjectRef,
-    },
+    runtime::events::{Event, EventType},
 };
 use serde_json::json;
 use tracing::{debug, info, warn};
@@ -40,9 +37,10 @@ use crate::{
     finalizer,
     keyed::Failure,
     node::Node,
+    pod_record::PodRecord,
 };
 
-use super::pods::{bound_node, delete_podnetwork, has_network};
+use super::pods::{delete_podnetwork, has_network};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AllocateError {
@@ -72,7 +70,7 @@ impl Failure for AllocateError {
 }
 
 /// The pool for a pod on a node, or None (with an event on the pod) when none matches.
-async fn pool_for(ctx: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
+async fn pool_for(ctx: &Ctx, pod: &PodRecord, node: &str) -> Option<PoolSettings> {
     let settings = ctx.pool_settings();
     let pools = ctx.pools();
     let candidates: Vec<Candidate> = pools
@@ -87,8 +85,8 @@ async fn pool_for(ctx: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
         })
         .collect();
     let node_labels = ctx.node_labels(node).unwrap_or_default();
-    let ns_labels = ctx.namespace_labels(&pod.namespace().unwrap_or_default());
-    let chosen = selector::choose(&candidates, &node_labels, pod.labels(), &ns_labels).cloned();
+    let ns_labels = ctx.namespace_labels(&pod.namespace);
+    let chosen = selector::choose(&candidates, &node_labels, &pod.labels, &ns_labels).cloned();
     if chosen.is_none() {
         let event = Event {
             type_: EventType::Warning,
@@ -99,15 +97,18 @@ async fn pool_for(ctx: &Ctx, pod: &Pod, node: &str) -> Option<PoolSettings> {
             action: "Allocate".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder().publish(&event, &pod.object_ref(&())).await {
+        if let Err(e) = ctx.recorder().publish(&event, &pod.object_ref()).await {
             warn!(error = %e, "publishing event");
         }
     }
     chosen
 }
 
-pub(super) async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>, AllocateError> {
-    let Some(node_name) = bound_node(pod) else {
+pub(super) async fn allocate(
+    ctx: &Ctx,
+    pod: &PodRecord,
+) -> Result<Option<PodNetwork>, AllocateError> {
+    let Some(node_name) = pod.bound_node() else {
         return Ok(None);
     };
     // Allocated meanwhile (a run scheduled before the PodNetwork reached the cache).
@@ -121,9 +122,9 @@ pub(super) async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>,
         .node(node_name)
         .ok_or_else(|| AllocateError::NodeNotReady(node_name.to_owned()))?;
     let key = PodKey {
-        namespace: pod.namespace().unwrap_or_default(),
-        name: pod.name_any(),
-        uid: pod.uid().unwrap_or_default(),
+        namespace: pod.namespace.to_string(),
+        name: pod.name.to_string(),
+        uid: pod.uid.to_string(),
     };
     let api: Api<PodNetwork> = Api::namespaced(ctx.client().clone(), &key.namespace);
     let taken = match existing(ctx, &api, &key).await? {
@@ -164,7 +165,7 @@ pub(super) async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>,
         (POOL_LABEL.to_owned(), settings.name.clone()),
     ]
     .into();
-    if sticky::owned_by_statefulset(pod.owner_references()) {
+    if pod.stateful {
         labels.insert(STATEFUL_LABEL.to_owned(), "true".to_owned());
     }
     pn.metadata.labels = Some(labels);
@@ -196,9 +197,9 @@ pub(super) async fn allocate(ctx: &Ctx, pod: &Pod) -> Result<Option<PodNetwork>,
     }
 }
 
-fn alive(ctx: &Ctx, pod: &Pod) -> bool {
-    ctx.pod(&ObjectRef::from_obj(pod))
-        .is_some_and(|p| p.uid() == pod.uid())
+fn alive(ctx: &Ctx, pod: &PodRecord) -> bool {
+    ctx.pod(&pod.namespace, &pod.name)
+        .is_some_and(|p| p.uid == pod.uid)
 }
 
 /// What the API holds under the pod's name.
@@ -288,7 +289,7 @@ async fn take_over(
 /// miss. None when the pod went away meanwhile.
 async fn wait_for_unit(
     ctx: &Ctx,
-    pod: &Pod,
+    pod: &PodRecord,
     node: &Node,
     settings: &PoolSettings,
     key: &PodKey,

@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use eni_crds::{PodNetwork, contract::STATEFUL_LABEL};
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::Time};
-use kube::{
-    Api, ResourceExt,
-    runtime::{reflector::ObjectRef, watcher},
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt, runtime::watcher};
 use tracing::{debug, warn};
 
 use crate::{
@@ -86,15 +83,12 @@ fn hold(ctx: &Ctx, pn: &PodNetwork) -> Duration {
     let cooldown = settings.map_or(Duration::from_secs(30), |s: &PoolSettings| s.cooldown);
     let stateful = pn.labels().get(STATEFUL_LABEL).is_some_and(|v| v == "true");
     let window = sticky::window(settings.and_then(|s| s.sticky_release_after), stateful);
-    let pod = ObjectRef::<Pod>::new(&pn.name_any()).within(&pn.namespace().unwrap_or_default());
-    let successor = match ctx.pod(&pod) {
-        Some(p) if p.uid().as_deref() != Some(pn.spec.pod_uid.as_str()) => {
-            match p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-                Some(n) if n == pn.spec.node_name => Successor::SameNode,
-                Some(_) => Successor::OtherNode,
-                None => Successor::None,
-            }
-        }
+    let successor = match ctx.pod(&pn.namespace().unwrap_or_default(), &pn.name_any()) {
+        Some(p) if *p.uid != *pn.spec.pod_uid => match p.node.as_deref() {
+            Some(n) if n == pn.spec.node_name => Successor::SameNode,
+            Some(_) => Successor::OtherNode,
+            None => Successor::None,
+        },
         _ => Successor::None,
     };
     sticky::hold(cooldown, window, successor)

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use eni_crds::PodNetwork;
 use futures::{FutureExt, Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Preconditions},
@@ -17,6 +16,7 @@ use tracing::{debug, warn};
 use crate::{
     context::Ctx,
     keyed::{Failure, Keyed},
+    pod_record::PodRecord,
 };
 
 use super::allocation::{self, AllocateError};
@@ -25,7 +25,7 @@ type Runner = Keyed<String, AllocateError>;
 
 pub async fn run(
     ctx: Ctx,
-    events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+    events: impl Stream<Item = Result<watcher::Event<PodRecord>, watcher::Error>>,
 ) {
     // Longer than a pod's wait for a unit, which allocation bounds itself.
     let limit = ctx.config().allocation_timeout + Duration::from_secs(60);
@@ -46,36 +46,20 @@ pub async fn run(
     }
 }
 
-/// The node a pod that needs a unit is bound to.
-pub(super) fn bound_node(pod: &Pod) -> Option<&str> {
-    let spec = pod.spec.as_ref()?;
-    if spec.host_network == Some(true) || pod.metadata.deletion_timestamp.is_some() {
-        return None;
-    }
-    if matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    ) {
-        return None;
-    }
-    spec.node_name.as_deref()
-}
-
-pub(super) fn has_network(ctx: &Ctx, pod: &Pod) -> bool {
-    let key =
-        ObjectRef::<PodNetwork>::new(&pod.name_any()).within(&pod.namespace().unwrap_or_default());
+pub(super) fn has_network(ctx: &Ctx, pod: &PodRecord) -> bool {
+    let key = ObjectRef::<PodNetwork>::new(&pod.name).within(&pod.namespace);
     ctx.podnetwork(&key)
-        .is_some_and(|pn| Some(pn.spec.pod_uid.as_str()) == pod.metadata.uid.as_deref())
+        .is_some_and(|pn| *pn.spec.pod_uid == *pod.uid)
 }
 
-fn on_pod(ctx: &Ctx, runner: &Runner, pod: Pod) {
-    if bound_node(&pod).is_none() || has_network(ctx, &pod) {
-        if pod.metadata.deletion_timestamp.is_some() {
+fn on_pod(ctx: &Ctx, runner: &Runner, pod: PodRecord) {
+    if pod.bound_node().is_none() || has_network(ctx, &pod) {
+        if pod.deleting {
             on_pod_deleted(ctx, runner, &pod);
         }
         return;
     }
-    let uid = pod.uid().unwrap_or_default();
+    let uid = pod.uid.to_string();
     // An allocation in flight (or backing off) for this pod is not started again; the
     // next sweep looks once more.
     if runner.is_busy(&uid) {
@@ -100,13 +84,12 @@ fn on_pod(ctx: &Ctx, runner: &Runner, pod: Pod) {
 
 /// The PodNetwork of a deleted pod goes too (there is no garbage collector to rely on);
 /// its finalizer then cools the address down.
-fn on_pod_deleted(ctx: &Ctx, runner: &Runner, pod: &Pod) {
-    let key =
-        ObjectRef::<PodNetwork>::new(&pod.name_any()).within(&pod.namespace().unwrap_or_default());
+fn on_pod_deleted(ctx: &Ctx, runner: &Runner, pod: &PodRecord) {
+    let key = ObjectRef::<PodNetwork>::new(&pod.name).within(&pod.namespace);
     let Some(pn) = ctx.podnetwork(&key) else {
         return;
     };
-    if pod.uid().as_ref() != Some(&pn.spec.pod_uid) || pn.metadata.deletion_timestamp.is_some() {
+    if *pod.uid != *pn.spec.pod_uid || pn.metadata.deletion_timestamp.is_some() {
         return;
     }
     schedule_delete(ctx, runner, (*pn).clone());
@@ -158,10 +141,9 @@ fn sweep(ctx: &Ctx, runner: &Runner) {
         if pn.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let key = ObjectRef::<Pod>::new(&pn.name_any()).within(&pn.namespace().unwrap_or_default());
         let alive = ctx
-            .pod(&key)
-            .is_some_and(|p| p.uid().as_deref() == Some(&pn.spec.pod_uid));
+            .pod(&pn.namespace().unwrap_or_default(), &pn.name_any())
+            .is_some_and(|p| *p.uid == *pn.spec.pod_uid);
         if !alive {
             schedule_delete(ctx, runner, (*pn).clone());
         }

@@ -362,9 +362,9 @@ impl Inventory {
         free_device_indexes(&self.device_indexes(), max_enis, n)
     }
 
-    /// Lowest free VLAN id for a new member in `1..=capacity`.
-    pub fn free_vlan(&self, capacity: u32) -> Option<u16> {
-        free_vlan(&self.vlan_ids(), capacity)
+    /// Up to `n` free VLAN ids for new members in `1..=capacity`, lowest first.
+    pub fn free_vlans(&self, capacity: u32, n: usize) -> Vec<u16> {
+        free_vlans(&self.vlan_ids(), capacity, n)
     }
 
     /// Pool counts without copying the inventory.
@@ -417,8 +417,11 @@ impl Inventory {
 }
 
 /// VLAN id for a new member: the lowest free one in `1..=capacity`.
-pub fn free_vlan(used: &BTreeSet<u16>, capacity: u32) -> Option<u16> {
-    (1..=capacity.min(4094) as u16).find(|v| !used.contains(v))
+pub fn free_vlans(used: &BTreeSet<u16>, capacity: u32, n: usize) -> Vec<u16> {
+    (1..=capacity.min(4094) as u16)
+        .filter(|v| !used.contains(v))
+        .take(n)
+        .collect()
 }
 
 /// Device index for a new ENI: the lowest free one in `1..max_enis`.

@@ -41,8 +41,9 @@ pub(super) struct Executor<'a> {
 
 impl Executor<'_> {
     /// Runs `ops` in order; the first failure ends the pass (the next pass re-plans).
-    /// Consecutive new ENIs are created and attached side by side: each spends seconds
-    /// attaching, and a node short of several should not wait for them in turn.
+    /// Consecutive new ENIs (or members) are created and attached side by side: each
+    /// spends seconds in calls and attaching, and a node short of several should not
+    /// wait for them in turn.
     pub async fn run(&self, pool: PoolState<'_>, ops: Vec<Op>) -> Result<(), NodeError> {
         let mut ops = ops.into_iter().peekable();
         while let Some(op) = ops.next() {
@@ -66,7 +67,14 @@ impl Executor<'_> {
                     }
                     self.create_enis(s, &batch).await?
                 }
-                (Op::CreateMember, Some(s)) => self.create_member(s).await?,
+                (Op::CreateMember, Some(s)) => {
+                    let mut n = 1;
+                    while let Some(Op::CreateMember) = ops.peek() {
+                        n += 1;
+                        ops.next();
+                    }
+                    self.create_members(s, n).await?
+                }
                 // Growth of a draining pool: never planned.
                 (_, None) => {}
             }
@@ -316,18 +324,37 @@ impl Executor<'_> {
         Ok((attachment_id, index))
     }
 
-    async fn create_member(&self, s: &PoolSettings) -> Result<(), NodeError> {
-        let (trunk_id, vlan) = self.node.read(|inv| {
+    /// Creates `n` members side by side, each on a VLAN id of its own; the first
+    /// failure is returned once all have finished (those that succeeded are recorded).
+    async fn create_members(&self, s: &PoolSettings, n: usize) -> Result<(), NodeError> {
+        let (trunk_id, vlans) = self.node.read(|inv| {
             (
                 inv.trunk().map(|t| t.id().to_owned()),
-                inv.free_vlan(self.node.limits.branch_enis_per_trunk),
+                inv.free_vlans(self.node.limits.branch_enis_per_trunk, n),
             )
         });
         let trunk_id = trunk_id.ok_or(NodeError::NoRoom("trunk ENI"))?;
-        let vlan_id = vlan.ok_or(NodeError::NoRoom("VLAN id"))?;
+        if vlans.is_empty() {
+            return Err(NodeError::NoRoom("VLAN id"));
+        }
+        let results = futures::future::join_all(
+            vlans
+                .into_iter()
+                .map(|vlan_id| self.create_member(s, &trunk_id, vlan_id)),
+        )
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn create_member(
+        &self,
+        s: &PoolSettings,
+        trunk_id: &str,
+        vlan_id: u16,
+    ) -> Result<(), NodeError> {
         let New { eni, mac, subnet } = self.create_in_subnets(s, EniKind::Branch, None).await?;
         let req = AssociateTrunkRequest {
-            trunk_eni_id: trunk_id,
+            trunk_eni_id: trunk_id.to_owned(),
             branch_eni_id: eni.id.clone(),
             vlan_id,
             client_token: client_token(&self.node.name),

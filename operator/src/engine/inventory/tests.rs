@@ -243,9 +243,16 @@ fn index_allocation() {
         vec![1, 3]
     );
     assert!(free_device_indexes(&BTreeSet::from([0]), 1, 2).is_empty());
-    assert_eq!(free_vlan(&BTreeSet::from([1, 2]), 10), Some(3));
-    assert_eq!(free_vlan(&BTreeSet::from([1, 2]), 2), None);
-    assert_eq!(free_vlan(&BTreeSet::new(), 0), None);
+    assert_eq!(free_vlans(&BTreeSet::from([1, 2]), 10, 1), vec![3]);
+    assert_eq!(free_vlans(&BTreeSet::from([1, 3]), 10, 3), vec![2, 4, 5]);
+    assert_eq!(free_vlans(&BTreeSet::from([1, 3]), 4, 3), vec![2, 4]);
+    assert!(free_vlans(&BTreeSet::from([1, 2]), 2, 1).is_empty());
+    assert!(free_vlans(&BTreeSet::new(), 0, 1).is_empty());
+    assert_eq!(free_vlans(&BTreeSet::new(), 9000, 1), vec![1]);
+    assert_eq!(
+        free_vlans(&BTreeSet::from_iter(1..4094), 9000, 2),
+        vec![4094]
+    );
 }
 
 #[test]
