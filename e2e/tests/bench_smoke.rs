@@ -30,16 +30,22 @@ fn run(name: &str) -> Result<Value, Failed> {
     Ok(serde_json::from_str(&std::fs::read_to_string(&out)?)?)
 }
 
-/// The numbers at `pointers` (JSON pointers) of `doc`.
+/// The numbers at `pointers` (JSON pointers) of `doc` are positive.
 fn numbers(doc: &Value, pointers: &[String]) -> Result<(), Failed> {
-    for p in pointers {
-        match doc.pointer(p).and_then(Value::as_f64) {
-            Some(x) if x.is_finite() && x > 0.0 => {}
-            other => return Err(format!("{p} is {other:?} in {doc}").into()),
-        }
-    }
+    check(doc, pointers, |x| x > 0.0)?;
     if doc["machine"]["cpus"].as_u64().unwrap_or(0) == 0 {
         return Err(format!("no machine in {doc}").into());
+    }
+    Ok(())
+}
+
+/// The values at `pointers` of `doc` are finite numbers that pass `ok`.
+fn check(doc: &Value, pointers: &[String], ok: fn(f64) -> bool) -> Result<(), Failed> {
+    for p in pointers {
+        match doc.pointer(p).and_then(Value::as_f64) {
+            Some(x) if x.is_finite() && ok(x) => {}
+            other => return Err(format!("{p} is {other:?} in {doc}").into()),
+        }
     }
     Ok(())
 }
@@ -114,6 +120,50 @@ fn burst() -> Result<(), Failed> {
     }
 }
 
+fn scale() -> Result<(), Failed> {
+    let doc = run("scale")?;
+    let mut fields: Vec<String> = [
+        "/pods",
+        "/nodes",
+        "/bound_to_podnetwork_ms/p99",
+        "/reconcile_cpu_ms_per_pod",
+        "/operator_rss_kib/before_pods",
+        "/operator_rss_kib/at_end",
+        "/operator_rss_kib/peak",
+    ]
+    .map(String::from)
+    .to_vec();
+    let steps = doc["fill"].as_array().map_or(0, Vec::len);
+    if steps == 0 {
+        return Err(format!("no fill steps in {doc}").into());
+    }
+    for i in 0..steps {
+        for f in [
+            "podnetworks",
+            "rss_kib",
+            "cpu_ms_per_pod",
+            "create_rate_per_s",
+            "seconds",
+            "bound_to_podnetwork_ms/p99",
+        ] {
+            fields.push(format!("/fill/{i}/{f}"));
+        }
+    }
+    numbers(&doc, &fields)?;
+    // A few pods may not move the operator's RSS, or may even see it shrink; a network
+    // seen before its pod's create answered counts 0 ms.
+    let mut any_sign: Vec<String> = ["/operator_bytes_per_pod"].map(String::from).to_vec();
+    for i in 0..steps {
+        any_sign.push(format!("/fill/{i}/operator_bytes_per_pod"));
+    }
+    check(&doc, &any_sign, |_| true)?;
+    check(&doc, &["/bound_to_podnetwork_ms/p50".into()], |x| x >= 0.0)?;
+    match doc["operator_bytes_per_pod_by_step"].as_object() {
+        Some(by) if by.len() == steps => Ok(()),
+        other => Err(format!("operator_bytes_per_pod_by_step is {other:?}").into()),
+    }
+}
+
 fn main() {
     let args = Arguments::from_args();
     eni_e2e::init_crypto();
@@ -121,6 +171,7 @@ fn main() {
         Trial::test("bench_cni_smoke", cni),
         Trial::test("bench_dataplane_smoke", dataplane),
         Trial::test("bench_burst_smoke", burst),
+        Trial::test("bench_scale_smoke", scale),
     ];
     libtest_mimic::run(&args, trials).exit();
 }

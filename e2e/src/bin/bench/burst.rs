@@ -23,10 +23,7 @@
 //! `--cloud alibaba` runs the same with vpc-sim playing Alibaba Cloud and the operator
 //! on its ECS provider (nodes ecs.g7.4xlarge: the same 8 ENIs of 30 addresses).
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
 use eni_e2e::{
@@ -36,39 +33,24 @@ use eni_e2e::{
 };
 use eni_test_support::pool;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::{
-    coordination::v1::Lease,
-    core::v1::{Node, Pod},
-};
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, PostParams},
-    runtime::{WatchStreamExt, watcher},
-};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::{Api, ResourceExt, api::DeleteParams};
 use serde_json::{Value, json};
-use vpc_sim::{
-    behaviour::SimConfig,
-    layout::{Layout, SubnetSpec},
-    server::ServerConfig,
-};
+use vpc_sim::{behaviour::SimConfig, layout::Layout, server::ServerConfig};
 
 use super::{
     BenchError,
-    report::{Samples, memory_kib, round},
+    cluster_wait::{
+        CREATE_CONCURRENCY, INSTANCE_TYPE, NAMESPACE, PHASE_TIMEOUT, SLOTS_PER_ENI, add_pod_subnet,
+        calls, check_fits, create_pods, last_seen, latencies, leadership, wait, watch_networks,
+    },
+    positive,
+    report::{memory_kib, round},
 };
 
-const INSTANCE_TYPE: &str = "m5.4xlarge";
-/// Secondary addresses a pool ENI of INSTANCE_TYPE holds (30 per ENI, one primary).
-const SLOTS_PER_ENI: u32 = 29;
-/// Pool ENIs per node (8 per instance, one the node's own).
-const ENIS_PER_NODE: u32 = 7;
 /// The operator's own token bucket (its defaults, which the bench does not change).
 const OPERATOR_QPS: f64 = 10.0;
 const OPERATOR_BURST: f64 = 20.0;
-const NAMESPACE: &str = "default";
-/// Pods created at once: enough to outrun the operator, few enough for a 2-core machine.
-const CREATE_CONCURRENCY: usize = 16;
-const PHASE_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[derive(Debug, PartialEq)]
 pub struct Args {
@@ -82,20 +64,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result
     let (mut pods, mut nodes, mut cloud) = (None, None, Cloud::Aws);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        let mut number = |flag: &str| -> Result<u32, BenchError> {
-            let v = it
-                .next()
-                .ok_or_else(|| BenchError::Usage(format!("{flag} needs a value")))?;
-            match v.parse::<u32>() {
-                Ok(n) if n > 0 => Ok(n),
-                _ => Err(BenchError::Usage(format!(
-                    "{flag} {v:?} is not a positive number"
-                ))),
-            }
-        };
         match a.as_str() {
-            "--pods" => pods = Some(number("--pods")?),
-            "--nodes" => nodes = Some(number("--nodes")?),
+            "--pods" => pods = Some(positive("--pods", it.next())?),
+            "--nodes" => nodes = Some(positive("--nodes", it.next())?),
             "--cloud" => {
                 cloud = match it.next().as_deref() {
                     Some("aws") => Cloud::Aws,
@@ -158,46 +129,6 @@ fn lower_bound(pods: u32, nodes: u32, cloud: &SimConfig) -> LowerBound {
     }
 }
 
-/// Calls the cloud answered so far: (mutating, describes, throttled).
-fn calls(c: &Cluster) -> (u64, u64, u64) {
-    c.sim
-        .calls()
-        .iter()
-        .fold((0, 0, 0), |(m, d, t), (action, n, throttled)| {
-            if action.starts_with("Describe") {
-                (m, d + n, t + throttled)
-            } else {
-                (m + n, d, t + throttled)
-            }
-        })
-}
-
-/// When each of `n` live PodNetworks named `prefix-*` was first seen (a watch, so the
-/// bench does not load the API server with lists).
-async fn networks_ready(
-    client: Client,
-    prefix: String,
-    n: usize,
-) -> Result<HashMap<String, Instant>, BenchError> {
-    let api: Api<PodNetwork> = Api::namespaced(client, NAMESPACE);
-    let mut seen = HashMap::new();
-    let stream = watcher(api, watcher::Config::default()).applied_objects();
-    let mut stream = std::pin::pin!(stream);
-    while let Some(pn) = stream.try_next().await? {
-        let name = pn.name_any();
-        if name.starts_with(&prefix) && pn.metadata.deletion_timestamp.is_none() {
-            seen.entry(name).or_insert_with(Instant::now);
-            if seen.len() >= n {
-                return Ok(seen);
-            }
-        }
-    }
-    Err(BenchError::Timeout(
-        PHASE_TIMEOUT,
-        "the PodNetwork watch ended".into(),
-    ))
-}
-
 struct Burst {
     seconds: f64,
     create_seconds: f64,
@@ -217,44 +148,16 @@ async fn burst(
     pods: u32,
     nodes: &[String],
 ) -> Result<Burst, BenchError> {
-    let ready = tokio::spawn(networks_ready(
-        c.client.clone(),
-        format!("{prefix}-"),
-        pods as usize,
-    ));
+    let networks = watch_networks(c.client.clone(), format!("{prefix}-"), pods as usize).await?;
     let (m0, d0, t0) = calls(c);
-    let api: Api<Pod> = Api::namespaced(c.client.clone(), NAMESPACE);
     let started = Instant::now();
-    let created = futures::stream::iter(0..pods)
-        .map(|i| {
-            let api = api.clone();
-            let node = &nodes[i as usize % nodes.len()];
-            async move {
-                let pod: Pod = serde_json::from_value(json!({
-                    "metadata": {"name": format!("{prefix}-{i}")},
-                    "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.invalid/pause"}]},
-                }))
-                .map_err(kube::Error::SerdeError)?;
-                let created = api.create(&PostParams::default(), &pod).await?;
-                Ok::<_, kube::Error>((created.name_any(), Instant::now()))
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
+    let created = create_pods(&c.client, prefix, 0..pods, nodes).await?;
     let create_seconds = started.elapsed().as_secs_f64();
-    let seen = tokio::time::timeout(PHASE_TIMEOUT, ready)
-        .await
-        .map_err(|_| BenchError::Timeout(PHASE_TIMEOUT, format!("{pods} networks for {prefix}-*")))?
-        .map_err(|e| BenchError::Timeout(PHASE_TIMEOUT, format!("network watch task: {e}")))??;
-    let done = seen.values().max().copied().unwrap_or(started);
-    // The watch may show a network before the create call has answered: 0 then.
-    let mut latencies = Samples::default();
-    for (name, at) in &created {
-        if let Some(s) = seen.get(name) {
-            latencies.push(s.saturating_duration_since(*at).as_secs_f64() * 1000.0);
-        }
-    }
+    let seen = networks
+        .all(operator, &format!("{pods} networks for {prefix}-*"))
+        .await?;
+    let done = last_seen(&created, &seen, started);
+    let latencies = latencies(&created, &seen);
     let (m1, d1, t1) = calls(c);
     if operator.has_exited() {
         return Err(BenchError::OperatorDied(operator.log_tail(30)));
@@ -268,36 +171,6 @@ async fn burst(
         describes: d1 - d0,
         throttled: t1 - t0,
     })
-}
-
-/// Polls `check` until it returns Some, failing early if the operator died.
-async fn wait<T, F, Fut>(
-    operator: &ChildGuard,
-    what: &str,
-    timeout: Duration,
-    mut check: F,
-) -> Result<T, BenchError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>, BenchError>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if operator.has_exited() {
-            return Err(BenchError::OperatorDied(operator.log_tail(30)));
-        }
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Stuck {
-                timeout,
-                what: what.to_owned(),
-                log: operator.log_tail(30),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The cloud models a run goes through: AWS-like, then a stricter account.
@@ -337,36 +210,14 @@ pub async fn run(args: &Args) -> Result<(Value, String), BenchError> {
 }
 
 async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), BenchError> {
-    let per_node_max = ENIS_PER_NODE * SLOTS_PER_ENI;
-    if args.pods > args.nodes * per_node_max {
-        return Err(BenchError::TooMany {
-            pods: args.pods,
-            nodes: args.nodes,
-            instance_type: INSTANCE_TYPE,
-            per: per_node_max,
-        });
-    }
+    check_fits(args.pods, args.nodes)?;
     let per_node = args.pods.div_ceil(args.nodes);
     let mut config = ServerConfig::new()?;
     config.layout = Layout::builtin_for(args.cloud)?;
     config.behaviour = cloud.clone();
-    let zone = config
-        .layout
-        .subnets
-        .first()
-        .map(|s| s.az.clone())
-        .unwrap_or_default();
     let instance_type = instance_type_on(args.cloud, INSTANCE_TYPE);
     // The default pod subnets are /24s: 1000 pods need a /20 (4091 usable).
-    config.layout.subnets.push(SubnetSpec {
-        name: "pods-bench".into(),
-        cidr: "10.0.16.0/20"
-            .parse()
-            .map_err(|e| BenchError::Usage(format!("subnet: {e}")))?,
-        az: zone,
-        id: None,
-        tags: [("eni-operator.io/pods".to_owned(), "true".to_owned())].into(),
-    });
+    add_pod_subnet(&mut config.layout, "pods-bench", "10.0.16.0/20")?;
     let c = Cluster::start_with(config).await?;
     let subnet = c.sim.subnet_id("pods-bench")?;
     // Addresses stay once warmed: the measurement sees allocation, not release.
@@ -384,20 +235,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Ben
         c.add_node(n, instance_type, &[("bench", "true")]).await?;
     }
     let operator = c.spawn_operator("bench-operator", &[])?;
-    let leases: Api<Lease> =
-        Api::namespaced(c.client.clone(), eni_e2e::control_plane::SYSTEM_NAMESPACE);
-    wait(
-        &operator,
-        "leadership",
-        Duration::from_secs(120),
-        || async {
-            Ok(leases
-                .get_opt("eni-operator")
-                .await?
-                .and_then(|l| l.spec?.holder_identity))
-        },
-    )
-    .await?;
+    leadership(&c.client, &operator).await?;
     // Nodes taken over (finalizer) and loaded (their instance described).
     let node_api: Api<Node> = Api::all(c.client.clone());
     wait(

@@ -8,11 +8,17 @@
 //!   (`dataplane.rs`).
 //! - `burst`: SharedIP allocation bursts, cold and warm, against their bounds; what
 //!   the pools hold afterwards; the operator's memory (`burst.rs`).
+//! - `scale`: 10,000 PodNetworks over 500 nodes: the operator's memory and CPU per pod,
+//!   and a pod's time to its PodNetwork at that size (`scale.rs`).
+//!
+//! `burst` and `scale` drive the real control plane the same way (`cluster_wait.rs`).
 
 mod burst;
+mod cluster_wait;
 mod cni;
 mod dataplane;
 mod report;
+mod scale;
 
 use std::path::PathBuf;
 
@@ -21,7 +27,7 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
     #[error(
-        "usage: bench cni|dataplane|burst [--smoke] [--out PATH] [burst: --pods N --nodes N --cloud aws|alibaba]: {0}"
+        "usage: bench cni|dataplane|burst|scale [--smoke] [--out PATH] [burst: --pods N --nodes N --cloud aws|alibaba] [scale: --pods N --nodes N]: {0}"
     )]
     Usage(String),
     #[error(transparent)]
@@ -113,8 +119,22 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, BenchError
     })
 }
 
+/// The value of `flag`, a positive number (the benchmarks' sizes).
+fn positive(flag: &str, value: Option<String>) -> Result<u32, BenchError> {
+    let v = value.ok_or_else(|| BenchError::Usage(format!("{flag} needs a value")))?;
+    match v.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(BenchError::Usage(format!(
+            "{flag} {v:?} is not a positive number"
+        ))),
+    }
+}
+
+/// Benchmarks that parse arguments of their own; the others take none.
+const WITH_ARGS: [&str; 2] = ["burst", "scale"];
+
 async fn run(args: &Args) -> Result<String, BenchError> {
-    if args.name != "burst"
+    if !WITH_ARGS.contains(&args.name.as_str())
         && let Some(other) = args.rest.first()
     {
         return Err(BenchError::Usage(format!("unknown argument {other:?}")));
@@ -130,6 +150,7 @@ async fn run(args: &Args) -> Result<String, BenchError> {
             .await?
         }
         "burst" => burst::run(&burst::parse_args(args.rest.clone(), args.smoke)?).await?,
+        "scale" => scale::run(&scale::parse_args(args.rest.clone(), args.smoke)?).await?,
         other => return Err(BenchError::Usage(format!("no benchmark {other:?}"))),
     };
     doc["bench"] = json!(args.name);
@@ -164,5 +185,35 @@ async fn main() -> std::process::ExitCode {
             eprintln!("bench: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_positive_numbers() {
+        assert_eq!(positive("--pods", Some("12".into())).ok(), Some(12));
+        for bad in [None, Some("0"), Some("-1"), Some("x"), Some("")] {
+            assert!(
+                positive("--pods", bad.map(String::from)).is_err(),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn only_some_benchmarks_take_arguments() {
+        let args = |s: &str| parse_args(s.split_whitespace().map(String::from));
+        let a = args("scale --smoke --pods 10 --out /tmp/x.json").ok();
+        assert_eq!(
+            a.as_ref()
+                .map(|a| (a.name.as_str(), a.smoke, a.rest.clone())),
+            Some(("scale", true, vec!["--pods".to_owned(), "10".to_owned()]))
+        );
+        assert_eq!(a.map(|a| a.out), Some(PathBuf::from("/tmp/x.json")));
+        assert!(args("").is_err());
+        assert!(args("cni --out").is_err());
     }
 }

@@ -97,6 +97,32 @@ pub fn memory_kib(pid: u32) -> io::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// CPU time (user and system) a process has used so far, in milliseconds, from /proc.
+pub fn cpu_ms(pid: u32) -> io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = cpu_ticks(&stat)
+        .ok_or_else(|| io::Error::other(format!("no CPU times in /proc/{pid}/stat")))?;
+    Ok(ticks as f64 * 1000.0 / clock_ticks_per_s() as f64)
+}
+
+/// utime + stime of a /proc/<pid>/stat line (fields 14 and 15), counted after the
+/// command name, which may hold spaces and parentheses.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, fields) = stat.rsplit_once(')')?;
+    // The first field after the name is field 3 (state).
+    let mut times = fields.split_whitespace().skip(14 - 3);
+    let user: u64 = times.next()?.parse().ok()?;
+    let system: u64 = times.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+/// The clock ticks per second /proc counts CPU time in (100 on Linux when unknown).
+pub fn clock_ticks_per_s() -> u64 {
+    // SAFETY: sysconf reads a system constant; it takes no pointer.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(100)
+}
+
 /// Writes `doc` (pretty JSON) to `path`, creating its directory.
 pub fn write(path: &Path, doc: &Value) -> io::Result<()> {
     if let Some(dir) = path.parent() {
@@ -125,5 +151,16 @@ mod tests {
             half.push(v);
         }
         assert_eq!(p50_ratio(&s, &half), 2.0);
+    }
+
+    #[test]
+    fn cpu_times_after_the_command_name() {
+        // The name may hold spaces and parentheses; utime 1234 and stime 56 follow.
+        let stat = "4242 (eni (op) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 9 0";
+        assert_eq!(cpu_ticks(stat), Some(1290));
+        assert_eq!(cpu_ticks("4242 (truncated"), None);
+        assert_eq!(cpu_ticks("4242 (x) S 1 2"), None);
+        assert!(cpu_ms(std::process::id()).is_ok_and(|ms| ms >= 0.0));
+        assert!(clock_ticks_per_s() > 0);
     }
 }
