@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use eni_crds::{ENIPool, PodNetwork};
+use eni_crds::{ENIPool, PodNetwork, contract::STATEFUL_LABEL};
 use futures::{StreamExt, TryStreamExt, future::BoxFuture};
 use k8s_openapi::api::core::v1::{Namespace, Node as K8sNode, Pod};
 use kube::{
@@ -78,12 +78,17 @@ pub async fn run(
     .for_each(|_| futures::future::ready(()));
     let pn_stream = reflector::reflector(
         pn_w,
-        // What the agent reports (status) and the pod it belongs to (owner reference)
-        // are never read here.
+        // What the agent reports (status), the pod it belongs to (owner reference) and
+        // the labels for selection by node or pool are never read here.
         watcher(Api::<PodNetwork>::all(client.clone()), wc()).modify(|pn| {
             trim_meta(pn);
             pn.metadata.owner_references = None;
             pn.status = None;
+            if let Some(labels) = pn.metadata.labels.as_mut() {
+                labels.retain(|k, _| k == STATEFUL_LABEL);
+            }
+            // An empty map still holds a node of its own.
+            pn.metadata.labels.take_if(|l| l.is_empty());
         }),
     )
     .default_backoff();
