@@ -98,7 +98,7 @@ fn burst() -> Result<(), Failed> {
     ]
     .map(String::from)
     .to_vec();
-    for model in ["aws_like", "strict"] {
+    for mode in ["shared_ip", "exclusive", "trunk"] {
         for phase in ["cold", "warm"] {
             for f in [
                 "pods_per_s",
@@ -106,18 +106,30 @@ fn burst() -> Result<(), Failed> {
                 "bound_ratio",
                 "create_rate_per_s",
             ] {
-                fields.push(format!("/models/{model}/{phase}/{f}"));
+                fields.push(format!("/modes/{mode}/aws_like/{phase}/{f}"));
             }
+        }
+        for f in [
+            "calls_per_1000_pods",
+            "min_calls_per_1000_pods",
+            "warm_target",
+        ] {
+            fields.push(format!(
+                "/modes/{mode}/aws_like/economy/after_deleting_half/{f}"
+            ));
         }
     }
     numbers(&doc, &fields)?;
-    match doc
-        .pointer("/economy/idle_per_node")
-        .and_then(Value::as_f64)
-    {
-        Some(x) if x >= 0.0 => Ok(()),
-        other => Err(format!("idle_per_node is {other:?}").into()),
-    }
+    let idle: Vec<String> = ["shared_ip", "exclusive", "trunk"]
+        .iter()
+        .flat_map(|m| {
+            [
+                format!("/modes/{m}/aws_like/economy/idle_per_node"),
+                format!("/modes/{m}/aws_like/economy/after_deleting_half/idle_per_node"),
+            ]
+        })
+        .collect();
+    check(&doc, &idle, |x| x >= 0.0)
 }
 
 fn scale() -> Result<(), Failed> {

@@ -1,37 +1,48 @@
-//! `bench burst`: SharedIP burst allocation from cold and from warm pools under an
+//! `bench burst`: allocation bursts from cold and from warm pools in every mode under an
 //! AWS-like cloud, what the pools hold afterwards, and the operator's memory.
 //!
 //! The real control plane, vpc-sim with an AWS-like model (per-action token buckets:
 //! mutating 18 tokens refilled at 12/s, describes 100 at 20/s; 100-400 ms per mutation,
 //! 2 s attach) and a /20 pod subnet, and the operator as a child process of its built
-//! binary (product defaults, so its RSS is its own). Nodes are m5.4xlarge (7 pool ENIs
-//! of 29 secondary addresses). The same run repeats under a stricter account (mutating
-//! 6 tokens at 2/s) to show the operator adapts without failing pods.
+//! binary (its RSS is its own). Nodes are m5.4xlarge (7 pool ENIs of 29 secondary
+//! addresses, a trunk of 54 members). SharedIP runs again under a stricter account
+//! (mutating 6 tokens at 2/s) to show the operator adapts without failing pods.
 //!
-//! 1. Cold: N pods, spread over fresh nodes whose pool holds nothing (warmIPs 0).
-//! 2. The cold pods are deleted; the pool is given minIPs = pods per node and the burst
-//!    waits until the status shows that many warm addresses.
-//! 3. Warm: N new pods.
+//! Per mode:
+//! 1. Cold: N pods, spread over fresh nodes whose pool holds nothing (warm target 0).
+//! 2. Economy: the pool gets a small warm target and a short release delay, and every
+//!    other cold pod is deleted; once the pool is back at its target, idle units per
+//!    node and the calls it took are read against what the plan cannot do without.
+//! 3. The rest go; the pool is given a warm target of every pod of the next burst and
+//!    the bench waits until the status shows that many warm units.
+//! 4. Warm: N new pods.
 //!
 //! Pods are created by 16 clients at once, and the create rate is reported beside each
 //! burst: a burst cannot beat it. Each burst's bound is the slower of that rate and the
-//! cloud's: the calls the plan cannot do without (per ENI a create with its addresses,
-//! an attach and one describe that sees it in use) through the operator's own buckets
-//! (mutations, describes) and the cloud's per-action buckets, then the last ENI's
-//! attach delay. `bound_ratio` is actual over bound (at most 1).
+//! cloud's: the calls the plan cannot do without (per ENI a create and an attach and one
+//! describe that sees it in use; per trunk member a create and an association) through
+//! the operator's own buckets (mutations, describes) and the cloud's per-action
+//! buckets, then what must follow the last call (an attach delay, a call's latency).
+//! `bound_ratio` is actual over bound (at most 1).
+//!
+//! The operator runs with its default budget (10 mutations/s), except for Trunk: a
+//! member takes two calls of two different actions, so its budget is set to the two
+//! per-action buckets the account gives them (24/s, burst 36).
 //!
 //! `--cloud alibaba` runs the same with vpc-sim playing Alibaba Cloud and the operator
-//! on its ECS provider (nodes ecs.g7.4xlarge: the same 8 ENIs of 30 addresses).
+//! on its ECS provider (nodes ecs.g7.4xlarge: the same 8 ENIs of 30 addresses, a trunk
+//! of 22 members, so Trunk spreads over more nodes). `--mode shared|exclusive|trunk`
+//! runs one mode only.
 
 use std::time::{Duration, Instant};
 
-use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy};
+use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy, TrunkENI};
 use eni_e2e::{
     cluster::Cluster,
     process::ChildGuard,
     vpc::{Cloud, instance_type_on},
 };
-use eni_test_support::pool;
+use eni_test_support::{PoolBuilder, pool};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::{Api, ResourceExt, api::DeleteParams};
@@ -41,27 +52,42 @@ use vpc_sim::{behaviour::SimConfig, layout::Layout, server::ServerConfig};
 use super::{
     BenchError,
     cluster_wait::{
-        CREATE_CONCURRENCY, INSTANCE_TYPE, NAMESPACE, PHASE_TIMEOUT, SLOTS_PER_ENI, add_pod_subnet,
-        calls, check_fits, create_pods, last_seen, latencies, leadership, wait, watch_networks,
+        CREATE_CONCURRENCY, ENIS_PER_NODE, INSTANCE_TYPE, NAMESPACE, PHASE_TIMEOUT, SLOTS_PER_ENI,
+        add_pod_subnet, calls, check_fits, create_pods, last_seen, latencies, leadership, wait,
+        watch_networks,
     },
     positive,
     report::{memory_kib, round},
 };
 
-/// The operator's own token bucket (its defaults, which the bench does not change).
-const OPERATOR_QPS: f64 = 10.0;
-const OPERATOR_BURST: f64 = 20.0;
+/// Members a trunk of INSTANCE_TYPE carries (AWS m5.4xlarge: 54 branch interfaces).
+const MEMBERS_PER_TRUNK: u32 = 54;
+/// Alibaba's ecs.g7.4xlarge: 22 member ENIs.
+const MEMBERS_PER_TRUNK_ECS: u32 = 22;
+
+/// The operator's token bucket for mutating calls: (qps, burst).
+fn operator_rate(mode: Mode) -> (f64, f64) {
+    match mode {
+        Mode::Trunk => (24.0, 36.0),
+        _ => (10.0, 20.0),
+    }
+}
 
 #[derive(Debug, PartialEq)]
 pub struct Args {
-    pods: u32,
-    nodes: u32,
+    /// Pods and nodes per mode, when given.
+    pods: Option<u32>,
+    nodes: Option<u32>,
     cloud: Cloud,
+    modes: Vec<Mode>,
+    smoke: bool,
 }
 
-/// `args` after the benchmark's name; `smoke` picks the small default size.
+const ALL_MODES: [Mode; 3] = [Mode::SharedIp, Mode::Exclusive, Mode::Trunk];
+
+/// `args` after the benchmark's name; `smoke` picks the small default sizes.
 pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result<Args, BenchError> {
-    let (mut pods, mut nodes, mut cloud) = (None, None, Cloud::Aws);
+    let (mut pods, mut nodes, mut cloud, mut modes) = (None, None, Cloud::Aws, ALL_MODES.to_vec());
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -78,54 +104,137 @@ pub fn parse_args(args: impl IntoIterator<Item = String>, smoke: bool) -> Result
                     }
                 }
             }
+            "--mode" => {
+                modes = vec![match it.next().as_deref() {
+                    Some("shared") => Mode::SharedIp,
+                    Some("exclusive") => Mode::Exclusive,
+                    Some("trunk") => Mode::Trunk,
+                    other => {
+                        return Err(BenchError::Usage(format!(
+                            "--mode takes shared, exclusive or trunk, not {other:?}"
+                        )));
+                    }
+                }]
+            }
             other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
         }
     }
-    let (default_pods, default_nodes) = if smoke { (20, 1) } else { (1000, 10) };
     Ok(Args {
-        pods: pods.unwrap_or(default_pods),
-        nodes: nodes.unwrap_or(default_nodes),
+        pods,
+        nodes,
         cloud,
+        modes,
+        smoke,
     })
 }
 
+/// One mode's size: pods and nodes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Size {
+    pods: u32,
+    nodes: u32,
+}
+
+impl Args {
+    /// The size a mode runs at: the flags', or the mode's default (Exclusive fills 7
+    /// ENIs a node; Trunk 50 of a trunk's members).
+    fn size(&self, mode: Mode) -> Size {
+        let (pods, nodes) = match (mode, self.smoke) {
+            (Mode::SharedIp, false) => (1000, 10),
+            (Mode::Exclusive, false) => (70, 10),
+            (Mode::Trunk, false) => (1000, 1000u32.div_ceil(self.members_per_node())),
+            (Mode::SharedIp | Mode::Trunk, true) => (20, 1),
+            (Mode::Exclusive, true) => (7, 1),
+        };
+        Size {
+            pods: self.pods.unwrap_or(pods),
+            nodes: self.nodes.unwrap_or(nodes),
+        }
+    }
+
+    /// Trunk pods a node takes: a trunk's members, a few kept free.
+    fn members_per_node(&self) -> u32 {
+        match self.cloud {
+            Cloud::Aws => MEMBERS_PER_TRUNK - 4,
+            Cloud::Alibaba => MEMBERS_PER_TRUNK_ECS - 2,
+        }
+    }
+
+    fn fits(&self, mode: Mode, size: Size) -> Result<(), BenchError> {
+        let per = match mode {
+            Mode::SharedIp => return check_fits(size.pods, size.nodes),
+            Mode::Exclusive => ENIS_PER_NODE,
+            Mode::Trunk => self.members_per_node(),
+        };
+        if size.pods > size.nodes * per {
+            return Err(BenchError::TooMany {
+                pods: size.pods,
+                nodes: size.nodes,
+                instance_type: INSTANCE_TYPE,
+                per,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::SharedIp => "shared_ip",
+        Mode::Exclusive => "exclusive",
+        Mode::Trunk => "trunk",
+    }
+}
+
 /// The fastest a cold burst can finish on the cloud's side: the calls it cannot do
-/// without (per ENI a create with its addresses and an attach, mutating, and one
-/// describe that sees it in use), paced by every token bucket they pass (the cloud's
-/// per action, the operator's for mutations and for describes), then the last ENI's
-/// attach delay.
+/// without, paced by every token bucket they pass (the cloud's per action, the
+/// operator's for mutations and for describes), then what follows the last call.
 #[derive(Debug, PartialEq)]
 struct LowerBound {
+    /// ENIs created (trunks and members included).
     enis: u32,
     /// Mutating calls.
     calls: u32,
-    /// Every call through the operator's bucket.
+    /// Every call through the operator's buckets.
     operator_calls: u32,
     seconds: f64,
 }
 
-fn lower_bound(pods: u32, nodes: u32, cloud: &SimConfig) -> LowerBound {
+fn lower_bound(mode: Mode, size: Size, cloud: &SimConfig, operator: (f64, f64)) -> LowerBound {
+    let Size { pods, nodes } = size;
     let per_node = pods.div_ceil(nodes);
-    let enis = nodes * per_node.div_ceil(SLOTS_PER_ENI);
-    // CreateNetworkInterface and AttachNetworkInterface, one bucket each.
-    let calls = 2 * enis;
-    let operator_calls = calls + enis;
-    let bucket = cloud.rate_limits.mutate;
-    let per_action =
-        (f64::from(enis) - f64::from(bucket.capacity)).max(0.0) / bucket.refill_per_sec;
-    // The operator's buckets: one for mutations, one for describes.
-    let operator = ((f64::from(calls) - OPERATOR_BURST).max(0.0) / OPERATOR_QPS)
-        .max((f64::from(enis) - OPERATOR_BURST).max(0.0) / OPERATOR_QPS);
-    // The last attach passes the buckets at `pacing`; its ENI is in use one call and the
-    // attach delay later. With no bucket in the way: a create, an attach and the delay.
     let base = cloud.latency.mutate.base_ms as f64 / 1000.0;
-    let pacing = per_action.max(operator);
     let attach = cloud.attach_delay_ms as f64 / 1000.0;
+    // Calls per action, describes, and the floor without any bucket in the way.
+    let (per_action, describes, floor, tail) = match mode {
+        // Per ENI: CreateNetworkInterface, AttachNetworkInterface, one describe; the last
+        // ENI is in use its attach delay after its attach.
+        Mode::SharedIp | Mode::Exclusive => {
+            let enis = match mode {
+                Mode::SharedIp => nodes * per_node.div_ceil(SLOTS_PER_ENI),
+                _ => pods,
+            };
+            (vec![enis, enis], enis, 2.0 * base + attach, base + attach)
+        }
+        // Per pod a member: create and AssociateTrunkInterface, usable at once (the
+        // node's trunk is made before any pod, for the scheduler's member count).
+        Mode::Trunk => (vec![pods, pods], 0, 2.0 * base, base),
+    };
+    let calls: u32 = per_action.iter().sum();
+    let bucket = cloud.rate_limits.mutate;
+    let cloud_pacing = per_action
+        .iter()
+        .map(|n| (f64::from(*n) - f64::from(bucket.capacity)).max(0.0) / bucket.refill_per_sec)
+        .fold(0.0, f64::max);
+    // The operator's buckets: one for mutations, one for describes (the same size).
+    let (qps, burst) = operator;
+    let operator_pacing = ((f64::from(calls) - burst).max(0.0) / qps)
+        .max((f64::from(describes) - burst).max(0.0) / qps);
     LowerBound {
-        enis,
+        enis: per_action[0],
         calls,
-        operator_calls,
-        seconds: (pacing + base).max(2.0 * base) + attach,
+        operator_calls: calls + describes,
+        seconds: (cloud_pacing.max(operator_pacing) + tail).max(floor),
     }
 }
 
@@ -173,8 +282,9 @@ async fn burst(
     })
 }
 
-/// The cloud models a run goes through: AWS-like, then a stricter account.
-fn models() -> [(&'static str, SimConfig); 2] {
+/// The cloud models a mode runs under: AWS-like, and for SharedIP (full size) a
+/// stricter account too.
+fn models(mode: Mode, smoke: bool) -> Vec<(&'static str, SimConfig)> {
     let mut aws = SimConfig::default();
     aws.rate_limits.mutate.capacity = 18;
     aws.rate_limits.mutate.refill_per_sec = 12.0;
@@ -184,34 +294,152 @@ fn models() -> [(&'static str, SimConfig); 2] {
     let mut strict = aws.clone();
     strict.rate_limits.mutate.capacity = 6;
     strict.rate_limits.mutate.refill_per_sec = 2.0;
-    [("aws_like", aws), ("strict", strict)]
+    if mode == Mode::SharedIp && !smoke {
+        vec![("aws_like", aws), ("strict", strict)]
+    } else {
+        vec![("aws_like", aws)]
+    }
 }
 
 pub async fn run(args: &Args) -> Result<(Value, String), BenchError> {
-    let mut doc = serde_json::Map::new();
+    let mut modes = serde_json::Map::new();
     let mut summary = Vec::new();
-    for (name, cloud) in models() {
-        eprintln!("burst, cloud model {name}");
-        let (model, line) = run_model(args, cloud).await?;
-        doc.insert(name.into(), model);
-        summary.push(format!("{name}: {line}"));
+    for &mode in &args.modes {
+        let size = args.size(mode);
+        args.fits(mode, size)?;
+        let mut doc = serde_json::Map::new();
+        for (name, cloud) in models(mode, args.smoke) {
+            eprintln!("burst {}, cloud model {name}", mode_name(mode));
+            let (model, line) = run_model(args, mode, size, cloud).await?;
+            doc.insert(name.into(), model);
+            summary.push(format!("{} {name}: {line}", mode_name(mode)));
+        }
+        modes.insert(mode_name(mode).into(), Value::Object(doc));
     }
-    let aws = &doc["aws_like"];
+    // The figures the table reads: SharedIP's under the AWS-like model, when run.
+    let first = args.modes.first().copied().unwrap_or(Mode::SharedIp);
+    let main = &modes[mode_name(first)]["aws_like"];
     let top = json!({
-        "pods": args.pods,
-        "nodes": args.nodes,
-        "cold": aws["cold"].clone(),
-        "warm": aws["warm"].clone(),
-        "economy": aws["economy"].clone(),
-        "operator_bytes_per_pod": aws["operator_rss_kib"]["per_podnetwork_bytes"].clone(),
-        "models": doc,
+        "cold": main["cold"].clone(),
+        "warm": main["warm"].clone(),
+        "economy": main["economy"].clone(),
+        "operator_bytes_per_pod": main["operator_rss_kib"]["per_podnetwork_bytes"].clone(),
+        "figures_from": mode_name(first),
+        "modes": modes,
     });
     Ok((top, format!("burst: {}", summary.join("; "))))
 }
 
-async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), BenchError> {
-    check_fits(args.pods, args.nodes)?;
-    let per_node = args.pods.div_ceil(args.nodes);
+/// The pool of a mode with warm target `warm` (addresses or ENIs) per node; units a
+/// pod gives back go after `release`.
+fn mode_pool(mode: Mode, subnet: &str, sg: &str, warm: u32, release: &str) -> PoolBuilder {
+    let p = pool("bench", mode)
+        .nodes("bench", "true")
+        .subnet_ids(&[subnet], SubnetPolicy::MostFree)
+        .ip_cooldown("1s")
+        .release_delay(release);
+    match mode {
+        Mode::SharedIp => p.warm_ips(warm),
+        Mode::Exclusive => p.warm_enis(warm),
+        Mode::Trunk => p.security_groups(&[sg]).warm_enis(warm),
+    }
+}
+
+/// Deletes pods `prefix-{i}` for every `i` in `which`.
+async fn delete_pods(
+    c: &Cluster,
+    prefix: &str,
+    which: impl Iterator<Item = u32>,
+) -> Result<(), BenchError> {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NAMESPACE);
+    futures::stream::iter(which)
+        .map(|i| {
+            let pods = pods.clone();
+            async move {
+                pods.delete(
+                    &format!("{prefix}-{i}"),
+                    &DeleteParams::default().grace_period(0),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// Waits until the pool's status shows `used` units in use (and as many PodNetworks),
+/// none cooling, and warm units that `done` accepts; returns the warm units then.
+async fn settle(
+    c: &Cluster,
+    operator: &ChildGuard,
+    what: &str,
+    used: u32,
+    done: impl Fn(u32) -> bool,
+) -> Result<u32, BenchError> {
+    let pools: Api<ENIPool> = Api::all(c.client.clone());
+    let networks: Api<PodNetwork> = Api::namespaced(c.client.clone(), NAMESPACE);
+    wait(operator, what, PHASE_TIMEOUT, || async {
+        let a = pools
+            .get("bench")
+            .await?
+            .status
+            .unwrap_or_default()
+            .addresses;
+        let pns = networks.list(&Default::default()).await?.items.len();
+        Ok(
+            (pns == used as usize && a.used == used && a.cooling == 0 && done(a.warm))
+                .then_some(a.warm),
+        )
+    })
+    .await
+}
+
+/// The cloud's call counters once they have stopped moving for two seconds (at most
+/// thirty).
+async fn quiet_calls(c: &Cluster) -> (u64, u64, u64) {
+    let mut last = calls(c);
+    let mut still = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = calls(c);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still >= 4 {
+            break;
+        }
+    }
+    last
+}
+
+/// Warm target per node while half the pods go: a few units, as a user keeps.
+fn economy_target(mode: Mode) -> u32 {
+    match mode {
+        Mode::SharedIp => 5,
+        Mode::Exclusive | Mode::Trunk => 1,
+    }
+}
+
+/// The calls giving back what half the pods held cannot go below: per idle ENI or member
+/// beyond the target a detach or disassociation and a delete; for SharedIP, the excess
+/// addresses packed onto as few ENIs as possible, one unassign per ENI.
+fn min_release_calls(mode: Mode, size: Size, freed: u32) -> u32 {
+    let per_node_freed = freed / size.nodes;
+    let excess = per_node_freed.saturating_sub(economy_target(mode));
+    match mode {
+        Mode::SharedIp => size.nodes * excess.div_ceil(SLOTS_PER_ENI),
+        Mode::Exclusive | Mode::Trunk => size.nodes * 2 * excess,
+    }
+}
+
+async fn run_model(
+    args: &Args,
+    mode: Mode,
+    size: Size,
+    cloud: SimConfig,
+) -> Result<(Value, String), BenchError> {
+    let per_node = size.pods.div_ceil(size.nodes);
     let mut config = ServerConfig::new()?;
     config.layout = Layout::builtin_for(args.cloud)?;
     config.behaviour = cloud.clone();
@@ -220,21 +448,17 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Ben
     add_pod_subnet(&mut config.layout, "pods-bench", "10.0.16.0/20")?;
     let c = Cluster::start_with(config).await?;
     let subnet = c.sim.subnet_id("pods-bench")?;
-    // Addresses stay once warmed: the measurement sees allocation, not release.
-    let pool = || {
-        pool("bench", Mode::SharedIp)
-            .nodes("bench", "true")
-            .subnet_ids(&[subnet.as_str()], SubnetPolicy::MostFree)
-            .ip_cooldown("1s")
-            .warm_ips(0)
-            .release_delay("1h")
-    };
-    c.apply_yaml(&pool().yaml()).await?;
-    let nodes: Vec<String> = (0..args.nodes).map(|i| format!("bench-{i}")).collect();
+    let sg = c.sim.group_id("default")?;
+    // Units stay once warmed: the bursts see allocation, not release.
+    let pool = |warm: u32| mode_pool(mode, &subnet, &sg, warm, "1h");
+    c.apply_yaml(&pool(0).yaml()).await?;
+    let nodes: Vec<String> = (0..size.nodes).map(|i| format!("bench-{i}")).collect();
     for n in &nodes {
         c.add_node(n, instance_type, &[("bench", "true")]).await?;
     }
-    let operator = c.spawn_operator("bench-operator", &[])?;
+    let rate = operator_rate(mode);
+    let (qps, burst_size) = (rate.0.to_string(), rate.1.to_string());
+    let operator = c.spawn_operator("bench-operator", &["--qps", &qps, "--burst", &burst_size])?;
     leadership(&c.client, &operator).await?;
     // Nodes taken over (finalizer) and loaded (their instance described).
     let node_api: Api<Node> = Api::all(c.client.clone());
@@ -255,70 +479,82 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Ben
                 .iter()
                 .find(|(a, ..)| a == "DescribeInstances")
                 .map_or(0, |(_, n, _)| *n);
-            Ok((managed == nodes.len() && described >= u64::from(args.nodes)).then_some(()))
+            Ok((managed == nodes.len() && described >= u64::from(size.nodes)).then_some(()))
         },
     )
     .await?;
+    if mode == Mode::Trunk {
+        // Every node's trunk in use before the first pod: it is made when the pool
+        // selects the node, not on demand.
+        let trunks: Api<TrunkENI> = Api::all(c.client.clone());
+        wait(&operator, "trunks ready", PHASE_TIMEOUT, || async {
+            let ready = trunks
+                .list(&Default::default())
+                .await?
+                .items
+                .iter()
+                .filter(|t| t.status.as_ref().is_some_and(|s| s.trunk_eni_id.is_some()))
+                .count();
+            Ok((ready == nodes.len()).then_some(()))
+        })
+        .await?;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_before, _) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
 
-    eprintln!("cold burst: {} pods on {} nodes", args.pods, args.nodes);
-    let cold = burst(&c, &operator, "cold", args.pods, &nodes).await?;
-    let pools: Api<ENIPool> = Api::all(c.client.clone());
-    wait(
+    eprintln!("cold burst: {} pods on {} nodes", size.pods, size.nodes);
+    let cold = burst(&c, &operator, "cold", size.pods, &nodes).await?;
+    let idle_after_cold = settle(
+        &c,
         &operator,
-        "pool status used",
-        Duration::from_secs(120),
-        || async {
-            Ok(pools
-                .get("bench")
-                .await?
-                .status
-                .filter(|s| s.addresses.used == args.pods))
-        },
+        "pool status after the cold burst",
+        size.pods,
+        |_| true,
     )
     .await?;
     let (rss_at, _) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
-    let settled = pools.get("bench").await?.status.unwrap_or_default();
 
-    eprintln!("releasing the cold pods and warming the pool");
-    let pods: Api<Pod> = Api::namespaced(c.client.clone(), NAMESPACE);
-    futures::stream::iter(0..args.pods)
-        .map(|i| {
-            let pods = pods.clone();
-            async move {
-                pods.delete(
-                    &format!("cold-{i}"),
-                    &DeleteParams::default().grace_period(0),
-                )
-                .await
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect::<Vec<_>>()
+    // Economy: every other cold pod goes, the pool keeps its warm target.
+    let target = economy_target(mode);
+    eprintln!("deleting half the pods (warm target {target} per node)");
+    let (m0, ..) = calls(&c);
+    let started = Instant::now();
+    c.apply_yaml(&mode_pool(mode, &subnet, &sg, target, "2s").yaml())
         .await?;
-    c.apply_yaml(&pool().min_ips(per_node).yaml()).await?;
-    let warm_target = per_node * args.nodes;
-    wait(&operator, "warm pool", PHASE_TIMEOUT, || async {
-        let pns = Api::<PodNetwork>::namespaced(c.client.clone(), NAMESPACE)
-            .list(&Default::default())
-            .await?;
-        let status = pools.get("bench").await?.status.unwrap_or_default();
-        let a = status.addresses;
-        Ok(
-            (pns.items.is_empty() && a.used == 0 && a.cooling == 0 && a.warm >= warm_target)
-                .then_some(()),
-        )
-    })
+    let halves = (0..size.pods).step_by(2);
+    let freed = halves.len() as u32;
+    delete_pods(&c, "cold", halves).await?;
+    let remaining = size.pods - freed;
+    let idle_after_half = settle(
+        &c,
+        &operator,
+        "pool back at its warm target",
+        remaining,
+        |warm| warm <= target * size.nodes,
+    )
     .await?;
+    let economy_seconds = started.elapsed().as_secs_f64();
+    // The status shows a unit gone before its ENI's delete call has answered.
+    let (m1, ..) = quiet_calls(&c).await;
+    let min_release = min_release_calls(mode, size, freed);
 
-    eprintln!("warm burst: {} pods", args.pods);
-    let warm = burst(&c, &operator, "warm", args.pods, &nodes).await?;
+    eprintln!("releasing the other pods and warming the pool");
+    delete_pods(&c, "cold", (1..size.pods).step_by(2)).await?;
+    let warm_pool = match mode {
+        Mode::SharedIp => pool(0).min_ips(per_node),
+        _ => pool(per_node),
+    };
+    c.apply_yaml(&warm_pool.yaml()).await?;
+    let warm_units = per_node * size.nodes;
+    settle(&c, &operator, "warm pool", 0, |warm| warm >= warm_units).await?;
+
+    eprintln!("warm burst: {} pods", size.pods);
+    let warm = burst(&c, &operator, "warm", size.pods, &nodes).await?;
     let (_, rss_peak) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
 
-    let bound = lower_bound(args.pods, args.nodes, &cloud);
-    let pods = f64::from(args.pods);
-    let per1000 = |calls: u64| round(calls as f64 * 1000.0 / pods, 1);
+    let bound = lower_bound(mode, size, &cloud, rate);
+    let pods = f64::from(size.pods);
+    let per1000 = |calls: u64, of: f64| round(calls as f64 * 1000.0 / of, 1);
     // Honest bounds: the cloud's for the cold burst, and for both the rate at which the
     // pods were created (nothing is allocated before it exists).
     let cold_bound = bound.seconds.max(cold.create_seconds);
@@ -338,8 +574,9 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Ben
     };
     let per_podnetwork = (rss_at as f64 - rss_before as f64) * 1024.0 / pods;
     let report = json!({
-        "pods": args.pods,
-        "nodes": args.nodes,
+        "mode": mode_name(mode),
+        "pods": size.pods,
+        "nodes": size.nodes,
         "instance_type": instance_type,
         "cloud_api": match args.cloud {
             Cloud::Aws => "ec2",
@@ -351,7 +588,7 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Ben
             "mutate_latency_ms": [cloud.latency.mutate.base_ms, cloud.latency.mutate.base_ms + cloud.latency.mutate.jitter_ms],
             "attach_delay_ms": cloud.attach_delay_ms,
         },
-        "operator_rate_limit": {"qps": OPERATOR_QPS, "burst": OPERATOR_BURST},
+        "operator_rate_limit": {"qps": rate.0, "burst": rate.1},
         "cold": phase(&cold, cold_bound),
         "cold_cloud_bound": {
             "enis_needed": bound.enis,
@@ -361,31 +598,42 @@ async fn run_model(args: &Args, cloud: SimConfig) -> Result<(Value, String), Ben
         },
         "warm": phase(&warm, warm_bound),
         "economy": {
-            "after": "the cold burst, every pod running (warmIPs 0)",
+            "after": "the cold burst, every pod running (warm target 0)",
             "warm_target": 0,
-            "idle_per_node": round(f64::from(settled.addresses.warm) / f64::from(args.nodes), 1),
-            "calls_per_1000_pods": per1000(cold.mutating),
-            "min_calls_per_1000_pods": per1000(u64::from(bound.calls)),
+            "idle_per_node": round(f64::from(idle_after_cold) / f64::from(size.nodes), 1),
+            "calls_per_1000_pods": per1000(cold.mutating, pods),
+            "min_calls_per_1000_pods": per1000(u64::from(bound.calls), pods),
+            "after_deleting_half": {
+                "pods_deleted": freed,
+                "warm_target": target,
+                "idle_per_node": round(f64::from(idle_after_half) / f64::from(size.nodes), 1),
+                "seconds_to_settle": round(economy_seconds, 2),
+                "calls_per_1000_pods": per1000(m1 - m0, f64::from(freed)),
+                "min_calls_per_1000_pods": per1000(u64::from(min_release), f64::from(freed)),
+            },
         },
         "operator_rss_kib": {
             "before_pods": rss_before,
             "at_podnetworks": rss_at,
-            "podnetworks": args.pods,
+            "podnetworks": size.pods,
             "peak": rss_peak,
             "per_podnetwork_bytes": round(per_podnetwork, 0),
         },
     });
     let line = format!(
-        "cold {:.1} pods/s ({:.2} of bound {:.1}), warm {:.1} pods/s ({:.2} of the create rate {:.1}); mutating calls per 1000 pods {} (min {}); operator +{:.1} KiB per PodNetwork",
+        "cold {:.1} pods/s in {:.1} s ({:.2} of bound {:.1}), warm {:.1} pods/s ({:.2} of the create rate {:.1}); mutating calls per 1000 pods {} (min {}); half deleted: {} calls per 1000 (min {}), idle {:.1}/node (target {target})",
         pods / cold.seconds,
+        cold.seconds,
         cold_bound / cold.seconds,
         pods / cold_bound,
         pods / warm.seconds,
         warm_bound / warm.seconds,
         pods / warm.create_seconds,
-        per1000(cold.mutating),
-        per1000(u64::from(bound.calls)),
-        per_podnetwork / 1024.0,
+        per1000(cold.mutating, pods),
+        per1000(u64::from(bound.calls), pods),
+        per1000(m1 - m0, f64::from(freed)),
+        per1000(u64::from(min_release), f64::from(freed)),
+        f64::from(idle_after_half) / f64::from(size.nodes),
     );
     Ok((report, line))
 }
@@ -404,45 +652,52 @@ mod tests {
         )
     }
 
+    fn size(pods: u32, nodes: u32) -> Size {
+        Size { pods, nodes }
+    }
+
     #[test]
-    fn flags() {
+    fn flags_and_sizes() {
+        let a = args("").expect("defaults");
+        assert_eq!(a.modes, ALL_MODES.to_vec());
+        assert_eq!(a.size(Mode::SharedIp), size(1000, 10));
+        assert_eq!(a.size(Mode::Exclusive), size(70, 10));
+        assert_eq!(a.size(Mode::Trunk), size(1000, 20));
+        let a = args("--smoke").expect("smoke");
+        assert_eq!(a.size(Mode::SharedIp), size(20, 1));
+        assert_eq!(a.size(Mode::Exclusive), size(7, 1));
+        let a = args("--smoke --pods 50").expect("pods");
+        assert_eq!(a.size(Mode::Trunk), size(50, 1));
+        let a = args("--nodes 4 --pods 300 --mode trunk").expect("trunk");
         assert_eq!(
-            args("").ok(),
-            Some(Args {
-                pods: 1000,
-                nodes: 10,
-                cloud: Cloud::Aws
-            })
+            (a.modes.clone(), a.size(Mode::Trunk)),
+            (vec![Mode::Trunk], size(300, 4))
         );
+        assert!(
+            a.fits(Mode::Trunk, size(300, 4)).is_err(),
+            "50 members a node"
+        );
+        assert!(a.fits(Mode::Trunk, size(200, 4)).is_ok());
+        assert!(
+            a.fits(Mode::Exclusive, size(29, 4)).is_err(),
+            "7 ENIs a node"
+        );
+        let a = args("--smoke --cloud alibaba").expect("alibaba");
+        assert_eq!(a.cloud, Cloud::Alibaba);
+        assert_eq!(a.size(Mode::Trunk), size(20, 1));
         assert_eq!(
-            args("--smoke").ok(),
-            Some(Args {
-                pods: 20,
-                nodes: 1,
-                cloud: Cloud::Aws
-            })
+            args("--cloud alibaba").expect("ecs").size(Mode::Trunk),
+            size(1000, 50)
         );
-        assert_eq!(
-            args("--smoke --pods 50").ok(),
-            Some(Args {
-                pods: 50,
-                nodes: 1,
-                cloud: Cloud::Aws
-            })
-        );
-        assert_eq!(
-            args("--nodes 4 --pods 300").ok(),
-            Some(Args {
-                pods: 300,
-                nodes: 4,
-                cloud: Cloud::Aws
-            })
-        );
-        assert_eq!(
-            args("--smoke --cloud alibaba").ok().map(|a| a.cloud),
-            Some(Cloud::Alibaba)
-        );
-        for bad in ["--pods", "--pods 0", "--pods x", "--fast", "--cloud gcp"] {
+        for bad in [
+            "--pods",
+            "--pods 0",
+            "--pods x",
+            "--fast",
+            "--cloud gcp",
+            "--mode",
+            "--mode ipvlan",
+        ] {
             assert!(args(bad).is_err(), "{bad} accepted");
         }
     }
@@ -450,21 +705,55 @@ mod tests {
     #[test]
     fn lower_bound_from_calls_buckets_and_latency() {
         let cloud = SimConfig::default();
+        let shared =
+            |pods, nodes| lower_bound(Mode::SharedIp, size(pods, nodes), &cloud, (10.0, 20.0));
         // 100 pods on one node: 4 ENIs, 8 calls, all within every burst: the attach
         // path is the floor (100 + 100 ms + 2 s).
-        let b = lower_bound(100, 1, &cloud);
+        let b = shared(100, 1);
         assert_eq!((b.enis, b.calls), (4, 8));
         assert!((b.seconds - 2.2).abs() < 1e-9, "{b:?}");
         // 1000 pods on 10 nodes: 40 ENIs, 80 mutating calls and 40 describes; the
         // operator's mutation bucket (20 at once, 10/s) passes the last at 6 s, its
         // ENI is in use 0.1 + 2 s later.
-        let b = lower_bound(1000, 10, &cloud);
+        let b = shared(1000, 10);
         assert_eq!((b.enis, b.calls, b.operator_calls), (40, 80, 120));
         assert!((b.seconds - 8.1).abs() < 1e-9, "{b:?}");
         // 100 ENIs: the cloud's per-action bucket (50 at once, 5/s) needs 10 s, the
         // operator's for 200 mutations 18 s: the slower one, then the last attach.
-        let b = lower_bound(2900, 100, &cloud);
+        let b = shared(2900, 100);
         assert_eq!((b.enis, b.calls), (100, 200));
         assert!((b.seconds - 20.1).abs() < 1e-9, "{b:?}");
+        // Exclusive: an ENI per pod.
+        let b = lower_bound(Mode::Exclusive, size(70, 10), &cloud, (10.0, 20.0));
+        assert_eq!((b.enis, b.calls, b.operator_calls), (70, 140, 210));
+        assert!((b.seconds - 14.1).abs() < 1e-9, "{b:?}");
+    }
+
+    #[test]
+    fn trunk_bound_counts_trunks_members_and_their_actions() {
+        let mut cloud = SimConfig::default();
+        cloud.rate_limits.mutate.capacity = 18;
+        cloud.rate_limits.mutate.refill_per_sec = 12.0;
+        // 1000 members on 20 trunks: 1000 creates and 1000 associations (982 past the
+        // burst at 12/s = 81.83 s each); 2000 mutations through the operator's 24/s
+        // (burst 36) take as long; then one call's latency.
+        let b = lower_bound(Mode::Trunk, size(1000, 20), &cloud, (24.0, 36.0));
+        assert_eq!((b.enis, b.calls, b.operator_calls), (1000, 2000, 2000));
+        assert!((b.seconds - (982.0 / 12.0 + 0.1)).abs() < 1e-9, "{b:?}");
+        // A small trunk pool: nothing waits on a bucket; a member's two calls.
+        let b = lower_bound(Mode::Trunk, size(5, 1), &cloud, (24.0, 36.0));
+        assert!((b.seconds - 0.2).abs() < 1e-9, "{b:?}");
+    }
+
+    #[test]
+    fn release_minimum() {
+        // SharedIP: 50 freed a node, 5 kept: 45 addresses fit on 2 ENIs.
+        assert_eq!(min_release_calls(Mode::SharedIp, size(1000, 10), 500), 20);
+        // Whole ENIs: 4 freed, 1 kept: 3 detach-or-disassociate and delete pairs.
+        assert_eq!(min_release_calls(Mode::Exclusive, size(7, 1), 4), 6);
+        assert_eq!(
+            min_release_calls(Mode::Trunk, size(1000, 20), 500),
+            20 * 2 * 24
+        );
     }
 }

@@ -6,8 +6,9 @@
 //! - `cni`: CNI ADD/DEL as a runtime execs them, against ptp + host-local (`cni.rs`).
 //! - `dataplane`: throughput and round trips per pod path against node to node
 //!   (`dataplane.rs`).
-//! - `burst`: SharedIP allocation bursts, cold and warm, against their bounds; what
-//!   the pools hold afterwards; the operator's memory (`burst.rs`).
+//! - `burst`: allocation bursts in every mode, cold and warm, against their bounds;
+//!   what the pools hold afterwards and after half the pods go; the operator's memory
+//!   (`burst.rs`).
 //! - `scale`: 10,000 PodNetworks over 500 nodes: the operator's memory and CPU per pod,
 //!   and a pod's time to its PodNetwork at that size (`scale.rs`).
 //!
@@ -27,7 +28,7 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
     #[error(
-        "usage: bench cni|dataplane|burst|scale [--smoke] [--out PATH] [burst: --pods N --nodes N --cloud aws|alibaba] [scale: --pods N --nodes N]: {0}"
+        "usage: bench cni|dataplane|burst|scale [--smoke] [--out PATH] [burst: --pods N --nodes N --cloud aws|alibaba --mode shared|exclusive|trunk] [scale: --pods N --nodes N]: {0}"
     )]
     Usage(String),
     #[error(transparent)]
