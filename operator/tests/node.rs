@@ -209,6 +209,27 @@ async fn a_node_short_of_several_enis_attaches_them_side_by_side() {
     assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
 }
 
+/// A pass that grows a node by several ENIs looks at the subnets once, and each look at
+/// the attaching ENIs covers all of them: describes have a budget of their own, and
+/// per-ENI polling spent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_describes_subnets_once_and_attaching_enis_together() {
+    let mut slow_attach = SimConfig::instant();
+    slow_attach.attach_delay_ms = 1500;
+    let bed = Bed::with("m5.4xlarge", quick_backoff(), slow_attach).await;
+    let s = pool("looks", Mode::Exclusive, 5);
+    let node = bed.load(&s).await;
+    let looks = |action: &str| bed.sim.counters(action).calls;
+    let (subnets, enis) = (looks("DescribeSubnets"), looks("DescribeNetworkInterfaces"));
+    bed.maintain(&node, &s).await.expect("maintain");
+    assert_eq!(node.counts("looks").enis, 5);
+    assert_eq!(looks("DescribeSubnets") - subnets, 1);
+    // A 1.5 s attach takes 4 or 5 looks (after 0.2, 0.6, 1.4, 2.4 s); one ENI at a
+    // time would take 20 or more.
+    let eni_looks = looks("DescribeNetworkInterfaces") - enis;
+    assert!(eni_looks <= 6, "{eni_looks} describes of attaching ENIs");
+}
+
 /// The same for a trunk pool's members: each is a create and an association, and
 /// several are created at once, each on a VLAN id of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,14 @@ struct New {
     subnet: Subnet,
 }
 
+/// A new ENI whose attach the cloud accepted, at the device index asked for.
+struct Attaching {
+    new: New,
+    attachment_id: String,
+    index: u32,
+    role: Role,
+}
+
 pub(super) struct Executor<'a> {
     pub node: &'a Node,
     pub cloud: &'a Cloud<'a>,
@@ -153,35 +161,42 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Creates an ENI in the best subnet that still has room, moving on when one is
-    /// exhausted.
-    async fn create_in_subnets(
-        &self,
-        s: &PoolSettings,
-        kind: EniKind,
-        initial: Option<InitialAddresses>,
-    ) -> Result<New, NodeError> {
-        let node = self.node;
-        let az = &node.instance.availability_zone;
+    /// The pool's subnets in the node's zone, best first (one describe, shared by every
+    /// ENI a pass creates).
+    async fn ranked_subnets(&self, s: &PoolSettings) -> Result<Vec<Subnet>, NodeError> {
+        let az = &self.node.instance.availability_zone;
         let query = if s.subnet_ids.is_empty() {
             SubnetQuery::Tagged(s.subnet_tags.clone())
         } else {
             SubnetQuery::Ids(s.subnet_ids.clone())
         };
         let found = self.cloud.provider.describe_subnets(&query).await?;
-        let exhausted = |pool: &str| NodeError::SubnetsExhausted {
-            pool: pool.to_owned(),
-            az: az.clone(),
-        };
-        let ranked = subnets::rank(s, az, found, &self.cloud.subnets.exhausted(Instant::now()))
-            .map_err(|e| match e {
+        subnets::rank(s, az, found, &self.cloud.subnets.exhausted(Instant::now())).map_err(|e| {
+            match e {
                 RankError::NoSubnet => NodeError::NoSubnet {
                     pool: s.name.clone(),
                     az: az.clone(),
                 },
-                RankError::Exhausted => exhausted(&s.name),
-            })?;
+                RankError::Exhausted => NodeError::SubnetsExhausted {
+                    pool: s.name.clone(),
+                    az: az.clone(),
+                },
+            }
+        })
+    }
+
+    /// Creates an ENI in the best of `ranked` that still has room, moving on when one is
+    /// exhausted.
+    async fn create_in_subnets(
+        &self,
+        s: &PoolSettings,
+        ranked: &[Subnet],
+        kind: EniKind,
+        initial: Option<InitialAddresses>,
+    ) -> Result<New, NodeError> {
+        let node = self.node;
         for subnet in ranked {
+            let subnet = subnet.clone();
             let req = CreateEniRequest {
                 subnet_id: subnet.id.clone(),
                 security_groups: s.security_groups.clone(),
@@ -205,7 +220,10 @@ impl Executor<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(exhausted(&s.name))
+        Err(NodeError::SubnetsExhausted {
+            pool: s.name.clone(),
+            az: node.instance.availability_zone.clone(),
+        })
     }
 
     /// A new ENI with its MAC parsed; one whose MAC is not one goes again at once.
@@ -231,35 +249,59 @@ impl Executor<'_> {
         if indexes.is_empty() {
             return Err(NodeError::NoRoom("device index"));
         }
-        let results = futures::future::join_all(
+        let ranked = self.ranked_subnets(s).await?;
+        let started = futures::future::join_all(
             batch
                 .iter()
                 .zip(indexes)
-                .map(|(slots, index)| self.create_eni(s, *slots, index)),
+                .map(|(slots, index)| self.create_and_attach(s, &ranked, *slots, index)),
         )
         .await;
-        results.into_iter().collect()
+        let mut failed = None;
+        let mut attaching = Vec::new();
+        for r in started {
+            match r {
+                Ok(a) => attaching.push(a),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        if let Err(e) = self.record_in_use(s, attaching).await {
+            failed.get_or_insert(e);
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    /// Creates an ENI (with its first addresses in the same call), attaches it at
-    /// `index` and waits until it is in use before pods may get it.
-    async fn create_eni(&self, s: &PoolSettings, slots: u32, index: u32) -> Result<(), NodeError> {
+    /// Creates an ENI (with its first addresses in the same call) and attaches it at
+    /// `index`.
+    async fn create_and_attach(
+        &self,
+        s: &PoolSettings,
+        ranked: &[Subnet],
+        slots: u32,
+        index: u32,
+    ) -> Result<Attaching, NodeError> {
         let initial = match s.mode {
             Mode::SharedIp if s.prefix_delegation => Some(InitialAddresses::Prefixes(slots)),
             Mode::SharedIp => Some(InitialAddresses::Ips(slots)),
             _ => None,
         };
         let new = self
-            .create_in_subnets(s, EniKind::Standard, initial)
+            .create_in_subnets(s, ranked, EniKind::Standard, initial)
             .await?;
         let role = if s.mode == Mode::Exclusive {
             Role::Exclusive
         } else {
             Role::Shared
         };
-        self.attach_and_record(s, new, role, index).await?;
-        self.node.capacity_added.notify_waiters();
-        Ok(())
+        let attachment_id = self.attach(&new.eni, index).await?;
+        Ok(Attaching {
+            new,
+            attachment_id,
+            index,
+            role,
+        })
     }
 
     async fn create_trunk(&self, s: &PoolSettings) -> Result<(), NodeError> {
@@ -272,56 +314,95 @@ impl Executor<'_> {
             .node
             .read(|inv| inv.free_device_index(self.node.limits.max_enis))
             .ok_or(NodeError::NoRoom("device index"))?;
-        let new = self.create_in_subnets(s, EniKind::Trunk, None).await?;
+        let ranked = self.ranked_subnets(s).await?;
+        let new = self
+            .create_in_subnets(s, &ranked, EniKind::Trunk, None)
+            .await?;
         let id = new.eni.id.clone();
-        self.attach_and_record(s, new, Role::Trunk, index).await?;
+        let attachment_id = self.attach(&new.eni, index).await?;
+        let trunk = Attaching {
+            new,
+            attachment_id,
+            index,
+            role: Role::Trunk,
+        };
+        self.record_in_use(s, vec![trunk]).await?;
         info!(node = %self.node.name, trunk = %id, "trunk ENI ready");
         Ok(())
     }
 
-    async fn attach_and_record(
-        &self,
-        s: &PoolSettings,
-        new: New,
-        role: Role,
-        index: u32,
-    ) -> Result<(), NodeError> {
-        let attachment = self.attach(&new.eni, index).await?;
-        let rec = EniRecord::new(
-            &new.eni,
-            new.mac,
-            s.name.clone(),
-            role,
-            &new.subnet,
-            Some(attachment),
-            Instant::now(),
-        );
-        self.node.update(|inv| inv.insert(rec));
-        Ok(())
-    }
-
     /// Attaches `eni` at device `index` (chosen before the ENI was created, so a node
-    /// without room creates none).
-    async fn attach(&self, eni: &Eni, index: u32) -> Result<(String, u32), NodeError> {
+    /// without room creates none); an ENI that cannot be attached is deleted.
+    async fn attach(&self, eni: &Eni, index: u32) -> Result<String, NodeError> {
         let p = self.cloud.provider;
-        let attachment_id = match p.attach_eni(&eni.id, &self.node.instance.id, index).await {
-            Ok(a) => a,
+        match p.attach_eni(&eni.id, &self.node.instance.id, index).await {
+            Ok(a) => Ok(a),
             Err(e) => {
                 if let Err(del) = p.delete_eni(&eni.id).await {
                     warn!(eni = %eni.id, error = %del, "deleting an ENI that failed to attach; the collector will");
                 }
-                return Err(e.into());
+                Err(e.into())
             }
-        };
-        // The cloud's word on the device index: ECS picks it itself. Index 0 is the
-        // primary's, so a secondary read back at 0 means the cloud did not say.
-        let attached = self.wait_status(&eni.id, EniStatus::InUse).await?;
-        let index = attached
-            .and_then(|e| e.attachment)
-            .map(|a| a.device_index)
-            .filter(|i| *i != 0)
-            .unwrap_or(index);
-        Ok((attachment_id, index))
+        }
+    }
+
+    /// Waits until attaching ENIs are in use, one describe for all of them per look,
+    /// and records each as soon as it is (pods waiting may take its units at once).
+    async fn record_in_use(
+        &self,
+        s: &PoolSettings,
+        mut attaching: Vec<Attaching>,
+    ) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.cloud.attach_timeout;
+        // Attaching takes a second or more on both clouds: the first look comes after a
+        // moment, not at once, and the looks thin out (5 describes for a 2 s attach).
+        let mut delay = Duration::from_millis(200);
+        while !attaching.is_empty() {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+            let ids = attaching.iter().map(|a| a.new.eni.id.clone()).collect();
+            let enis = match self.cloud.provider.list_enis(&EniQuery::Ids(ids)).await {
+                Ok(enis) => enis,
+                // Describe may lag behind a create (eventual consistency).
+                Err(CloudError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            let in_use = |a: &Attaching| {
+                enis.iter()
+                    .find(|e| e.id == a.new.eni.id && e.status == EniStatus::InUse)
+            };
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                attaching.into_iter().partition(|a| in_use(a).is_some());
+            for a in &ready {
+                // The cloud's word on the device index: ECS picks it itself. Index 0 is
+                // the primary's, so a secondary read back at 0 means the cloud did not say.
+                let index = in_use(a)
+                    .and_then(|e| e.attachment.as_ref())
+                    .map(|at| at.device_index)
+                    .filter(|i| *i != 0)
+                    .unwrap_or(a.index);
+                let rec = EniRecord::new(
+                    &a.new.eni,
+                    a.new.mac,
+                    s.name.clone(),
+                    a.role.clone(),
+                    &a.new.subnet,
+                    Some((a.attachment_id.clone(), index)),
+                    Instant::now(),
+                );
+                self.node.update(|inv| inv.insert(rec));
+            }
+            if !ready.is_empty() {
+                self.node.capacity_added.notify_waiters();
+            }
+            attaching = waiting;
+            if let Some(late) = attaching.first()
+                && Instant::now() > deadline
+            {
+                return Err(NodeError::NotReady(late.new.eni.id.clone(), "in-use"));
+            }
+        }
+        Ok(())
     }
 
     /// Creates `n` members side by side, each on a VLAN id of its own; the first
@@ -337,10 +418,11 @@ impl Executor<'_> {
         if vlans.is_empty() {
             return Err(NodeError::NoRoom("VLAN id"));
         }
+        let ranked = self.ranked_subnets(s).await?;
         let results = futures::future::join_all(
             vlans
                 .into_iter()
-                .map(|vlan_id| self.create_member(s, &trunk_id, vlan_id)),
+                .map(|vlan_id| self.create_member(s, &ranked, &trunk_id, vlan_id)),
         )
         .await;
         results.into_iter().collect()
@@ -349,10 +431,13 @@ impl Executor<'_> {
     async fn create_member(
         &self,
         s: &PoolSettings,
+        ranked: &[Subnet],
         trunk_id: &str,
         vlan_id: u16,
     ) -> Result<(), NodeError> {
-        let New { eni, mac, subnet } = self.create_in_subnets(s, EniKind::Branch, None).await?;
+        let New { eni, mac, subnet } = self
+            .create_in_subnets(s, ranked, EniKind::Branch, None)
+            .await?;
         let req = AssociateTrunkRequest {
             trunk_eni_id: trunk_id.to_owned(),
             branch_eni_id: eni.id.clone(),
