@@ -655,7 +655,18 @@ fn io_err(path: &Path, source: std::io::Error) -> ControlPlaneError {
 /// A port that was free a moment ago. Two control planes starting at once may race for
 /// it; the loser fails to bind and the test reports it, which has not happened with the
 /// kernel's randomised ephemeral ports.
+/// A port free now, for a child process to listen on. Picked below Linux's ephemeral
+/// range (32768 and up): a port the kernel hands out there may be taken as the source
+/// port of some connection before the child binds it (etcd once failed to start so).
 fn free_port() -> Result<u16, ControlPlaneError> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    for _ in 0..200 {
+        let port = rng.random_range(20000..32000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0")
         .map_err(|source| io_err(Path::new("127.0.0.1:0"), source))?;
     l.local_addr()

@@ -438,16 +438,27 @@ fn economy_target(mode: Mode) -> u32 {
     }
 }
 
-/// The calls giving back what half the pods held cannot go below: per idle ENI or member
-/// beyond the target a detach or disassociation and a delete; for SharedIP, the excess
-/// addresses packed onto as few ENIs as possible, one unassign per ENI.
-fn min_release_calls(mode: Mode, size: Size, freed: u32) -> u32 {
-    let per_node_freed = freed / size.nodes;
-    let excess = per_node_freed.saturating_sub(economy_target(mode));
-    match mode {
-        Mode::SharedIp => size.nodes * excess.div_ceil(SLOTS_PER_ENI),
-        Mode::Exclusive | Mode::Trunk => size.nodes * 2 * excess,
-    }
+/// Pods `0..pods` go round-robin over the nodes; half of each node's go (its first,
+/// third, ... pod), so every node has units to give back.
+fn first_half(size: Size) -> impl Iterator<Item = u32> + Clone {
+    (0..size.pods).filter(move |i| (i / size.nodes).is_multiple_of(2))
+}
+
+/// The calls giving back what half the pods held cannot go below, node by node: per
+/// idle ENI or member beyond the target a detach or disassociation and a delete; for
+/// SharedIP, the excess addresses packed onto as few ENIs as possible, one unassign
+/// per ENI.
+fn min_release_calls(mode: Mode, size: Size) -> u32 {
+    (0..size.nodes)
+        .map(|node| {
+            let freed = first_half(size).filter(|i| i % size.nodes == node).count() as u32;
+            let excess = freed.saturating_sub(economy_target(mode));
+            match mode {
+                Mode::SharedIp => excess.div_ceil(SLOTS_PER_ENI),
+                Mode::Exclusive | Mode::Trunk => 2 * excess,
+            }
+        })
+        .sum()
 }
 
 async fn run_model(
@@ -538,9 +549,8 @@ async fn run_model(
     let started = Instant::now();
     c.apply_yaml(&mode_pool(mode, &subnet, &sg, target, "2s").yaml())
         .await?;
-    let halves = (0..size.pods).step_by(2);
-    let freed = halves.len() as u32;
-    delete_pods(&c, "cold", halves).await?;
+    let freed = first_half(size).count() as u32;
+    delete_pods(&c, "cold", first_half(size)).await?;
     let remaining = size.pods - freed;
     let idle_after_half = settle(
         &c,
@@ -553,10 +563,11 @@ async fn run_model(
     let economy_seconds = started.elapsed().as_secs_f64();
     // The status shows a unit gone before its ENI's delete call has answered.
     let (m1, ..) = quiet_calls(&c).await;
-    let min_release = min_release_calls(mode, size, freed);
+    let min_release = min_release_calls(mode, size);
 
     eprintln!("releasing the other pods and warming the pool");
-    delete_pods(&c, "cold", (1..size.pods).step_by(2)).await?;
+    let second_half = (0..size.pods).filter(|i| !(i / size.nodes).is_multiple_of(2));
+    delete_pods(&c, "cold", second_half).await?;
     let warm_pool = match mode {
         Mode::SharedIp => pool(0).min_ips(per_node),
         _ => pool(per_node),
@@ -763,14 +774,23 @@ mod tests {
     }
 
     #[test]
+    fn half_of_every_node_goes() {
+        // 70 pods on 10 nodes: pods 0-9 are each node's first, 10-19 its second...
+        let gone: Vec<u32> = first_half(size(70, 10)).collect();
+        assert_eq!(gone.len(), 40);
+        for node in 0..10 {
+            assert_eq!(gone.iter().filter(|i| *i % 10 == node).count(), 4);
+        }
+        assert_eq!(first_half(size(20, 1)).count(), 10);
+    }
+
+    #[test]
     fn release_minimum() {
         // SharedIP: 50 freed a node, 5 kept: 45 addresses fit on 2 ENIs.
-        assert_eq!(min_release_calls(Mode::SharedIp, size(1000, 10), 500), 20);
-        // Whole ENIs: 4 freed, 1 kept: 3 detach-or-disassociate and delete pairs.
-        assert_eq!(min_release_calls(Mode::Exclusive, size(7, 1), 4), 6);
-        assert_eq!(
-            min_release_calls(Mode::Trunk, size(1000, 20), 500),
-            20 * 2 * 24
-        );
+        assert_eq!(min_release_calls(Mode::SharedIp, size(1000, 10)), 20);
+        // Whole ENIs: 4 of 7 freed, 1 kept: 3 detach-or-disassociate and delete pairs.
+        assert_eq!(min_release_calls(Mode::Exclusive, size(7, 1)), 6);
+        assert_eq!(min_release_calls(Mode::Exclusive, size(70, 10)), 60);
+        assert_eq!(min_release_calls(Mode::Trunk, size(1000, 20)), 20 * 2 * 24);
     }
 }
