@@ -58,6 +58,12 @@ struct Args {
     describe_qps: NonZeroU32,
     #[arg(long, env = "ENI_CLOUD_DESCRIBE_BURST", default_value_t = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))]
     describe_burst: NonZeroU32,
+    /// A bucket per mutating action as well (set both): EC2 and ECS throttle each action
+    /// on its own, so a run of one action can exceed the cloud's limit within the budget.
+    #[arg(long, env = "ENI_CLOUD_ACTION_QPS", requires = "action_burst")]
+    action_qps: Option<NonZeroU32>,
+    #[arg(long, env = "ENI_CLOUD_ACTION_BURST", requires = "action_qps")]
+    action_burst: Option<NonZeroU32>,
     /// Seconds one cloud request may take before it counts as failed (and is retried:
     /// its effect may still have happened, which the next describe finds).
     #[arg(long, env = "ENI_CLOUD_ATTEMPT_TIMEOUT", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -147,6 +153,10 @@ async fn cloud_provider(
         qps: args.describe_qps,
         burst: args.describe_burst,
     };
+    let action_rate = args
+        .action_qps
+        .zip(args.action_burst)
+        .map(|(qps, burst)| RateLimit { qps, burst });
     let attempt_timeout = Duration::from_secs(args.cloud_attempt_timeout_seconds);
     match args.cloud {
         CloudKind::Aws => {
@@ -156,6 +166,7 @@ async fn cloud_provider(
             settings.endpoint_url = args.ec2_endpoint.clone();
             settings.rate = rate;
             settings.describe_rate = describe_rate;
+            settings.action_rate = action_rate;
             Ok(Arc::new(AwsProvider::new(&sdk, settings, registry)))
         }
         CloudKind::Alibaba => {
@@ -182,6 +193,7 @@ async fn cloud_provider(
             settings.attempt_timeout = attempt_timeout;
             settings.rate = rate;
             settings.describe_rate = describe_rate;
+            settings.action_rate = action_rate;
             Ok(Arc::new(AlibabaProvider::new(settings, registry)?))
         }
     }

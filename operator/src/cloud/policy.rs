@@ -2,14 +2,17 @@
 //! never floods the cloud's own rate limit), then exponential backoff with jitter for
 //! answers that may succeed later, plus metrics for every attempt. Describes have a
 //! bucket of their own, as EC2 and ECS keep one per class of action: polling an
-//! attaching ENI never takes a mutation's token.
+//! attaching ENI never takes a mutation's token. Optionally each mutating action also
+//! has a bucket of its own, as the clouds throttle each action separately: without it a
+//! run of one action (creates, early in a burst) can pass the operator's budget and
+//! still be turned away by the cloud.
 
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::error::CloudError;
 use super::metrics::CloudMetrics;
@@ -103,12 +106,18 @@ pub struct CallPolicy {
     /// Every action but describes.
     limiter: DefaultDirectRateLimiter,
     describe_limiter: DefaultDirectRateLimiter,
+    /// Per mutating action, when set: a call passes it and then `limiter`.
+    action_limiter: Option<DefaultKeyedRateLimiter<&'static str>>,
     backoff: Backoff,
     metrics: CloudMetrics,
 }
 
+fn quota(rate: RateLimit) -> Quota {
+    Quota::per_second(rate.qps).allow_burst(rate.burst)
+}
+
 fn bucket(rate: RateLimit) -> DefaultDirectRateLimiter {
-    RateLimiter::direct(Quota::per_second(rate.qps).allow_burst(rate.burst))
+    RateLimiter::direct(quota(rate))
 }
 
 impl CallPolicy {
@@ -122,9 +131,16 @@ impl CallPolicy {
         Self {
             limiter: bucket(rate),
             describe_limiter: bucket(describe_rate),
+            action_limiter: None,
             backoff,
             metrics,
         }
+    }
+
+    /// Gives each mutating action a bucket of `rate` too (the cloud's per-action limit).
+    pub fn with_action_rate(mut self, rate: Option<RateLimit>) -> Self {
+        self.action_limiter = rate.map(|r| RateLimiter::keyed(quota(r)));
+        self
     }
 
     pub fn metrics(&self) -> &CloudMetrics {
@@ -144,14 +160,19 @@ impl CallPolicy {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
-        let limiter = if action.starts_with("Describe") {
+        let describe = action.starts_with("Describe");
+        let limiter = if describe {
             &self.describe_limiter
         } else {
             &self.limiter
         };
+        let per_action = self.action_limiter.as_ref().filter(|_| !describe);
         let attempt = || {
             let request = &request;
             async move {
+                if let Some(l) = per_action {
+                    l.until_key_ready(&action).await;
+                }
                 limiter.until_ready().await;
                 let started = Instant::now();
                 let result = request().await;
@@ -326,6 +347,46 @@ mod tests {
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(95), "took {took:?}");
         assert_eq!(p.metrics().count("Test", "ok"), 12);
+    }
+
+    #[tokio::test]
+    async fn an_action_bucket_paces_each_action_on_its_own() {
+        // The budget: 100 mutations at once. Each action: 2 at once, then 1 a second.
+        let rate = |qps: u32, burst: u32| RateLimit {
+            qps: NonZeroU32::new(qps).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+        };
+        let p = CallPolicy::new(
+            rate(100, 100),
+            rate(100, 100),
+            quick_backoff(0),
+            CloudMetrics::register(&mut Registry::default()),
+        )
+        .with_action_rate(Some(rate(1, 2)));
+        let call = |action: &'static str| {
+            let p = &p;
+            async move {
+                tokio::time::timeout(
+                    Duration::from_millis(200),
+                    p.call(action, Retry::Safe, || async { Ok::<_, CloudError>(()) }),
+                )
+                .await
+                .is_ok()
+            }
+        };
+        // Two creates and two attaches go at once: each action has its own two tokens.
+        for action in ["CreateNetworkInterface", "AttachNetworkInterface"] {
+            assert!(call(action).await && call(action).await, "{action}");
+        }
+        // A third create waits for its action's refill, though the budget has room;
+        // describes are not paced per action.
+        assert!(
+            !call("CreateNetworkInterface").await,
+            "a third create went at once"
+        );
+        for _ in 0..5 {
+            assert!(call("DescribeNetworkInterfaces").await);
+        }
     }
 
     #[tokio::test]

@@ -170,6 +170,18 @@ async fn run(args: &Args) -> Result<String, BenchError> {
     ))
 }
 
+/// A benchmark's arguments in a test: `s` split on spaces, `--smoke` taken out and
+/// returned as a flag (as `parse_args` hands them on).
+#[cfg(test)]
+fn split_test_args(s: &str) -> (Vec<String>, bool) {
+    let args = s
+        .split_whitespace()
+        .filter(|a| *a != "--smoke")
+        .map(String::from)
+        .collect();
+    (args, s.contains("--smoke"))
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     eni_e2e::init_crypto();

@@ -429,13 +429,8 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> Result<Args, BenchError> {
-        let smoke = s.contains("--smoke");
-        parse_args(
-            s.split_whitespace()
-                .filter(|a| *a != "--smoke")
-                .map(String::from),
-            smoke,
-        )
+        let (args, smoke) = crate::split_test_args(s);
+        parse_args(args, smoke)
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct AlibabaSettings {
     /// The operator's own bucket for mutations, and for describes.
     pub rate: RateLimit,
     pub describe_rate: RateLimit,
+    /// A bucket per mutating action as well, when set (the cloud's per-action limit).
+    pub action_rate: Option<RateLimit>,
     pub backoff: Backoff,
     pub attempt_timeout: Duration,
 }
@@ -80,6 +82,7 @@ impl AlibabaSettings {
             },
             rate: RateLimit::default(),
             describe_rate: RateLimit::default(),
+            action_rate: None,
             backoff: Backoff::default(),
             attempt_timeout: Duration::from_secs(20),
         }
@@ -129,7 +132,8 @@ impl AlibabaProvider {
                 settings.describe_rate,
                 settings.backoff,
                 metrics,
-            ),
+            )
+            .with_action_rate(settings.action_rate),
             cluster: settings.cluster,
             limits_cache: Mutex::new(HashMap::new()),
         })

@@ -46,6 +46,8 @@ pub struct AwsSettings {
     /// The operator's own bucket for mutations, and for describes.
     pub rate: RateLimit,
     pub describe_rate: RateLimit,
+    /// A bucket per mutating action as well, when set (the cloud's per-action limit).
+    pub action_rate: Option<RateLimit>,
     pub backoff: Backoff,
     /// Time limit of one request attempt; a timeout counts as `Transient`.
     pub attempt_timeout: Duration,
@@ -60,6 +62,7 @@ impl AwsSettings {
             endpoint_url: None,
             rate: RateLimit::default(),
             describe_rate: RateLimit::default(),
+            action_rate: None,
             backoff: Backoff::default(),
             attempt_timeout: Duration::from_secs(20),
             trunk_branch_overrides: BTreeMap::new(),
@@ -116,7 +119,8 @@ impl AwsProvider {
                 settings.describe_rate,
                 settings.backoff,
                 metrics,
-            ),
+            )
+            .with_action_rate(settings.action_rate),
             cluster: settings.cluster,
             trunk_overrides: settings.trunk_branch_overrides,
             limits_cache: Mutex::new(HashMap::new()),
