@@ -555,7 +555,7 @@ fn refuses_bad_values() -> TestResult {
     let home = tempfile::tempdir()?;
     let chart = chart_dir();
     let chart = chart.to_string_lossy();
-    let cases: [(&[&str], &[&str]); 19] = [
+    let cases: [(&[&str], &[&str]); 21] = [
         (
             &["--kube-version", "1.29.0"],
             &["requires kubeVersion: >=1.30.0-0"],
@@ -574,6 +574,14 @@ fn refuses_bad_values() -> TestResult {
         ),
         (&["--set", "cloud.burst=0"], &["/cloud/burst", "minimum"]),
         (&["--set", "cloud.qpss=3"], &["'qpss' not allowed"]),
+        (
+            &["--set", "cloud.actionQps=12"],
+            &["cloud.actionQps and cloud.actionBurst are set together, or neither"],
+        ),
+        (
+            &["--set", "cloud.actionQps=0", "--set", "cloud.actionBurst=1"],
+            &["/cloud/actionQps"],
+        ),
         (&["--set", "logLevel=verbose"], &["/logLevel"]),
         (
             &["--set", "agent.socketPath=run/agent.sock"],
