@@ -353,13 +353,9 @@ impl Executor<'_> {
         s: &PoolSettings,
         mut attaching: Vec<Attaching>,
     ) -> Result<(), NodeError> {
-        let deadline = Instant::now() + self.cloud.attach_timeout;
-        // Attaching takes a second or more on both clouds: the first look comes after a
-        // moment, not at once, and the looks thin out (5 describes for a 2 s attach).
-        let mut delay = Duration::from_millis(200);
+        let mut looks = Looks::new(self.cloud.attach_timeout);
         while !attaching.is_empty() {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            looks.next().await;
             let ids = attaching.iter().map(|a| a.new.eni.id.clone()).collect();
             let enis = match self.cloud.provider.list_enis(&EniQuery::Ids(ids)).await {
                 Ok(enis) => enis,
@@ -397,7 +393,7 @@ impl Executor<'_> {
             }
             attaching = waiting;
             if let Some(late) = attaching.first()
-                && Instant::now() > deadline
+                && looks.late()
             {
                 return Err(NodeError::NotReady(late.new.eni.id.clone(), "in-use"));
             }
@@ -497,7 +493,7 @@ impl Executor<'_> {
             _ => {
                 if let Some((attachment_id, _)) = eni.attachment() {
                     gone(p.detach_eni(attachment_id, false).await)?;
-                    self.wait_status(eni.id(), EniStatus::Available).await?;
+                    self.wait_detached(eni.id()).await?;
                 }
             }
         }
@@ -506,35 +502,57 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Polls until the ENI reports `want` and returns it as read (`None` when waiting
-    /// for `Available` ended with the ENI gone).
-    async fn wait_status(&self, eni_id: &str, want: EniStatus) -> Result<Option<Eni>, NodeError> {
-        let deadline = Instant::now() + self.cloud.attach_timeout;
-        // Attaching takes a second or more on both clouds: the first look comes after a
-        // moment, not at once, and the polls thin out (5 describes for a 2 s attach).
-        let mut delay = Duration::from_millis(200);
-        tokio::time::sleep(delay).await;
+    /// Looks until the ENI is available (detached) or gone.
+    async fn wait_detached(&self, eni_id: &str) -> Result<(), NodeError> {
+        let mut looks = Looks::new(self.cloud.attach_timeout);
         loop {
+            looks.next().await;
             let enis = self
                 .cloud
                 .provider
                 .list_enis(&EniQuery::Ids(vec![eni_id.to_owned()]))
                 .await;
             match enis {
-                Ok(enis) if enis.iter().any(|e| e.status == want) => {
-                    return Ok(enis.into_iter().find(|e| e.status == want));
+                Ok(enis)
+                    if enis.is_empty() || enis.iter().any(|e| e.status == EniStatus::Available) =>
+                {
+                    return Ok(());
                 }
-                Ok(enis) if enis.is_empty() && want == EniStatus::Available => return Ok(None),
-                // Describe may lag behind a create (eventual consistency).
+                // Describe may lag behind (eventual consistency).
                 Ok(_) | Err(CloudError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            if Instant::now() > deadline {
-                return Err(NodeError::NotReady(eni_id.to_owned(), status_name(&want)));
+            if looks.late() {
+                return Err(NodeError::NotReady(eni_id.to_owned(), "available"));
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
         }
+    }
+}
+
+/// When to look at ENIs changing state (attaching, detaching). That takes a second or
+/// more on both clouds: the first look comes after a moment, not at once, and the looks
+/// thin out to one a second (4 for a 2 s attach), until the attach timeout.
+struct Looks {
+    delay: Duration,
+    deadline: Instant,
+}
+
+impl Looks {
+    fn new(timeout: Duration) -> Self {
+        Looks {
+            delay: Duration::from_millis(200),
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// Waits until the next look is due.
+    async fn next(&mut self) {
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(1));
+    }
+
+    fn late(&self) -> bool {
+        Instant::now() > self.deadline
     }
 }
 
@@ -543,14 +561,6 @@ fn kind_name(kind: EniKind) -> &'static str {
         EniKind::Standard => "eni",
         EniKind::Trunk => "trunk",
         EniKind::Branch => "member",
-    }
-}
-
-fn status_name(s: &EniStatus) -> &'static str {
-    match s {
-        EniStatus::InUse => "in-use",
-        EniStatus::Available => "available",
-        _ => "other",
     }
 }
 
