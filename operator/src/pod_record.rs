@@ -8,7 +8,7 @@ use std::{
     borrow::Cow,
     collections::{BTreeMap, HashSet},
     hash::Hash,
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -120,35 +120,32 @@ impl<T: ?Sized + Eq + Hash> Interner<T> {
     }
 }
 
-/// Turns watched pods into records, interning what pods share.
+/// Turns watched pods into records, interning what pods share. Owned by the pod watch
+/// stream, the only writer of the pod cache.
 pub struct PodRecorder {
-    strings: Mutex<Interner<str>>,
-    labels: Mutex<Interner<Labels>>,
+    strings: Interner<str>,
+    labels: Interner<Labels>,
 }
 
 impl Default for PodRecorder {
     fn default() -> Self {
         PodRecorder {
-            strings: Mutex::new(Interner::new()),
-            labels: Mutex::new(Interner::new()),
+            strings: Interner::new(),
+            labels: Interner::new(),
         }
     }
 }
 
 impl PodRecorder {
-    fn intern(&self, s: &str) -> Arc<str> {
-        let mut t = self.strings.lock().unwrap_or_else(|p| p.into_inner());
-        t.get(s, || Arc::from(s))
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        self.strings.get(s, || Arc::from(s))
     }
 
-    pub fn record(&self, pod: Pod) -> PodRecord {
+    pub fn record(&mut self, pod: Pod) -> PodRecord {
         let meta = pod.metadata;
         let spec = pod.spec.unwrap_or_default();
-        let labels = {
-            let mut t = self.labels.lock().unwrap_or_else(|p| p.into_inner());
-            let labels = meta.labels.unwrap_or_default();
-            t.get(&labels, || Arc::new(labels.clone()))
-        };
+        let labels = meta.labels.unwrap_or_default();
+        let labels = self.labels.get(&labels, || Arc::new(labels.clone()));
         PodRecord {
             namespace: self.intern(meta.namespace.as_deref().unwrap_or_default()),
             name: meta.name.unwrap_or_default().into(),
@@ -168,7 +165,7 @@ impl PodRecorder {
     }
 
     /// The same watch event, carrying records.
-    pub fn event(&self, event: watcher::Event<Pod>) -> watcher::Event<PodRecord> {
+    pub fn event(&mut self, event: watcher::Event<Pod>) -> watcher::Event<PodRecord> {
         use watcher::Event::*;
         match event {
             Apply(p) => Apply(self.record(p)),
@@ -192,7 +189,7 @@ mod tests {
 
     #[test]
     fn keeps_what_allocation_reads() {
-        let r = PodRecorder::default();
+        let mut r = PodRecorder::default();
         let rec = r.record(pod(json!({
             "metadata": {"name": "web-0", "namespace": "shop", "uid": "u1",
                          "labels": {"app": "web"},
@@ -220,7 +217,7 @@ mod tests {
 
     #[test]
     fn pods_without_a_unit_to_get_have_no_bound_node() {
-        let r = PodRecorder::default();
+        let mut r = PodRecorder::default();
         let cases = [
             (json!({"spec": {"containers": []}}), "unbound"),
             (
@@ -248,8 +245,8 @@ mod tests {
 
     #[test]
     fn pods_share_node_names_and_label_sets() {
-        let r = PodRecorder::default();
-        let make = |name: &str, node: &str, app: &str| {
+        let mut r = PodRecorder::default();
+        let mut make = |name: &str, node: &str, app: &str| {
             r.record(pod(json!({
                 "metadata": {"name": name, "namespace": "d", "labels": {"app": app}},
                 "spec": {"nodeName": node, "containers": []},

@@ -101,7 +101,7 @@ pub async fn run(
     )
     .default_backoff();
     // Only bound pods need a unit; a pod appears here when it is bound.
-    let records = PodRecorder::default();
+    let mut records = PodRecorder::default();
     let pod_stream = reflector::reflector(
         pods_w,
         watcher(
