@@ -54,8 +54,8 @@ use super::{
     BenchError,
     cluster_wait::{
         CREATE_CONCURRENCY, ENIS_PER_NODE, INSTANCE_TYPE, NAMESPACE, PHASE_TIMEOUT, SLOTS_PER_ENI,
-        add_pod_subnet, calls, check_fits, create_pods, last_seen, latencies, leadership, wait,
-        watch_networks,
+        add_pod_subnet, calls, check_fits, create_pods, last_seen, latencies, leadership, rss_kib,
+        wait, watch_networks,
     },
     positive,
     report::{memory_kib, round},
@@ -550,7 +550,7 @@ async fn run_model(
         .await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss_before, _) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
+    let rss_before = rss_kib(&operator)?;
 
     eprintln!("cold burst: {} pods on {} nodes", size.pods, size.nodes);
     let cold = burst(&c, &operator, "cold", size.pods, &nodes).await?;
@@ -562,7 +562,7 @@ async fn run_model(
         |_| true,
     )
     .await?;
-    let (rss_at, _) = memory_kib(operator.pid()).map_err(BenchError::Proc)?;
+    let rss_at = rss_kib(&operator)?;
 
     // Economy: every other cold pod goes, the pool keeps its warm target.
     let target = economy_target(mode);
