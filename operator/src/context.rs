@@ -44,6 +44,8 @@ pub struct Config {
     /// How long a pod waits for a unit before the attempt is given up and retried.
     pub allocation_timeout: Duration,
     pub attach_timeout: Duration,
+    /// How long after a change the cloud's describes are trusted to show it.
+    pub describe_settle: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +57,9 @@ impl Default for Config {
             gc_grace: Duration::from_secs(120),
             allocation_timeout: Duration::from_secs(60),
             attach_timeout: Duration::from_secs(60),
+            // EC2 documents its describes as eventually consistent, typically within
+            // seconds of a change.
+            describe_settle: Duration::from_secs(5),
         }
     }
 }
@@ -135,6 +140,7 @@ impl Context {
             provider: self.provider.as_ref(),
             subnets: &self.subnets,
             attach_timeout: self.config.attach_timeout,
+            describe_settle: self.config.describe_settle,
         }
     }
 

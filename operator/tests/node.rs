@@ -43,9 +43,19 @@ impl Bed {
     }
 
     async fn with(instance_type: &str, backoff: Backoff, behaviour: SimConfig) -> Bed {
+        Bed::with_attempt_timeout(instance_type, backoff, behaviour, Duration::from_secs(10)).await
+    }
+
+    async fn with_attempt_timeout(
+        instance_type: &str,
+        backoff: Backoff,
+        behaviour: SimConfig,
+        attempt_timeout: Duration,
+    ) -> Bed {
         let sim = support::vpc_sim::start(behaviour).await;
         let fx = support::vpc_sim::fixture(&sim, instance_type, "pods-a");
-        let (provider, _registry) = support::provider(&fx, generous_rate(), backoff).await;
+        let (provider, _registry) =
+            support::provider_with_timeout(&fx, generous_rate(), backoff, attempt_timeout).await;
         Bed {
             sim,
             fx,
@@ -59,6 +69,8 @@ impl Bed {
             provider: self.provider.as_ref(),
             subnets: &self.subnets,
             attach_timeout: Duration::from_secs(10),
+            // vpc-sim here answers describes without lag.
+            describe_settle: Duration::ZERO,
         }
     }
 
@@ -298,6 +310,115 @@ async fn idle_excess_goes_back_to_the_cloud() {
         "an emptied ENI goes"
     );
     assert_eq!(node.counts("shrink"), PoolCounts::default());
+}
+
+/// Faults on `action` only: every call takes effect, and its answer comes after the
+/// provider stopped waiting (`on`), or no fault (`!on`).
+fn timeouts_on(bed: &Bed, action: &str, on: bool) {
+    let p = if on { 1.0 } else { 0.0 };
+    bed.sim
+        .sim()
+        .update_config(&serde_json::json!({"faults": {
+            "timeout_probability": p,
+            "timeout_hang_ms": 1000,
+            "actions": [action],
+        }}))
+        .expect("faults");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_a_timed_out_call_changed_are_read_back_from_the_cloud() {
+    // Unassigns are retried after a timeout (they are idempotent): once is enough here.
+    let once = Backoff {
+        max_retries: 1,
+        ..quick_backoff()
+    };
+    let bed = Bed::with_attempt_timeout(
+        "m5.large",
+        once,
+        SimConfig::instant(),
+        Duration::from_millis(500),
+    )
+    .await;
+    let mut s = pool("unsure", Mode::SharedIp, 2);
+    let node = bed.load(&s).await;
+    bed.maintain(&node, &s).await.expect("grow");
+    assert_eq!(bed.cloud_enis("unsure").await, (1, 2));
+
+    // The assign takes effect but its answer is lost: the pass fails, and the cloud
+    // holds addresses the inventory does not.
+    s.warm_units = 6;
+    timeouts_on(&bed, "AssignPrivateIpAddresses", true);
+    let err = bed.maintain(&node, &s).await.expect_err("assign times out");
+    assert!(
+        matches!(err, NodeError::Cloud(ref e) if e.may_have_taken_effect()),
+        "{err}"
+    );
+    assert_eq!(bed.cloud_enis("unsure").await, (1, 6));
+    assert_eq!(node.counts("unsure").total, 2);
+    timeouts_on(&bed, "AssignPrivateIpAddresses", false);
+    let assigns = bed.sim.counters("AssignPrivateIpAddresses").calls;
+    bed.maintain(&node, &s).await.expect("next pass");
+    assert_eq!(
+        node.counts("unsure").total,
+        6,
+        "the next pass adopts the 4 addresses the lost answer carried"
+    );
+    assert_eq!(
+        bed.sim.counters("AssignPrivateIpAddresses").calls,
+        assigns,
+        "and assigns nothing more: the target is met"
+    );
+    assert_eq!(bed.cloud_enis("unsure").await, (1, 6));
+
+    // The release takes effect but its answer is lost: the addresses come back as free
+    // units the cloud no longer has, until the next pass drops them.
+    s.warm_units = 1;
+    timeouts_on(&bed, "UnassignPrivateIpAddresses", true);
+    bed.maintain(&node, &s)
+        .await
+        .expect_err("release times out");
+    assert_eq!(bed.cloud_enis("unsure").await, (1, 1));
+    assert_eq!(node.counts("unsure").total, 6);
+    timeouts_on(&bed, "UnassignPrivateIpAddresses", false);
+    bed.maintain(&node, &s).await.expect("next pass");
+    assert_eq!(
+        node.counts("unsure").total,
+        1,
+        "the released ones are dropped"
+    );
+    assert_eq!(bed.cloud_enis("unsure").await, (1, 1));
+
+    // Again, but pods take those units before the next pass: it assigns them again by
+    // address, so every pod's address is on the ENI in the cloud.
+    s.warm_units = 6;
+    bed.maintain(&node, &s).await.expect("grow again");
+    s.warm_units = 1;
+    timeouts_on(&bed, "UnassignPrivateIpAddresses", true);
+    bed.maintain(&node, &s)
+        .await
+        .expect_err("release times out");
+    timeouts_on(&bed, "UnassignPrivateIpAddresses", false);
+    // Three of the six units, at least two of them gone from the cloud.
+    let taken: BTreeSet<String> = (0..3)
+        .map(|i| {
+            let t = node.take(&s, &pod(&format!("p{i}"))).expect("a unit");
+            t.address.to_string()
+        })
+        .collect();
+    bed.maintain(&node, &s).await.expect("next pass");
+    let in_cloud: BTreeSet<String> = bed
+        .owned_enis("unsure")
+        .await
+        .iter()
+        .flat_map(|e| e.secondary_ips.iter().map(ToString::to_string))
+        .collect();
+    assert!(
+        taken.is_subset(&in_cloud),
+        "{taken:?} on the ENI: {in_cloud:?}"
+    );
+    assert_eq!(node.counts("unsure").used, 3);
+    assert_eq!(node.counts("unsure").total as usize, in_cloud.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

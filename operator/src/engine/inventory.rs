@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use eni_crds::{Allocation, Datapath, Mode, contract::route_table};
@@ -22,6 +22,23 @@ use super::{
 #[derive(Clone, Debug, Default)]
 pub struct Inventory {
     enis: BTreeMap<String, EniRecord>,
+    /// SharedIP ENIs whose addresses in the cloud may differ from their units: a call
+    /// that adds or removes addresses failed in a way that may have taken effect (a
+    /// timeout). Each maps to its last address change, so the cloud is read only once
+    /// its eventually consistent describes show everything up to then.
+    unsure: BTreeMap<String, Instant>,
+}
+
+/// What reading a SharedIP ENI back from the cloud changed in its units.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressDrift {
+    /// Slots (addresses or prefixes) on the ENI in the cloud the inventory did not know:
+    /// now free units, so the pool uses or releases them like any other.
+    pub adopted: usize,
+    /// Free slots the cloud no longer has: dropped, no pod may get them.
+    pub dropped: usize,
+    /// Slots pods hold that the cloud no longer has: to assign again by address.
+    pub missing: TakenOut,
 }
 
 /// A unit handed to a pod.
@@ -71,6 +88,7 @@ impl Inventory {
 
     /// The ENI is gone from the cloud.
     pub fn remove(&mut self, eni_id: &str) -> Option<EniRecord> {
+        self.unsure.remove(eni_id);
         self.enis.remove(eni_id)
     }
 
@@ -229,7 +247,99 @@ impl Inventory {
     ) {
         if let Some(e) = self.enis.get_mut(eni_id) {
             e.add_addresses(ips, prefixes, now);
+            self.changed(eni_id, now);
         }
+    }
+
+    /// A call that adds or removes addresses of `eni_id` failed in a way that may have
+    /// taken effect: its units are checked against the cloud later.
+    pub fn mark_unsure(&mut self, eni_id: &str, now: Instant) {
+        if self.enis.contains_key(eni_id) {
+            self.unsure.insert(eni_id.to_owned(), now);
+        }
+    }
+
+    /// The cloud changed the addresses of `eni_id` at `now`: for an unsure ENI, the
+    /// moment its describe must show moves there.
+    pub fn changed(&mut self, eni_id: &str, now: Instant) {
+        if let Some(since) = self.unsure.get_mut(eni_id) {
+            *since = now;
+        }
+    }
+
+    /// Unsure ENIs of `pool` whose last address change is at least `settle` before
+    /// `now`.
+    pub fn unsure_settled(&self, pool: &str, settle: Duration, now: Instant) -> Vec<String> {
+        self.unsure
+            .iter()
+            .filter(|(id, since)| {
+                self.enis.get(*id).is_some_and(|e| e.pool == pool)
+                    && now.saturating_duration_since(**since) >= settle
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Makes a SharedIP ENI's units what the cloud reports it holds (`ips`, `prefixes`):
+    /// unknown ones are adopted as free from `now`, free ones the cloud lacks are
+    /// dropped, and ones in use that the cloud lacks are returned to be assigned again.
+    /// The ENI is no longer unsure.
+    pub fn reconcile_addresses(
+        &mut self,
+        eni_id: &str,
+        ips: &[Ipv4Addr],
+        prefixes: &[Ipv4Net],
+        now: Instant,
+    ) -> AddressDrift {
+        self.unsure.remove(eni_id);
+        let mut drift = AddressDrift::default();
+        let Some(rec) = self.enis.get_mut(eni_id) else {
+            return drift;
+        };
+        if rec.role != Role::Shared {
+            return drift;
+        }
+        let in_cloud: BTreeSet<Ipv4Addr> = ips
+            .iter()
+            .copied()
+            .chain(prefixes.iter().flat_map(|p| prefix_addrs(*p)))
+            .collect();
+        for p in rec.prefixes.clone() {
+            if prefixes.contains(&p) {
+                continue;
+            }
+            if prefix_addrs(p).all(|a| rec.units.get(&a).is_none_or(Unit::is_free)) {
+                rec.prefixes.retain(|q| *q != p);
+                for a in prefix_addrs(p) {
+                    rec.units.remove(&a);
+                }
+                drift.dropped += 1;
+            } else {
+                drift.missing.prefixes.push(p);
+            }
+        }
+        let in_prefix = |rec: &EniRecord, a: &Ipv4Addr| rec.prefixes.iter().any(|p| p.contains(a));
+        let lost: Vec<Ipv4Addr> = rec
+            .units
+            .keys()
+            .filter(|a| !in_cloud.contains(a) && !in_prefix(rec, a))
+            .copied()
+            .collect();
+        for a in lost {
+            if rec.units.get(&a).is_some_and(Unit::is_free) {
+                rec.units.remove(&a);
+                drift.dropped += 1;
+            } else {
+                drift.missing.ips.push(a);
+            }
+        }
+        drift.adopted = ips.iter().filter(|a| !rec.units.contains_key(a)).count()
+            + prefixes
+                .iter()
+                .filter(|p| !rec.prefixes.contains(p))
+                .count();
+        rec.add_addresses(ips, prefixes, now);
+        drift
     }
 
     /// Takes the free ones of `units` (addresses, or prefixes by their first address) out

@@ -19,6 +19,7 @@ use crate::{
     },
     engine::{
         eni::{EniRecord, Role},
+        inventory::{AddressDrift, TakenOut},
         plan::{Op, PoolState},
         settings::PoolSettings,
         subnets::{self, RankError},
@@ -90,6 +91,53 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// Reads back the pool's SharedIP ENIs whose addresses a failed call may have
+    /// changed, once the cloud's describes show that call, and makes their units what
+    /// the cloud holds: an address assigned by a call that timed out would otherwise
+    /// stay in the cloud, counted nowhere, until the operator restarts.
+    pub async fn verify_unsure(&self, pool: &str) -> Result<(), NodeError> {
+        let due = self
+            .node
+            .read(|inv| inv.unsure_settled(pool, self.cloud.describe_settle, Instant::now()));
+        if due.is_empty() {
+            return Ok(());
+        }
+        let enis = self.cloud.provider.list_enis(&EniQuery::Ids(due)).await?;
+        for eni in enis {
+            let drift = self.node.update(|inv| {
+                inv.reconcile_addresses(&eni.id, &eni.secondary_ips, &eni.prefixes, Instant::now())
+            });
+            if drift != AddressDrift::default() {
+                warn!(node = %self.node.name, %pool, eni = %eni.id, adopted = drift.adopted, dropped = drift.dropped, ?drift.missing, "units differed from the cloud after a call that may have taken effect");
+            }
+            if drift.adopted > 0 {
+                self.node.capacity_added.notify_waiters();
+            }
+            if !drift.missing.is_empty() {
+                self.reassign(&eni.id, &drift.missing).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns again, by address, units pods hold that the cloud no longer has.
+    async fn reassign(&self, eni_id: &str, missing: &TakenOut) -> Result<(), NodeError> {
+        let p = self.cloud.provider;
+        if !missing.ips.is_empty() {
+            p.assign_addresses(eni_id, &AddressAssignment::Ips(missing.ips.clone()))
+                .await?;
+        }
+        if !missing.prefixes.is_empty() {
+            p.assign_addresses(
+                eni_id,
+                &AddressAssignment::Prefixes(missing.prefixes.clone()),
+            )
+            .await?;
+        }
+        self.node.update(|inv| inv.changed(eni_id, Instant::now()));
+        Ok(())
+    }
+
     async fn adopt_trunk(&self, eni_id: &str, pool: &str) -> Result<(), NodeError> {
         let tags = Tags::from([(tags::POOL.to_owned(), pool.to_owned())]);
         self.cloud
@@ -128,11 +176,16 @@ impl Executor<'_> {
             AddressRelease::Prefixes(out.prefixes.clone())
         };
         if let Err(e) = self.cloud.provider.unassign_addresses(eni_id, &req).await {
-            self.node
-                .update(|inv| inv.put_back(eni_id, &out, Instant::now()));
+            self.node.update(|inv| {
+                inv.put_back(eni_id, &out, Instant::now());
+                if e.may_have_taken_effect() {
+                    inv.mark_unsure(eni_id, Instant::now());
+                }
+            });
             self.node.capacity_added.notify_waiters();
             return Err(e.into());
         }
+        self.node.update(|inv| inv.changed(eni_id, Instant::now()));
         info!(node = %self.node.name, %pool, eni = %eni_id, released = out.ips.len() + out.prefixes.len(), "released free units");
         Ok(())
     }
@@ -151,6 +204,11 @@ impl Executor<'_> {
                 if let Some(subnet) = subnet {
                     self.cloud.subnets.mark(&subnet, Instant::now());
                 }
+                return Err(e.into());
+            }
+            Err(e) if e.may_have_taken_effect() => {
+                self.node
+                    .update(|inv| inv.mark_unsure(eni_id, Instant::now()));
                 return Err(e.into());
             }
             other => other?,

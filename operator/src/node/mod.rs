@@ -93,6 +93,9 @@ pub struct Cloud<'a> {
     pub subnets: &'a SubnetCache,
     /// How long to wait for an ENI to attach.
     pub attach_timeout: Duration,
+    /// How long after a change the cloud's describes are trusted to show it (EC2's
+    /// are eventually consistent).
+    pub describe_settle: Duration,
 }
 
 impl Node {
@@ -205,6 +208,13 @@ impl Node {
         cloud: &Cloud<'_>,
     ) -> Result<(), NodeError> {
         let _one_at_a_time = self.maint.lock().await;
+        let exec = executor::Executor { node: self, cloud };
+        // The plan must start from units the cloud really holds.
+        let verified = exec.verify_unsure(pool.name()).await;
+        if verified.is_err() {
+            self.record_health(pool.name(), &verified);
+            return verified;
+        }
         let now = Instant::now();
         let ops = {
             let st = self.state();
@@ -233,11 +243,14 @@ impl Node {
         if !ops.is_empty() {
             debug!(node = %self.name, pool = %pool.name(), ?ops, "maintenance");
         }
-        let result = executor::Executor { node: self, cloud }
-            .run(pool, ops)
-            .await;
+        let result = exec.run(pool, ops).await;
+        self.record_health(pool.name(), &result);
+        result
+    }
+
+    fn record_health(&self, pool: &str, result: &Result<(), NodeError>) {
         let mut st = self.state();
-        let h = st.health.entry(pool.name().to_owned()).or_default();
+        let h = st.health.entry(pool.to_owned()).or_default();
         h.subnet_exhausted = matches!(
             result,
             Err(NodeError::SubnetsExhausted { .. }
@@ -245,7 +258,6 @@ impl Node {
         );
         h.throttled = matches!(result, Err(NodeError::Cloud(CloudError::Throttled { .. })));
         h.last_error = result.as_ref().err().map(|e| e.to_string());
-        result
     }
 
     /// Node deleted: every ENI the operator owns on it goes back to the cloud, members

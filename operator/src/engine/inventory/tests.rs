@@ -201,6 +201,135 @@ fn take_out_keeps_units_in_use_and_whole_prefixes() {
 }
 
 #[test]
+fn reconcile_makes_units_what_the_cloud_holds() {
+    let t0 = Instant::now();
+    let s = settings(Mode::SharedIp);
+    let ips = |v: &[&str]| v.iter().map(|a| ip(a)).collect::<Vec<_>>();
+    // (units known, units held by pods, cloud's addresses) -> (adopted, dropped, missing)
+    type Case<'a> = (
+        &'a [&'a str],
+        &'a [&'a str],
+        &'a [&'a str],
+        usize,
+        usize,
+        &'a [&'a str],
+    );
+    let cases: [Case; 5] = [
+        (&["10.0.1.11"], &[], &["10.0.1.11"], 0, 0, &[]),
+        (&["10.0.1.11"], &[], &["10.0.1.11", "10.0.1.12"], 1, 0, &[]),
+        (&["10.0.1.11", "10.0.1.12"], &[], &["10.0.1.11"], 0, 1, &[]),
+        (
+            &["10.0.1.11", "10.0.1.12"],
+            &["10.0.1.12"],
+            &["10.0.1.13"],
+            1,
+            1,
+            &["10.0.1.12"],
+        ),
+        (&["10.0.1.11"], &["10.0.1.11"], &[], 0, 0, &["10.0.1.11"]),
+    ];
+    for (known, held, cloud, adopted, dropped, missing) in cases {
+        let mut inv = inventory([shared_eni("eni-a", known, t0)]);
+        for a in held {
+            assert!(inv.claim("eni-a", ip(a), &pod(a), false));
+        }
+        let drift = inv.reconcile_addresses("eni-a", &ips(cloud), &[], t0);
+        let want = AddressDrift {
+            adopted,
+            dropped,
+            missing: TakenOut {
+                ips: ips(missing),
+                prefixes: vec![],
+            },
+        };
+        assert_eq!(drift, want, "{known:?} held {held:?}, cloud {cloud:?}");
+        let units: BTreeSet<Ipv4Addr> = inv
+            .get("eni-a")
+            .map(|e| e.units().map(|(a, _)| *a).collect())
+            .unwrap_or_default();
+        let expect: BTreeSet<Ipv4Addr> = ips(cloud).into_iter().chain(ips(held)).collect();
+        assert_eq!(
+            units, expect,
+            "units: the cloud's, and those pods still hold"
+        );
+        for a in held {
+            assert!(
+                inv.get("eni-a")
+                    .and_then(|e| e.unit(ip(a)))
+                    .is_some_and(|u| !u.is_free()),
+                "{a} stays its pod's"
+            );
+        }
+        let some_free = cloud.iter().any(|a| !held.contains(a));
+        assert_eq!(
+            inv.take(&s, &pod("new")).is_some(),
+            some_free,
+            "a free unit is handed out"
+        );
+    }
+
+    // Prefixes: one gone from the cloud while a pod holds an address of it, one gone
+    // and free, one new.
+    let net = |p: &str| p.parse::<Ipv4Net>().expect("prefix");
+    let mut inv = inventory([prefix_eni("eni-p", &["10.0.1.16/28", "10.0.1.32/28"], t0)]);
+    assert!(inv.claim("eni-p", ip("10.0.1.17"), &pod("a"), false));
+    let drift = inv.reconcile_addresses("eni-p", &[], &[net("10.0.1.48/28")], t0);
+    assert_eq!(
+        drift,
+        AddressDrift {
+            adopted: 1,
+            dropped: 1,
+            missing: TakenOut {
+                ips: vec![],
+                prefixes: vec![net("10.0.1.16/28")],
+            },
+        }
+    );
+    assert_eq!(
+        inv.get("eni-p").map(|e| e.prefixes().to_vec()),
+        Some(vec![net("10.0.1.16/28"), net("10.0.1.48/28")])
+    );
+}
+
+#[test]
+fn an_unsure_eni_is_read_back_once_its_last_change_settled() {
+    let t0 = Instant::now();
+    let settle = Duration::from_secs(5);
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    let mut inv = inventory([
+        shared_eni("eni-a", &["10.0.1.11"], t0),
+        shared_eni("eni-b", &["10.0.1.21"], t0),
+    ]);
+    assert!(inv.unsure_settled("p", settle, at(60)).is_empty());
+    inv.mark_unsure("eni-a", at(1));
+    inv.mark_unsure("eni-gone", at(1));
+    assert!(inv.unsure_settled("p", settle, at(5)).is_empty(), "not yet");
+    assert_eq!(inv.unsure_settled("p", settle, at(6)), ["eni-a"]);
+    assert!(
+        inv.unsure_settled("other", settle, at(6)).is_empty(),
+        "another pool's"
+    );
+    inv.add_addresses("eni-a", &[ip("10.0.1.12")], &[], at(4));
+    inv.changed("eni-b", at(4));
+    assert!(
+        inv.unsure_settled("p", settle, at(6)).is_empty(),
+        "a later change of its addresses must show too"
+    );
+    assert_eq!(inv.unsure_settled("p", settle, at(9)), ["eni-a"]);
+    inv.reconcile_addresses("eni-a", &[ip("10.0.1.11")], &[], at(9));
+    assert!(
+        inv.unsure_settled("p", settle, at(60)).is_empty(),
+        "read back"
+    );
+    inv.mark_unsure("eni-b", at(10));
+    inv.remove("eni-b");
+    assert!(
+        inv.unsure_settled("p", settle, at(60)).is_empty(),
+        "removed"
+    );
+}
+
+#[test]
 fn counts_and_pools() {
     let t0 = Instant::now();
     let s = settings(Mode::SharedIp);
