@@ -288,6 +288,50 @@ async fn a_trunk_short_of_several_members_creates_them_side_by_side() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_eni_yields_a_full_instances_slot_to_another_pools_waiting_pod() {
+    // m5.large: two ENI slots besides the instance's own.
+    let bed = Bed::start("m5.large").await;
+    let ex = pool("exclusive", Mode::Exclusive, 1);
+    let trunk = pool("trunk", Mode::Trunk, 1);
+    let node = bed.load(&ex).await;
+    // An Exclusive pod and the pool's warm ENI fill the instance before the Trunk
+    // pool's pod comes.
+    assert!(node.take(&ex, &pod("x")).is_none(), "cold: the pod waits");
+    bed.maintain(&node, &ex).await.expect("grow");
+    assert!(node.take(&ex, &pod("x")).is_some());
+    assert_eq!(node.counts("exclusive").enis, 2);
+    assert!(node.take(&trunk, &pod("t")).is_none(), "no trunk yet");
+    let err = bed
+        .maintain(&node, &trunk)
+        .await
+        .expect_err("no slot for the trunk");
+    assert!(matches!(err, NodeError::NoRoom(_)), "{err}");
+
+    node.maintain(PoolState::Active(&ex), Some("trunk"), &bed.cloud())
+        .await
+        .expect("exclusive pass");
+    assert_eq!(
+        node.counts("exclusive").enis,
+        1,
+        "the warm ENI gave its slot up; the pod's stays"
+    );
+    bed.maintain(&node, &trunk).await.expect("trunk pass");
+    assert!(
+        node.take(&trunk, &pod("t")).is_some(),
+        "the trunk pod gets a member"
+    );
+    node.maintain(PoolState::Active(&ex), Some("trunk"), &bed.cloud())
+        .await
+        .expect("exclusive pass");
+    assert_eq!(
+        node.counts("exclusive").enis,
+        1,
+        "no slot is left for warm stock"
+    );
+    assert_eq!(bed.owned_enis("exclusive").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_excess_goes_back_to_the_cloud() {
     let bed = Bed::start("m5.large").await;
     let mut s = pool("shrink", Mode::SharedIp, 6);

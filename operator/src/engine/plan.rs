@@ -11,7 +11,7 @@ use crate::cloud::InstanceLimits;
 
 use super::{
     inventory::Inventory,
-    release::{drain, pick_release, release_ops},
+    release::{drain, pick_release, release_ops, yield_slots},
     settings::PoolSettings,
     sizing::{self, Step},
 };
@@ -83,7 +83,8 @@ pub struct Input<'a> {
 }
 
 /// The operations of one pass, in the order they are to run: draining first (it frees
-/// room), then the trunk, then growth or release of idle excess.
+/// room; else idle ENIs yield their slots to other pools' waiting pods on a full
+/// instance), then the trunk, then growth or release of idle excess.
 pub fn plan(input: &Input) -> Vec<Op> {
     let inv = input.inventory;
     let s = match input.pool {
@@ -95,6 +96,15 @@ pub fn plan(input: &Input) -> Vec<Op> {
     // ENIs with the pool's former mode, subnets or (whole ENIs) security groups.
     let misfits = inv.pool_enis(&s.name).filter(|e| !e.serves(s));
     let mut ops = drain(inv, misfits, input.trunk_pool);
+    if ops.is_empty() {
+        ops = yield_slots(
+            inv,
+            s,
+            input.instance.max_enis,
+            input.pending,
+            input.others_waiting,
+        );
+    }
     // Size on the inventory as it will be once the drained ENIs are gone.
     let mut after = inv.clone();
     for op in &ops {

@@ -60,6 +60,30 @@ pub fn pick_release(inv: &Inventory, s: &PoolSettings, units: u32, now: Instant)
         .collect()
 }
 
+/// ENIs of pool `s` that hold nothing in use, given up so that pods of `others_waiting`
+/// other pools get an instance slot when none is left: warm stock yields to pods that
+/// wait. None while the pool's own pods wait, and never a trunk (members take no slot).
+pub fn yield_slots(
+    inv: &Inventory,
+    s: &PoolSettings,
+    max_enis: u32,
+    pending: u32,
+    others_waiting: u32,
+) -> Vec<Op> {
+    // The instance's own ENI (index 0) is not a pool's.
+    let free_slots = max_enis.saturating_sub(inv.device_indexes().len() as u32 + 1);
+    if others_waiting == 0 || pending > 0 || free_slots > 0 {
+        return Vec::new();
+    }
+    inv.pool_enis(&s.name)
+        .filter(|e| matches!(e.role(), Role::Shared | Role::Exclusive) && e.all_free())
+        .take(others_waiting as usize)
+        .map(|e| Op::DeleteEni {
+            eni_id: e.id().to_owned(),
+        })
+        .collect()
+}
+
 /// The operations that give picked units back: addresses and prefixes per SharedIP ENI
 /// (and the ENI itself once that empties it), whole ENIs deleted.
 pub fn release_ops(inv: &Inventory, picked: Vec<Taken>) -> Vec<Op> {

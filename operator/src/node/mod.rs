@@ -25,7 +25,7 @@ pub use subnets::SubnetCache;
 use crate::{
     cloud::{CloudError, CloudProvider, Eni, Instance, InstanceLimits},
     engine::{
-        eni::PodKey,
+        eni::{PodKey, Role},
         inventory::{Inventory, PoolCounts, Taken},
         plan::{self, PoolState},
         settings::PoolSettings,
@@ -219,14 +219,24 @@ impl Node {
         let ops = {
             let st = self.state();
             let pending = st.pending.get(pool.name()).map_or(0, |p| p.len() as u32);
-            // A trunk pool whose trunk is attached grows members, which take no slot.
+            // Other pools whose waiting pods need an ENI slot. A trunk pool whose trunk
+            // is attached grows members, which take no slot; a SharedIP pool with room
+            // on one of its ENIs grows addresses there.
+            let slots_per_eni = self.limits.ipv4_per_eni.saturating_sub(1);
+            let has_trunk = |p: &str| trunk_pool == Some(p) && st.inv.trunk().is_some();
+            let has_address_room = |p: &str| {
+                st.inv
+                    .pool_enis(p)
+                    .any(|e| *e.role() == Role::Shared && e.held_slots() < slots_per_eni)
+            };
             let others_waiting = st
                 .pending
                 .iter()
                 .filter(|(p, waiting)| {
                     p.as_str() != pool.name()
                         && !waiting.is_empty()
-                        && !(trunk_pool == Some(p.as_str()) && st.inv.trunk().is_some())
+                        && !has_trunk(p)
+                        && !has_address_room(p)
                 })
                 .count() as u32;
             plan::plan(&plan::Input {

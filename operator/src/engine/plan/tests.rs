@@ -360,6 +360,89 @@ fn shrink_rows(t0: Instant) -> Vec<Row> {
     ]
 }
 
+/// m5.large leaves two ENI slots to pools: both taken here, one ENI with a pod on it.
+fn yield_rows(t0: Instant) -> Vec<Row> {
+    let full_exclusive = || {
+        vec![
+            at_index(whole_eni("eni-a", "10.0.1.11", None, t0), 1),
+            at_index(whole_eni("eni-b", "10.0.1.12", None, t0), 2),
+        ]
+    };
+    let full_shared = || {
+        vec![
+            at_index(shared("eni-a", 11, 9, t0), 1),
+            at_index(shared("eni-b", 21, 3, t0), 2),
+        ]
+    };
+    let busy = |r: Row| Row {
+        used: vec![("a", "eni-a")],
+        ..r
+    };
+    vec![
+        busy(Row {
+            others_waiting: 1,
+            ..row(
+                "full instance: an idle Exclusive ENI yields its slot to another pool's waiting pods",
+                active(Mode::Exclusive, |_| {}),
+                full_exclusive(),
+                vec![del("eni-b")],
+            )
+        }),
+        busy(Row {
+            others_waiting: 1,
+            ..row(
+                "full instance: a SharedIP ENI with every address free yields too",
+                active(Mode::SharedIp, |s| s.warm_units = 8),
+                full_shared(),
+                vec![del("eni-b")],
+            )
+        }),
+        busy(Row {
+            others_waiting: 1,
+            pending: 1,
+            ..row(
+                "full instance: no yield while the pool's own pods wait",
+                active(Mode::Exclusive, |_| {}),
+                full_exclusive(),
+                vec![],
+            )
+        }),
+        busy(row(
+            "full instance, nobody else waiting: warm stock stays",
+            active(Mode::Exclusive, |_| {}),
+            full_exclusive(),
+            vec![],
+        )),
+        Row {
+            others_waiting: 1,
+            ..row(
+                "a slot is free: nothing yields, the slot is left to the other pool",
+                active(Mode::Exclusive, |_| {}),
+                vec![at_index(whole_eni("eni-a", "10.0.1.11", None, t0), 1)],
+                vec![],
+            )
+        },
+        Row {
+            others_waiting: 2,
+            used: vec![("a", "eni-a"), ("b", "eni-b")],
+            ..row(
+                "full instance, every ENI in use: nothing to yield",
+                active(Mode::Exclusive, |_| {}),
+                full_exclusive(),
+                vec![],
+            )
+        },
+    ]
+}
+
+#[test]
+fn idle_enis_yield_slots_to_pods_that_wait() {
+    let t0 = Instant::now();
+    for r in yield_rows(t0) {
+        run(r, t0);
+    }
+}
+
 #[test]
 fn growth() {
     let t0 = Instant::now();
