@@ -81,14 +81,24 @@ impl Bed {
             .expect("load node")
     }
 
+    /// A pass, then the wait for the ENIs it left attaching.
     async fn maintain(&self, node: &Node, s: &PoolSettings) -> Result<(), NodeError> {
-        node.maintain(PoolState::Active(s), None, &self.cloud())
-            .await
+        self.pass(node, PoolState::Active(s), None).await
     }
 
     async fn drain(&self, node: &Node, pool: &str) -> Result<(), NodeError> {
-        node.maintain(PoolState::Draining(pool), None, &self.cloud())
-            .await
+        self.pass(node, PoolState::Draining(pool), None).await
+    }
+
+    async fn pass(
+        &self,
+        node: &Node,
+        pool: PoolState<'_>,
+        trunk_pool: Option<&str>,
+    ) -> Result<(), NodeError> {
+        let result = node.maintain(pool, trunk_pool, &self.cloud()).await;
+        node.settle_attachments(&self.cloud()).await?;
+        result
     }
 
     /// ENIs the cloud holds of `pool`.
@@ -174,6 +184,69 @@ async fn maintenance_reaches_warm_targets_per_mode() {
         );
         assert!(reloaded.claim(&taken.eni_id, taken.address, &pod("a"), false));
         assert_eq!(reloaded.counts("warm"), node.counts("warm"), "{mode:?}");
+    }
+}
+
+/// A pass leaves its ENIs attaching; the next pass, planning meanwhile, counts them as
+/// capacity to come and creates only for the pods they do not cover. A surge's new ENI
+/// is created full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_plans_on_top_of_the_enis_still_attaching() {
+    let mut slow_attach = SimConfig::instant();
+    slow_attach.attach_delay_ms = 1500;
+    let bed = Bed::with("m5.large", quick_backoff(), slow_attach).await;
+    let s = pool("surge", Mode::SharedIp, 0);
+    let node = bed.load(&s).await;
+    for n in 0..3 {
+        assert!(node.take(&s, &pod(&format!("a{n}"))).is_none());
+    }
+    let started = std::time::Instant::now();
+    node.maintain(PoolState::Active(&s), None, &bed.cloud())
+        .await
+        .expect("first pass");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the pass does not wait for the attach"
+    );
+    assert!(node.has_started());
+    let (enis, addresses) = bed.cloud_enis("surge").await;
+    assert_eq!(
+        (enis, addresses),
+        (1, 9),
+        "one ENI, created full (m5.large: 9)"
+    );
+
+    // Six more pods while it attaches: the ENI coming covers them.
+    for n in 0..6 {
+        assert!(node.take(&s, &pod(&format!("b{n}"))).is_none());
+    }
+    node.maintain(PoolState::Active(&s), None, &bed.cloud())
+        .await
+        .expect("second pass");
+    assert_eq!(
+        bed.cloud_enis("surge").await,
+        (1, 9),
+        "nothing more created"
+    );
+    // Two more than it holds: the next ENI, at the instance's last free index.
+    for n in 0..2 {
+        assert!(node.take(&s, &pod(&format!("c{n}"))).is_none());
+    }
+    node.maintain(PoolState::Active(&s), None, &bed.cloud())
+        .await
+        .expect("third pass");
+    assert_eq!(bed.cloud_enis("surge").await, (2, 18));
+
+    node.settle_attachments(&bed.cloud())
+        .await
+        .expect("both attach");
+    assert!(!node.has_started());
+    assert_eq!(node.counts("surge").enis, 2);
+    assert_eq!(node.counts("surge").total, 18);
+    let indexes: BTreeSet<u32> = node.read(|inv| inv.device_indexes());
+    assert_eq!(indexes, BTreeSet::from([1, 2]));
+    for n in 0..3 {
+        assert!(node.take(&s, &pod(&format!("a{n}"))).is_some());
     }
 }
 
@@ -307,7 +380,7 @@ async fn a_warm_eni_yields_a_full_instances_slot_to_another_pools_waiting_pod() 
         .expect_err("no slot for the trunk");
     assert!(matches!(err, NodeError::NoRoom(_)), "{err}");
 
-    node.maintain(PoolState::Active(&ex), Some("trunk"), &bed.cloud())
+    bed.pass(&node, PoolState::Active(&ex), Some("trunk"))
         .await
         .expect("exclusive pass");
     assert_eq!(
@@ -320,7 +393,7 @@ async fn a_warm_eni_yields_a_full_instances_slot_to_another_pools_waiting_pod() 
         node.take(&trunk, &pod("t")).is_some(),
         "the trunk pod gets a member"
     );
-    node.maintain(PoolState::Active(&ex), Some("trunk"), &bed.cloud())
+    bed.pass(&node, PoolState::Active(&ex), Some("trunk"))
         .await
         .expect("exclusive pass");
     assert_eq!(

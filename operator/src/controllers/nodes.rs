@@ -241,6 +241,23 @@ async fn maintain_forever(ctx: Ctx, node: Arc<Node>) {
                 true
             }
         };
+        if node.has_started() {
+            let (c, n) = (ctx.clone(), node.clone());
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let result = n.settle_attachments(&c.cloud()).await;
+                c.metrics().reconciled(
+                    "attach",
+                    result.as_ref().err().map(NodeError::label),
+                    started.elapsed(),
+                );
+                if let Err(e) = result {
+                    warn!(node = %n.name, error = %e, "waiting for ENIs to attach");
+                }
+                // What they brought may meet the pools' targets, or not (a failure).
+                n.kick.notify_one();
+            });
+        }
         ctx.metrics().observe_node(&node.name, node.eni_count());
         if failed {
             // Exhausted subnets, throttling, an outage: waiting pods kick this loop every

@@ -27,6 +27,19 @@ pub struct Inventory {
     /// timeout). Each maps to its last address change, so the cloud is read only once
     /// its eventually consistent describes show everything up to then.
     unsure: BTreeMap<String, Instant>,
+    /// ENIs created and attaching, not yet in use: they hold their device index, and
+    /// their slots count as the pool's capacity to come (a pass planning meanwhile does
+    /// not create them again for the same pods).
+    coming: BTreeMap<String, Coming>,
+}
+
+/// An ENI attaching to the node for a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coming {
+    pub pool: String,
+    pub device_index: u32,
+    /// Slots it was created with (1 for a whole ENI).
+    pub slots: u32,
 }
 
 /// What reading a SharedIP ENI back from the cloud changed in its units.
@@ -87,6 +100,21 @@ impl Inventory {
     }
 
     /// The ENI is gone from the cloud.
+    /// An ENI is attaching: its index and slots are spoken for until it is in use.
+    pub fn expect(&mut self, eni_id: &str, coming: Coming) {
+        self.coming.insert(eni_id.to_owned(), coming);
+    }
+
+    /// The attaching ENI is in use (and inserted) or given up.
+    pub fn arrived(&mut self, eni_id: &str) {
+        self.coming.remove(eni_id);
+    }
+
+    /// How many ENIs are attaching.
+    pub fn coming(&self) -> usize {
+        self.coming.len()
+    }
+
     pub fn remove(&mut self, eni_id: &str) -> Option<EniRecord> {
         self.unsure.remove(eni_id);
         self.enis.remove(eni_id)
@@ -424,7 +452,7 @@ impl Inventory {
                 }
             }
             // One that does not serve the pool still serves its pods, but is no warm
-            // stock: it drains.
+            // stock: it drains. (Attaching ones are added below.)
             if e.serves(s) {
                 usage.enis.push(EniFill {
                     eni_id: e.id.clone(),
@@ -436,7 +464,24 @@ impl Inventory {
                 });
             }
         }
+        // Attaching ENIs hold what they were created with and take no assign yet.
+        for (id, c) in self.coming.iter().filter(|(_, c)| c.pool == s.name) {
+            usage.enis.push(EniFill {
+                eni_id: id.clone(),
+                held: c.slots,
+                capacity: c.slots,
+            });
+        }
         usage
+    }
+
+    /// ENIs of `pool` on the node, attaching ones included (for its `maxENIs`).
+    pub fn pool_eni_count(&self, pool: &str) -> u32 {
+        let attached = self
+            .pool_enis(pool)
+            .filter(|e| e.role != Role::Trunk)
+            .count();
+        (attached + self.coming.values().filter(|c| c.pool == pool).count()) as u32
     }
 
     /// Device indexes in use on the instance by the operator's ENIs.
@@ -444,6 +489,7 @@ impl Inventory {
         self.enis
             .values()
             .filter_map(EniRecord::device_index)
+            .chain(self.coming.values().map(|c| c.device_index))
             .collect()
     }
 

@@ -8,7 +8,7 @@ use eni_crds::Mode;
 
 use crate::cloud::InstanceLimits;
 
-use super::{eni::Role, inventory::Inventory, settings::PoolSettings};
+use super::{inventory::Inventory, settings::PoolSettings};
 
 /// What the node's pool holds right now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -108,7 +108,15 @@ pub fn plan(t: Targets, usage: &Usage, limits: Limits) -> Vec<Step> {
     let goal = target(t, usage, limits);
     let held: u32 = usage.enis.iter().map(|e| e.held).sum::<u32>() * limits.units_per_slot;
     if goal > held {
-        grow(goal - held, usage, limits)
+        // Pods waiting are a surge: more are likely on their way, and a new ENI takes
+        // the same calls and attach whether it holds one address or all. It is created
+        // full (within `max`), so the pods that come while it attaches need no other.
+        let headroom = match t.max {
+            _ if usage.pending == 0 => 0,
+            Some(max) => max.saturating_sub(goal),
+            None => u32::MAX,
+        };
+        grow(goal - held, headroom, usage, limits)
     } else {
         // Shrink only what has idled past the release delay, and never below the target:
         // held - goal is the excess; releasable bounds it.
@@ -123,8 +131,11 @@ pub fn plan(t: Targets, usage: &Usage, limits: Limits) -> Vec<Step> {
     }
 }
 
-fn grow(units: u32, usage: &Usage, limits: Limits) -> Vec<Step> {
+/// Steps that add `units`, filling the fullest ENIs first; new ENIs may take up to
+/// `headroom` units more than asked.
+fn grow(units: u32, headroom: u32, usage: &Usage, limits: Limits) -> Vec<Step> {
     let mut slots = units.div_ceil(limits.units_per_slot.max(1));
+    let mut extra = headroom / limits.units_per_slot.max(1);
     let mut steps = Vec::new();
     // Fill the fullest ENIs first: it packs pods so whole ENIs can be released later.
     let mut enis: Vec<&EniFill> = usage.enis.iter().filter(|e| e.capacity > e.held).collect();
@@ -145,8 +156,10 @@ fn grow(units: u32, usage: &Usage, limits: Limits) -> Vec<Step> {
             break;
         }
         let n = slots.min(limits.slots_per_eni);
-        steps.push(Step::CreateEni { slots: n });
+        let more = (limits.slots_per_eni - n).min(extra);
+        steps.push(Step::CreateEni { slots: n + more });
         slots -= n;
+        extra -= more;
     }
     steps
 }
@@ -168,10 +181,7 @@ pub fn limits(
     inv: &Inventory,
     others_waiting: u32,
 ) -> Limits {
-    let pool_enis = inv
-        .pool_enis(&s.name)
-        .filter(|e| *e.role() != Role::Trunk)
-        .count() as u32;
+    let pool_enis = inv.pool_eni_count(&s.name);
     let pool_cap = s.max_enis.unwrap_or(u32::MAX).saturating_sub(pool_enis);
     // The instance's own ENI (index 0) is not a pool's.
     let attached = inv.device_indexes().len() as u32 + 1;

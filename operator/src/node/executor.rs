@@ -19,7 +19,7 @@ use crate::{
     },
     engine::{
         eni::{EniRecord, Role},
-        inventory::{AddressDrift, TakenOut},
+        inventory::{AddressDrift, Coming, TakenOut},
         plan::{Op, PoolState},
         settings::PoolSettings,
         subnets::{self, RankError},
@@ -36,11 +36,30 @@ struct New {
 }
 
 /// A new ENI whose attach the cloud accepted, at the device index asked for.
-struct Attaching {
+pub(super) struct Attaching {
     new: New,
     attachment_id: String,
     index: u32,
     role: Role,
+    pool: String,
+}
+
+impl Attaching {
+    /// Its entry among the inventory's attaching ENIs: the slots it was created with.
+    pub(super) fn coming(&self) -> (String, Coming) {
+        let eni = &self.new.eni;
+        let slots = match self.role {
+            Role::Shared if !eni.prefixes.is_empty() => eni.prefixes.len(),
+            Role::Shared => eni.secondary_ips.len(),
+            _ => 1,
+        };
+        let coming = Coming {
+            pool: self.pool.clone(),
+            device_index: self.index,
+            slots: slots as u32,
+        };
+        (eni.id.clone(), coming)
+    }
 }
 
 pub(super) struct Executor<'a> {
@@ -298,8 +317,9 @@ impl Executor<'_> {
     }
 
     /// Creates one ENI per entry of `batch` (its slots), side by side, each at a device
-    /// index of its own; the first failure is returned once all have finished (those
-    /// that succeeded are recorded).
+    /// index of its own, and leaves those whose attach the cloud accepted attaching
+    /// (`Node::settle_attachments` waits for them, outside the pass, so the next pass
+    /// can plan on top of them); the first failure is returned once all have finished.
     async fn create_enis(&self, s: &PoolSettings, batch: &[u32]) -> Result<(), NodeError> {
         let indexes = self
             .node
@@ -316,17 +336,13 @@ impl Executor<'_> {
         )
         .await;
         let mut failed = None;
-        let mut attaching = Vec::new();
         for r in started {
             match r {
-                Ok(a) => attaching.push(a),
+                Ok(a) => self.node.attaching(a),
                 Err(e) => {
                     failed.get_or_insert(e);
                 }
             }
-        }
-        if let Err(e) = self.record_in_use(s, attaching).await {
-            failed.get_or_insert(e);
         }
         failed.map_or(Ok(()), Err)
     }
@@ -359,6 +375,7 @@ impl Executor<'_> {
             attachment_id,
             index,
             role,
+            pool: s.name.clone(),
         })
     }
 
@@ -383,8 +400,10 @@ impl Executor<'_> {
             attachment_id,
             index,
             role: Role::Trunk,
+            pool: s.name.clone(),
         };
-        self.record_in_use(s, vec![trunk]).await?;
+        // Members need the trunk in use: this pass waits for it.
+        self.record_in_use(vec![trunk]).await?;
         info!(node = %self.node.name, trunk = %id, "trunk ENI ready");
         Ok(())
     }
@@ -406,11 +425,21 @@ impl Executor<'_> {
 
     /// Waits until attaching ENIs are in use, one describe for all of them per look,
     /// and records each as soon as it is (pods waiting may take its units at once).
-    async fn record_in_use(
-        &self,
-        s: &PoolSettings,
-        mut attaching: Vec<Attaching>,
-    ) -> Result<(), NodeError> {
+    /// Those that do not get there in time are no longer counted as coming.
+    pub async fn record_in_use(&self, attaching: Vec<Attaching>) -> Result<(), NodeError> {
+        let ids: Vec<String> = attaching.iter().map(|a| a.new.eni.id.clone()).collect();
+        let result = self.wait_in_use(attaching).await;
+        if result.is_err() {
+            self.node.update(|inv| {
+                for id in &ids {
+                    inv.arrived(id);
+                }
+            });
+        }
+        result
+    }
+
+    async fn wait_in_use(&self, mut attaching: Vec<Attaching>) -> Result<(), NodeError> {
         let mut looks = Looks::new(self.cloud.attach_timeout);
         while !attaching.is_empty() {
             looks.next().await;
@@ -438,13 +467,16 @@ impl Executor<'_> {
                 let rec = EniRecord::new(
                     &a.new.eni,
                     a.new.mac,
-                    s.name.clone(),
+                    a.pool.clone(),
                     a.role.clone(),
                     &a.new.subnet,
                     Some((a.attachment_id.clone(), index)),
                     Instant::now(),
                 );
-                self.node.update(|inv| inv.insert(rec));
+                self.node.update(|inv| {
+                    inv.arrived(rec.id());
+                    inv.insert(rec);
+                });
             }
             if !ready.is_empty() {
                 self.node.capacity_added.notify_waiters();

@@ -2,8 +2,8 @@
 //! synchronous lock (never held across a cloud call, so a pod is served from warm
 //! capacity while an ENI is still attaching), the pods waiting for a unit, and each
 //! pool's health. Maintenance plans a pass with the engine and has the executor carry
-//! it out, one pass at a time per node (one ENI create/attach in flight per node, as
-//! the clouds prefer).
+//! it out, one pass at a time per node. ENIs a pass leaves attaching are waited for
+//! beside the next passes, which count them as capacity to come.
 
 mod executor;
 mod load;
@@ -67,6 +67,8 @@ impl NodeError {
 
 struct State {
     inv: Inventory,
+    /// ENIs a pass left attaching, for `settle_attachments`.
+    started: Vec<executor::Attaching>,
     /// Pods waiting for a unit, per pool (surge demand).
     pending: BTreeMap<String, BTreeSet<String>>,
     health: BTreeMap<String, PoolHealth>,
@@ -106,6 +108,7 @@ impl Node {
             limits,
             state: Mutex::new(State {
                 inv,
+                started: Vec::new(),
                 pending: BTreeMap::new(),
                 health: BTreeMap::new(),
             }),
@@ -128,6 +131,33 @@ impl Node {
 
     fn update<T>(&self, f: impl FnOnce(&mut Inventory) -> T) -> T {
         f(&mut self.state().inv)
+    }
+
+    /// An ENI a pass created is attaching: its index and slots are spoken for, and
+    /// `settle_attachments` waits for it.
+    fn attaching(&self, a: executor::Attaching) {
+        let mut st = self.state();
+        let (id, coming) = a.coming();
+        st.inv.expect(&id, coming);
+        st.started.push(a);
+    }
+
+    /// Whether ENIs that passes created are still attaching.
+    pub fn has_started(&self) -> bool {
+        !self.state().started.is_empty()
+    }
+
+    /// Waits until the ENIs passes left attaching are in use and records them. Runs
+    /// beside the passes: one that plans meanwhile counts them as capacity to come, so
+    /// a node keeps growing for pods that arrive while its first ENIs attach.
+    pub async fn settle_attachments(&self, cloud: &Cloud<'_>) -> Result<(), NodeError> {
+        let started = std::mem::take(&mut self.state().started);
+        if started.is_empty() {
+            return Ok(());
+        }
+        executor::Executor { node: self, cloud }
+            .record_in_use(started)
+            .await
     }
 
     /// Marks `pod` as holding `address` of `eni` (from its PodNetwork).
@@ -274,6 +304,12 @@ impl Node {
     /// before the trunk they ride on.
     pub async fn teardown(&self, cloud: &Cloud<'_>) -> Result<(), NodeError> {
         let _one_at_a_time = self.maint.lock().await;
+        // ENIs still attaching are recorded (or given up) first, so they go too.
+        self.settle_attachments(cloud).await?;
+        let deadline = Instant::now() + cloud.attach_timeout;
+        while self.read(Inventory::coming) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         executor::Executor { node: self, cloud }.teardown().await
     }
 }

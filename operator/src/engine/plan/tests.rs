@@ -3,6 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::engine::{
     eni::EniRecord,
+    inventory::{Coming, Inventory},
     settings::PoolSettings,
     testkit::{
         at_index, inventory, m5_large, pod, prefix_eni, settings, shared_eni, trunk_eni, whole_eni,
@@ -195,10 +196,10 @@ fn growth_rows(t0: Instant) -> Vec<Row> {
         Row {
             pending: 10,
             ..row(
-                "surge: pending pods raise demand at once",
+                "surge: pending pods raise demand at once; the new ENI comes full",
                 active(Mode::SharedIp, |_| {}),
                 vec![shared("eni-a", 11, 2, t0)],
-                vec![assign("eni-a", 7), Op::CreateEni { slots: 3 }],
+                vec![assign("eni-a", 7), Op::CreateEni { slots: 9 }],
             )
         },
         row(
@@ -433,6 +434,50 @@ fn yield_rows(t0: Instant) -> Vec<Row> {
             )
         },
     ]
+}
+
+#[test]
+fn a_pass_plans_on_top_of_attaching_enis() {
+    let t0 = Instant::now();
+    let s = settings(Mode::SharedIp);
+    let plan_for = |inv: &Inventory, pending: u32| {
+        plan(&Input {
+            pool: PoolState::Active(&s),
+            inventory: inv,
+            instance: &m5_large(),
+            pending,
+            others_waiting: 0,
+            exhausted: &BTreeSet::new(),
+            trunk_pool: None,
+            now: t0,
+        })
+    };
+    let mut inv = inventory([at_index(shared("eni-a", 11, 9, t0), 1)]);
+    for n in 0..9 {
+        assert!(inv.take(&s, &pod(&format!("p{n}"))).is_some());
+    }
+    // 9 pods on eni-a, 5 more waiting: one new ENI, created full.
+    assert_eq!(plan_for(&inv, 5), vec![Op::CreateEni { slots: 9 }]);
+    inv.expect(
+        "eni-b",
+        Coming {
+            pool: "p".into(),
+            device_index: 2,
+            slots: 9,
+        },
+    );
+    assert_eq!(
+        plan_for(&inv, 5),
+        vec![],
+        "the attaching ENI's 9 cover the 5 waiting and the warm 2"
+    );
+    assert_eq!(
+        plan_for(&inv, 12),
+        vec![],
+        "12 waiting need a third ENI, but its slot is the attaching one's"
+    );
+    inv.arrived("eni-b");
+    assert_eq!(plan_for(&inv, 5), vec![Op::CreateEni { slots: 9 }]);
 }
 
 #[test]

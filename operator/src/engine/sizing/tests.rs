@@ -64,8 +64,8 @@ fn table() {
             }],
         },
         Row {
-            name: "surge: 10 pending pods raise demand at once, not one batch per tick",
-            targets: t(0, 2, None),
+            name: "surge: a new ENI is created full only up to max",
+            targets: t(0, 2, Some(14)),
             usage: Usage {
                 enis: vec![eni("eni-a", 2, 9)],
                 pending: 10,
@@ -81,7 +81,29 @@ fn table() {
                     eni_id: "eni-a".into(),
                     slots: 7,
                 },
-                Step::CreateEni { slots: 3 },
+                Step::CreateEni { slots: 5 },
+            ],
+        },
+        Row {
+            name: "surge: 10 pending pods raise demand at once, not one batch per tick",
+            targets: t(0, 2, None),
+            usage: Usage {
+                enis: vec![eni("eni-a", 2, 9)],
+                pending: 10,
+                ..Default::default()
+            },
+            limits: Limits {
+                eni_room: 1,
+                ..M5_LARGE
+            },
+            want_target: 12,
+            // The new ENI is created full: more pods are likely on their way.
+            want: vec![
+                Step::Assign {
+                    eni_id: "eni-a".into(),
+                    slots: 7,
+                },
+                Step::CreateEni { slots: 9 },
             ],
         },
         Row {
@@ -120,12 +142,13 @@ fn table() {
                 ..M5_LARGE
             },
             want_target: 12,
+            // The new ENI is created full: more pods are likely on their way.
             want: vec![
                 Step::Assign {
                     eni_id: "eni-a".into(),
                     slots: 7,
                 },
-                Step::CreateEni { slots: 3 },
+                Step::CreateEni { slots: 9 },
             ],
         },
         Row {
@@ -349,7 +372,16 @@ fn plan_reaches_target_in_one_step() {
                 Step::Release { .. } => 0,
             })
             .sum();
-            assert_eq!(held + added, goal.max(held), "used {used} held {held}");
+            if usage.pending == 0 {
+                assert_eq!(held + added, goal.max(held), "used {used} held {held}");
+            } else {
+                // A surge's new ENIs are created full: at most one ENI's slots over.
+                assert!(
+                    (goal..goal + M5_LARGE.slots_per_eni).contains(&(held + added)),
+                    "used {used} held {held}: {} for {goal}",
+                    held + added
+                );
+            }
         }
     }
 }
