@@ -74,13 +74,6 @@ impl CloudError {
         matches!(self, Self::Throttled { .. } | Self::Transient { .. })
     }
 
-    /// Whether a mutation that failed so may still have taken effect: a timeout or a
-    /// broken connection leaves the outcome unknown, and an answer this code cannot read
-    /// may be of one that succeeded. Every other error is the cloud refusing the request.
-    pub fn may_have_taken_effect(&self) -> bool {
-        matches!(self, Self::Transient { .. } | Self::Unexpected(_))
-    }
-
     /// Short, stable name of the variant, used as the `result` label of metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -195,11 +195,11 @@ impl Executor<'_> {
             AddressRelease::Prefixes(out.prefixes.clone())
         };
         if let Err(e) = self.cloud.provider.unassign_addresses(eni_id, &req).await {
+            // Any failure may follow an attempt that took effect: a retried unassign
+            // that timed out first ends with "not assigned" from its retry.
             self.node.update(|inv| {
                 inv.put_back(eni_id, &out, Instant::now());
-                if e.may_have_taken_effect() {
-                    inv.mark_unsure(eni_id, Instant::now());
-                }
+                inv.mark_unsure(eni_id, Instant::now());
             });
             self.node.capacity_added.notify_waiters();
             return Err(e.into());
@@ -216,21 +216,22 @@ impl Executor<'_> {
             AddressAssignment::IpCount(slots)
         };
         let got = match self.cloud.provider.assign_addresses(eni_id, &req).await {
-            Err(e @ CloudError::SubnetExhausted { .. }) => {
-                let subnet = self
-                    .node
-                    .read(|inv| inv.get(eni_id).map(|e| e.subnet_id().to_owned()));
-                if let Some(subnet) = subnet {
-                    self.cloud.subnets.mark(&subnet, Instant::now());
+            Ok(got) => got,
+            Err(e) => {
+                // A failure may follow an attempt that took effect (a timeout, then a
+                // retry refused): what the ENI holds is read back later.
+                self.node
+                    .update(|inv| inv.mark_unsure(eni_id, Instant::now()));
+                if let CloudError::SubnetExhausted { .. } = e {
+                    let subnet = self
+                        .node
+                        .read(|inv| inv.get(eni_id).map(|e| e.subnet_id().to_owned()));
+                    if let Some(subnet) = subnet {
+                        self.cloud.subnets.mark(&subnet, Instant::now());
+                    }
                 }
                 return Err(e.into());
             }
-            Err(e) if e.may_have_taken_effect() => {
-                self.node
-                    .update(|inv| inv.mark_unsure(eni_id, Instant::now()));
-                return Err(e.into());
-            }
-            other => other?,
         };
         self.node
             .update(|inv| inv.add_addresses(eni_id, &got.ips, &got.prefixes, Instant::now()));
