@@ -202,7 +202,19 @@ async fn agent_pod(admin: &Client, node: &str) -> Result<Pod, IdentityError> {
         },
     }))
     .map_err(kube::Error::SerdeError)?;
-    Ok(pods.create(&PostParams::default(), &pod).await?)
+    // Just after the chart is installed, the API server refuses every pod create until
+    // the trunk-scheduling policy's parameter kind (ENIPool) is synced, host-network
+    // pods too: a DaemonSet controller would retry, and so does this.
+    let mut attempts = 0;
+    loop {
+        match pods.create(&PostParams::default(), &pod).await {
+            Err(kube::Error::Api(e)) if e.message.contains("not yet synced") && attempts < 40 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Writes a kubeconfig for `who` with a fresh token; returns its path.

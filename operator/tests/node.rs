@@ -197,13 +197,16 @@ async fn a_pass_plans_on_top_of_the_enis_still_attaching() {
     let bed = Bed::with("m5.large", quick_backoff(), slow_attach).await;
     let s = pool("surge", Mode::SharedIp, 0);
     let node = bed.load(&s).await;
-    for n in 0..3 {
-        assert!(node.take(&s, &pod(&format!("a{n}"))).is_none());
-    }
+    let cloud = bed.cloud();
+    // `n` more pods wait, then a pass without waiting for attaches.
+    let pass_with_waiting = |group: &'static str, n: usize| {
+        for i in 0..n {
+            assert!(node.take(&s, &pod(&format!("{group}{i}"))).is_none());
+        }
+        node.maintain(PoolState::Active(&s), None, &cloud)
+    };
     let started = std::time::Instant::now();
-    node.maintain(PoolState::Active(&s), None, &bed.cloud())
-        .await
-        .expect("first pass");
+    pass_with_waiting("a", 3).await.expect("first pass");
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "the pass does not wait for the attach"
@@ -215,27 +218,18 @@ async fn a_pass_plans_on_top_of_the_enis_still_attaching() {
         (1, 9),
         "one ENI, created full (m5.large: 9)"
     );
-
-    // Six more pods while it attaches: the ENI coming covers them.
-    for n in 0..6 {
-        assert!(node.take(&s, &pod(&format!("b{n}"))).is_none());
-    }
-    node.maintain(PoolState::Active(&s), None, &bed.cloud())
-        .await
-        .expect("second pass");
+    pass_with_waiting("b", 6).await.expect("second pass");
     assert_eq!(
         bed.cloud_enis("surge").await,
         (1, 9),
-        "nothing more created"
+        "six more pods while it attaches: the ENI coming covers them"
     );
-    // Two more than it holds: the next ENI, at the instance's last free index.
-    for n in 0..2 {
-        assert!(node.take(&s, &pod(&format!("c{n}"))).is_none());
-    }
-    node.maintain(PoolState::Active(&s), None, &bed.cloud())
-        .await
-        .expect("third pass");
-    assert_eq!(bed.cloud_enis("surge").await, (2, 18));
+    pass_with_waiting("c", 2).await.expect("third pass");
+    assert_eq!(
+        bed.cloud_enis("surge").await,
+        (2, 18),
+        "two more than it holds: the next ENI"
+    );
 
     node.settle_attachments(&bed.cloud())
         .await
