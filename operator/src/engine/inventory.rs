@@ -493,6 +493,12 @@ impl Inventory {
             .collect()
     }
 
+    /// ENI slots of an instance of `max_enis` that nothing takes: not the instance's
+    /// own ENI (index 0), not an operator ENI attached or attaching.
+    pub fn free_slots(&self, max_enis: u32) -> u32 {
+        max_enis.saturating_sub(self.device_indexes().len() as u32 + 1)
+    }
+
     /// VLAN ids in use on the trunk.
     pub fn vlan_ids(&self) -> BTreeSet<u16> {
         self.enis

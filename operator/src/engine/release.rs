@@ -70,9 +70,7 @@ pub fn yield_slots(
     pending: u32,
     others_waiting: u32,
 ) -> Vec<Op> {
-    // The instance's own ENI (index 0) is not a pool's.
-    let free_slots = max_enis.saturating_sub(inv.device_indexes().len() as u32 + 1);
-    if others_waiting == 0 || pending > 0 || free_slots > 0 {
+    if others_waiting == 0 || pending > 0 || inv.free_slots(max_enis) > 0 {
         return Vec::new();
     }
     inv.pool_enis(&s.name)

@@ -183,9 +183,7 @@ pub fn limits(
 ) -> Limits {
     let pool_enis = inv.pool_eni_count(&s.name);
     let pool_cap = s.max_enis.unwrap_or(u32::MAX).saturating_sub(pool_enis);
-    // The instance's own ENI (index 0) is not a pool's.
-    let attached = inv.device_indexes().len() as u32 + 1;
-    let eni_room = instance.max_enis.saturating_sub(attached).min(pool_cap);
+    let eni_room = inv.free_slots(instance.max_enis).min(pool_cap);
     match s.mode {
         Mode::SharedIp => Limits {
             units_per_slot: if s.prefix_delegation { 16 } else { 1 },
