@@ -76,6 +76,8 @@ fn dataplane() -> Result<(), Failed> {
         "exclusive",
         "trunk_member",
         "vxlan_overlay",
+        "reference_node_to_node",
+        "reference_pod_veth",
     ] {
         for f in [
             "throughput_gbit_s",

@@ -18,6 +18,7 @@ mod burst;
 mod cluster_wait;
 mod cni;
 mod dataplane;
+mod reference;
 mod report;
 mod scale;
 
