@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use eni_crds::{Mac, Mode, contract::gateway_of};
@@ -197,6 +197,30 @@ impl EniRecord {
     /// Nothing on it serves or is reserved for a pod.
     pub fn all_free(&self) -> bool {
         self.units.values().all(Unit::is_free)
+    }
+
+    /// Free units that may go back to the cloud now, with when each came free. Units
+    /// freed close together go back together, in one call per ENI: none goes while
+    /// another of the ENI came free less than `delay` ago, unless the oldest has waited
+    /// twice `delay` (so a steady trickle of deletions still gives units back).
+    pub fn idle_units(&self, delay: Duration, now: Instant) -> Vec<(Ipv4Addr, Instant)> {
+        let free: Vec<(Ipv4Addr, Instant)> = self
+            .units
+            .iter()
+            .filter_map(|(a, u)| match u {
+                Unit::Free { since } => Some((*a, *since)),
+                _ => None,
+            })
+            .collect();
+        let waited = |since: &Instant| now.duration_since(*since);
+        let settled = free.iter().all(|(_, since)| waited(since) >= delay);
+        let overdue = free.iter().any(|(_, since)| waited(since) >= delay * 2);
+        if !settled && !overdue {
+            return Vec::new();
+        }
+        free.into_iter()
+            .filter(|(_, since)| waited(since) >= delay)
+            .collect()
     }
 
     /// Slots the ENI holds: secondary addresses, or prefixes.

@@ -443,13 +443,11 @@ impl Inventory {
                 match u {
                     Unit::Used(_) => usage.used += 1,
                     Unit::Cooling(_) => usage.cooling += 1,
-                    Unit::Free { since }
-                        if e.serves(s) && now.duration_since(*since) >= s.release_delay =>
-                    {
-                        usage.releasable += 1
-                    }
                     Unit::Free { .. } => {}
                 }
+            }
+            if e.serves(s) {
+                usage.releasable += e.idle_units(s.release_delay, now).len() as u32;
             }
             // One that does not serve the pool still serves its pods, but is no warm
             // stock: it drains. (Attaching ones are added below.)

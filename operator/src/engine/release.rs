@@ -11,52 +11,54 @@ use super::{
     settings::PoolSettings,
 };
 
-/// Free units of pool `s` to release, longest-free first: single addresses, whole ENIs
-/// (Exclusive/Member) as their primary address, whole prefixes (by their first address)
-/// when every address of the prefix is free and idle. Only ENIs that serve the pool are
-/// considered; the others drain on their own.
+/// Free units of pool `s` to release: single addresses, whole ENIs (Exclusive/Member)
+/// as their primary address, whole prefixes (by their first address) when every
+/// address of the prefix is idle (see [`EniRecord::idle_units`]). Taken from the ENIs
+/// with the most idle units first, so that few calls give the excess back and an ENI
+/// that empties goes whole; on each, longest free first. Only ENIs that serve the pool
+/// are considered; the others drain on their own.
 pub fn pick_release(inv: &Inventory, s: &PoolSettings, units: u32, now: Instant) -> Vec<Taken> {
-    let idle = |u: &Unit| matches!(u, Unit::Free { since } if now.duration_since(*since) >= s.release_delay);
-    let mut candidates: Vec<(Instant, Taken)> = Vec::new();
     let serving = || {
         inv.pool_enis(&s.name)
             .filter(|e| *e.role() != Role::Trunk && e.serves(s))
     };
+    let mut per_eni: Vec<(&EniRecord, Vec<(Instant, Ipv4Addr)>)> = Vec::new();
     for e in serving() {
-        let taken = |address| Taken {
-            eni_id: e.id().to_owned(),
-            address,
+        let idle: BTreeMap<Ipv4Addr, Instant> =
+            e.idle_units(s.release_delay, now).into_iter().collect();
+        let mut candidates: Vec<(Instant, Ipv4Addr)> = if e.prefixes().is_empty() {
+            idle.iter().map(|(a, since)| (*since, *a)).collect()
+        } else {
+            e.prefixes()
+                .iter()
+                .filter(|p| {
+                    p.hosts()
+                        .chain([p.network(), p.broadcast()])
+                        .all(|a| e.unit(a).is_none() || idle.contains_key(&a))
+                })
+                .map(|p| (now, p.network()))
+                .collect()
         };
-        if !e.prefixes().is_empty() {
-            for p in e.prefixes() {
-                let all_idle = p
-                    .hosts()
-                    .chain([p.network(), p.broadcast()])
-                    .all(|a| e.unit(a).is_none_or(idle));
-                if all_idle {
-                    candidates.push((now, taken(p.network())));
-                }
-            }
-            continue;
-        }
-        for (addr, u) in e.units() {
-            if let Unit::Free { since } = u
-                && idle(u)
-            {
-                candidates.push((*since, taken(*addr)));
-            }
+        if !candidates.is_empty() {
+            candidates.sort();
+            per_eni.push((e, candidates));
         }
     }
-    candidates.sort_by(|(a, x), (b, y)| (a, &x.eni_id, x.address).cmp(&(b, &y.eni_id, y.address)));
+    per_eni.sort_by(|(a, x), (b, y)| y.len().cmp(&x.len()).then_with(|| a.id().cmp(b.id())));
     let per = if serving().any(|e| !e.prefixes().is_empty()) {
         16
     } else {
         1
     };
-    candidates
+    per_eni
         .into_iter()
+        .flat_map(|(e, candidates)| {
+            candidates.into_iter().map(|(_, address)| Taken {
+                eni_id: e.id().to_owned(),
+                address,
+            })
+        })
         .take((units / per) as usize)
-        .map(|(_, t)| t)
         .collect()
 }
 
@@ -83,7 +85,7 @@ pub fn yield_slots(
 }
 
 /// The operations that give picked units back: addresses and prefixes per SharedIP ENI
-/// (and the ENI itself once that empties it), whole ENIs deleted.
+/// (the whole ENI deleted instead when that would empty it), whole ENIs deleted.
 pub fn release_ops(inv: &Inventory, picked: Vec<Taken>) -> Vec<Op> {
     let mut by_eni: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     for t in picked {
@@ -95,16 +97,9 @@ pub fn release_ops(inv: &Inventory, picked: Vec<Taken>) -> Vec<Op> {
             continue;
         };
         match e.role() {
-            Role::Shared => {
-                let empties = covers_all(e, &units);
-                ops.push(Op::Release {
-                    eni_id: eni_id.clone(),
-                    units,
-                });
-                if empties {
-                    ops.push(Op::DeleteEni { eni_id });
-                }
-            }
+            // Deleting an ENI gives its addresses back with it: no unassign first.
+            Role::Shared if covers_all(e, &units) => ops.push(Op::DeleteEni { eni_id }),
+            Role::Shared => ops.push(Op::Release { eni_id, units }),
             Role::Exclusive | Role::Member { .. } => ops.push(Op::DeleteEni { eni_id }),
             Role::Trunk => {}
         }

@@ -80,6 +80,12 @@ fn shared(id: &str, from: u8, n: u8, t0: Instant) -> EniRecord {
     shared_eni(id, &refs, t0)
 }
 
+/// `e` with one more free address, `10.0.1.<last>`, that came free at `since`.
+fn freed_later(mut e: EniRecord, last: u8, since: Instant) -> EniRecord {
+    e.add_addresses(&[Ipv4Addr::new(10, 0, 1, last)], &[], since);
+    e
+}
+
 fn run(r: Row, t0: Instant) {
     let mut inv = inventory(r.enis);
     for (p, eni) in &r.used {
@@ -298,13 +304,51 @@ fn shrink_rows(t0: Instant) -> Vec<Row> {
             )
         },
         row(
-            "releasing every address empties the ENI: it goes too",
+            "releasing every address of an ENI deletes it, which gives them back with it",
             active(Mode::SharedIp, |s| s.warm_units = 0),
             vec![shared("eni-a", 11, 3, t0)],
+            vec![del("eni-a")],
+        ),
+        Row {
+            at: 110,
+            ..row(
+                "addresses freed close together go back together: none while one freed less than releaseDelay ago",
+                active(Mode::SharedIp, |s| {
+                    s.warm_units = 0;
+                    s.release_delay = Duration::from_secs(60)
+                }),
+                vec![freed_later(
+                    shared("eni-a", 11, 3, t0),
+                    14,
+                    t0 + Duration::from_secs(100),
+                )],
+                vec![],
+            )
+        },
+        Row {
+            at: 125,
+            ..row(
+                "unless the oldest waited twice releaseDelay: those past it go",
+                active(Mode::SharedIp, |s| {
+                    s.warm_units = 0;
+                    s.release_delay = Duration::from_secs(60)
+                }),
+                vec![freed_later(
+                    shared("eni-a", 11, 3, t0),
+                    14,
+                    t0 + Duration::from_secs(100),
+                )],
+                vec![release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"])],
+            )
+        },
+        row(
+            "the excess comes from the ENIs with the most idle addresses first: one call, an ENI emptied",
+            active(Mode::SharedIp, |s| s.warm_units = 2),
             vec![
-                release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"]),
-                del("eni-a"),
+                shared("eni-a", 11, 2, t0),
+                at_index(shared("eni-b", 21, 4, t0), 2),
             ],
+            vec![del("eni-b")],
         ),
         row(
             "never released below minIPs",
