@@ -22,6 +22,7 @@ mod service_redirect;
 mod shaping;
 mod shared_ipvlan;
 mod shared_veth;
+mod sweeps;
 mod teardown;
 mod trunk;
 mod veth_pair;
@@ -46,6 +47,7 @@ use crate::protocol::Bandwidth;
 use kernel::{Link, Netlink};
 use naming::{PodMarker, host_path_ifname, validate_container_id, validate_ifname};
 use shaping::Shaping;
+use sweeps::SweepTickets;
 
 /// Where and for what the dataplane works.
 #[derive(Clone, Debug)]
@@ -301,6 +303,7 @@ pub struct Dataplane {
     /// Serialises changes to shared host state (ENI tables, rules, sweeps); a pod's
     /// own veth and namespace are wired outside it.
     lock: Mutex<()>,
+    sweeps: SweepTickets,
     /// When this process last found (or made) the node's nftables table as wanted: ADD
     /// lists it again (an `nft` process) only after [`node_table::RECHECK`].
     node_table_checked: std::sync::Mutex<Option<std::time::Instant>>,
@@ -328,6 +331,7 @@ impl Dataplane {
             host_file,
             features,
             lock: Mutex::new(()),
+            sweeps: SweepTickets::default(),
             node_table_checked: std::sync::Mutex::new(None),
         })
     }
@@ -399,14 +403,25 @@ impl Dataplane {
             WiringKind::SharedVeth,
         )
         .await?;
+        let ticket = {
+            let _guard = self.lock.lock().await;
+            self.remove_pod_locked(
+                &request.container_id,
+                &request.ifname,
+                request.netns_path.as_deref(),
+                request.address,
+            )
+            .await?;
+            self.sweeps.issue()
+        };
+        // DELs that arrived together queued for the lock behind this one: the first of
+        // them back sweeps for all whose links were gone by then.
         let _guard = self.lock.lock().await;
-        self.unwire_locked(
-            &request.container_id,
-            &request.ifname,
-            request.netns_path.as_deref(),
-            request.address,
-        )
-        .await?;
+        if !self.sweeps.covered(ticket) {
+            let begun = self.sweeps.begin();
+            self.sweep().await?;
+            self.sweeps.finished(begun);
+        }
         info!(container = %request.container_id, ifname = %request.ifname, "pod unwired");
         Ok(())
     }

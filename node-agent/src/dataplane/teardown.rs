@@ -109,7 +109,7 @@ impl Dataplane {
         for pod in &doomed {
             if let (Some(id), Some(ifname)) = (&pod.container_id, &pod.ifname) {
                 info!(container = %id, ifname, "collecting wiring of a container that is gone");
-                self.unwire_locked(id, ifname, pod.netns.as_deref(), None)
+                self.remove_pod_locked(id, ifname, pod.netns.as_deref(), None)
                     .await?;
             }
         }
@@ -117,10 +117,24 @@ impl Dataplane {
         Ok(doomed)
     }
 
-    /// Removes everything wired for (`container_id`, `ifname`); anything already gone
-    /// (namespace deleted, links missing) is fine. `address` lets an ipvlan pod whose
-    /// namespace is gone be cleaned from the host too.
+    /// Removes everything wired for (`container_id`, `ifname`), then sweeps what that
+    /// left over.
     pub(super) async fn unwire_locked(
+        &self,
+        container_id: &str,
+        ifname: &str,
+        netns_path: Option<&Path>,
+        address: Option<Ipv4Addr>,
+    ) -> Result<(), DataplaneError> {
+        self.remove_pod_locked(container_id, ifname, netns_path, address)
+            .await?;
+        self.sweep().await
+    }
+
+    /// Removes the pod's links and routes; anything already gone (namespace deleted,
+    /// links missing) is fine. `address` lets an ipvlan pod whose namespace is gone be
+    /// cleaned from the host too. What no pod needs any more is left to a sweep.
+    pub(super) async fn remove_pod_locked(
         &self,
         container_id: &str,
         ifname: &str,
@@ -147,8 +161,7 @@ impl Dataplane {
             }
             None => {}
         }
-        self.drop_ipvlan_routes(&ipvlan_addresses).await?;
-        self.sweep().await
+        self.drop_ipvlan_routes(&ipvlan_addresses).await
     }
 
     /// Deletes the host end of (`container_id`, `ifname`)'s veth pair (and with it the
