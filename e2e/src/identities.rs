@@ -208,13 +208,19 @@ async fn agent_pod(admin: &Client, node: &str) -> Result<Pod, IdentityError> {
     let mut attempts = 0;
     loop {
         match pods.create(&PostParams::default(), &pod).await {
-            Err(kube::Error::Api(e)) if e.message.contains("not yet synced") && attempts < 40 => {
+            Err(e) if admission_not_synced(&e) && attempts < 40 => {
                 attempts += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             other => return Ok(other?),
         }
     }
+}
+
+/// The API server's answer to a pod create while an admission policy's parameter kind
+/// is not yet synced (just after the chart is installed): try again shortly.
+pub fn admission_not_synced(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.message.contains("not yet synced"))
 }
 
 /// Writes a kubeconfig for `who` with a fresh token; returns its path.

@@ -20,7 +20,7 @@ use std::{
 
 use eni_e2e::{
     ControlPlane, binaries,
-    identities::{self, Who},
+    identities::{self, Who, admission_not_synced},
 };
 use k8s_openapi::{
     api::{
@@ -1605,17 +1605,28 @@ async fn trunk_pods_request_a_member_eni() -> TestResult {
         >| { l.and_then(|l| l.get(MEMBER).map(|q| q.0.clone())) };
         (get(r.requests), get(r.limits))
     };
-    // The policy and its binding take effect a moment after they are created.
+    // The policy and its binding take effect a moment after they are created; until
+    // its parameter kind is synced, the API server refuses pod creates.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = Api::<Pod>::namespaced(admin.clone(), "team-a")
+        let got = match Api::<Pod>::namespaced(admin.clone(), "team-a")
             .create(&dry_run, &cases[0].0)
-            .await?;
-        if member(&got, 0) == (Some("1".into()), Some("1".into())) {
+            .await
+        {
+            Err(e) if admission_not_synced(&e) && Instant::now() < deadline => None,
+            other => Some(other?),
+        };
+        if let Some(got) = &got
+            && member(got, 0) == (Some("1".into()), Some("1".into()))
+        {
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("no member-ENI request after 30s: {:?}", got.spec).into());
+            return Err(format!(
+                "no member-ENI request after 30s: {:?}",
+                got.and_then(|g| g.spec)
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

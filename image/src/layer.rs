@@ -137,7 +137,7 @@ impl LayerBuilder {
         // depend on the input only (for a given flate2 backend).
         let mut gz = GzBuilder::new()
             .mtime(0)
-            .write(Vec::new(), Compression::new(9));
+            .write(Vec::new(), Compression::new(6));
         gz.write_all(&tar)
             .map_err(|source| layer_io("compressing the layer", source))?;
         let blob = gz
