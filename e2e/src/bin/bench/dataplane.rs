@@ -281,6 +281,22 @@ async fn round_trips(path: &Path, n: usize) -> Result<Samples, BenchError> {
     Ok(samples)
 }
 
+/// A bench pod's end of its veth, `eth0`: `address` (with its prefix), up, and the
+/// default route via `gateway`, reached over the link itself.
+pub(super) fn wire_pod_end(pod: &str, address: &str, gateway: &str) -> Result<(), BenchError> {
+    for args in [
+        vec!["-n", pod, "addr", "add", address, "dev", "eth0"],
+        vec!["-n", pod, "link", "set", "eth0", "up"],
+        vec!["-n", pod, "route", "add", gateway, "dev", "eth0"],
+        vec![
+            "-n", pod, "route", "add", "default", "via", gateway, "dev", "eth0",
+        ],
+    ] {
+        netns::ip(&args)?;
+    }
+    Ok(())
+}
+
 /// A VXLAN overlay between the two nodes: a namespace behind each node on a veth, the
 /// nodes tunnelling their subnets to each other over their own addresses.
 struct Overlay {
@@ -340,28 +356,10 @@ impl Overlay {
                     "via",
                     &format!("10.250.0.{other_n}"),
                 ],
-                vec![
-                    "-n",
-                    pod,
-                    "addr",
-                    "add",
-                    &format!("10.250.{n}.2/24"),
-                    "dev",
-                    "eth0",
-                ],
-                vec!["-n", pod, "link", "set", "eth0", "up"],
-                vec![
-                    "-n",
-                    pod,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("10.250.{n}.1"),
-                ],
             ] {
                 netns::ip(&args)?;
             }
+            wire_pod_end(pod, &format!("10.250.{n}.2/24"), &format!("10.250.{n}.1"))?;
         }
         Ok(Overlay { pods })
     }

@@ -8,7 +8,7 @@ use std::{net::Ipv4Addr, process::Command};
 
 use eni_e2e::netns;
 
-use super::BenchError;
+use super::{BenchError, dataplane::wire_pod_end};
 
 pub struct Reference {
     namespaces: Vec<String>,
@@ -118,31 +118,10 @@ impl Reference {
                     "dev",
                     &host_veth,
                 ],
-                vec![
-                    "-n",
-                    pod,
-                    "addr",
-                    "add",
-                    &format!("{pod_addr}/32"),
-                    "dev",
-                    "eth0",
-                ],
-                vec!["-n", pod, "link", "set", "eth0", "up"],
-                vec!["-n", pod, "route", "add", "169.254.1.1", "dev", "eth0"],
-                vec![
-                    "-n",
-                    pod,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "169.254.1.1",
-                    "dev",
-                    "eth0",
-                ],
             ] {
                 netns::ip(&args)?;
             }
+            wire_pod_end(pod, &format!("{pod_addr}/32"), "169.254.1.1")?;
             sysctl(&router, &[&format!("net.ipv4.conf.{port}.proxy_arp=1")])?;
             sysctl(
                 node,

@@ -277,6 +277,24 @@ fn growth_rows(t0: Instant) -> Vec<Row> {
 }
 
 fn shrink_rows(t0: Instant) -> Vec<Row> {
+    // Three addresses free since t0 and a fourth since t0 + 100 s, releaseDelay 60 s,
+    // looked at `at` seconds after t0.
+    let trickle = |name, at, want| Row {
+        at,
+        ..row(
+            name,
+            active(Mode::SharedIp, |s| {
+                s.warm_units = 0;
+                s.release_delay = Duration::from_secs(60)
+            }),
+            vec![freed_later(
+                shared("eni-a", 11, 3, t0),
+                14,
+                t0 + Duration::from_secs(100),
+            )],
+            want,
+        )
+    };
     vec![
         Row {
             at: 30,
@@ -309,38 +327,16 @@ fn shrink_rows(t0: Instant) -> Vec<Row> {
             vec![shared("eni-a", 11, 3, t0)],
             vec![del("eni-a")],
         ),
-        Row {
-            at: 110,
-            ..row(
-                "addresses freed close together go back together: none while one freed less than releaseDelay ago",
-                active(Mode::SharedIp, |s| {
-                    s.warm_units = 0;
-                    s.release_delay = Duration::from_secs(60)
-                }),
-                vec![freed_later(
-                    shared("eni-a", 11, 3, t0),
-                    14,
-                    t0 + Duration::from_secs(100),
-                )],
-                vec![],
-            )
-        },
-        Row {
-            at: 125,
-            ..row(
-                "unless the oldest waited twice releaseDelay: those past it go",
-                active(Mode::SharedIp, |s| {
-                    s.warm_units = 0;
-                    s.release_delay = Duration::from_secs(60)
-                }),
-                vec![freed_later(
-                    shared("eni-a", 11, 3, t0),
-                    14,
-                    t0 + Duration::from_secs(100),
-                )],
-                vec![release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"])],
-            )
-        },
+        trickle(
+            "addresses freed close together go back together: none while one freed less than releaseDelay ago",
+            110,
+            vec![],
+        ),
+        trickle(
+            "unless the oldest waited twice releaseDelay: those past it go",
+            125,
+            vec![release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"])],
+        ),
         row(
             "the excess comes from the ENIs with the most idle addresses first: one call, an ENI emptied",
             active(Mode::SharedIp, |s| s.warm_units = 2),
