@@ -148,7 +148,8 @@ async fn reconcile(ctx: &Ctx, k8s: &K8sNode) -> Result<(), NodesError> {
 }
 
 /// Marks what the node's PodNetworks hold; a unit claimed twice is logged loudly (it
-/// would mean two pods share an address) and left with its first owner.
+/// would mean two pods share an address) and left with its first owner. An address the
+/// cloud no longer has on the ENI stays the pod's and is assigned again.
 fn claim_podnetworks(ctx: &Ctx, node: &Node) {
     for pn in ctx.podnetworks() {
         if pn.spec.node_name != node.name {
@@ -161,8 +162,14 @@ fn claim_podnetworks(ctx: &Ctx, node: &Node) {
             uid: pn.spec.pod_uid.clone(),
         };
         let cooling = pn.metadata.deletion_timestamp.is_some();
-        if !node.claim(&pn.spec.allocation.eni_id, addr, &pod, cooling) {
-            warn!(node = %node.name, pod = %pod.name, address = %addr, eni = %pn.spec.allocation.eni_id, "PodNetwork holds a unit the inventory cannot give it");
+        let eni = &pn.spec.allocation.eni_id;
+        if node.claim(eni, addr, &pod, cooling) {
+            continue;
+        }
+        if node.claim_missing(eni, addr, &pod, cooling) {
+            warn!(node = %node.name, pod = %pod.name, address = %addr, %eni, "PodNetwork holds an address its ENI lacks in the cloud: assigning it again");
+        } else {
+            warn!(node = %node.name, pod = %pod.name, address = %addr, %eni, "PodNetwork holds a unit the inventory cannot give it");
         }
     }
 }

@@ -195,6 +195,41 @@ impl Inventory {
         })
     }
 
+    /// A PodNetwork holds `address` of SharedIP ENI `eni_id`, which the ENI as read from
+    /// the cloud lacks (a release that took effect while its answer was lost, then a
+    /// restart). The unit is the pod's all the same, so nobody else gets the address,
+    /// and the ENI is unsure: its read-back assigns the address again by address. False,
+    /// changing nothing, for an unknown or whole ENI, an address outside its subnet, or
+    /// one the ENI holds.
+    pub fn claim_missing(
+        &mut self,
+        eni_id: &str,
+        address: Ipv4Addr,
+        pod: &PodKey,
+        cooling: bool,
+        now: Instant,
+    ) -> bool {
+        let Some(e) = self.enis.get_mut(eni_id) else {
+            return false;
+        };
+        if e.role != Role::Shared
+            || !e.placement.subnet_cidr.contains(&address)
+            || e.units.contains_key(&address)
+        {
+            return false;
+        }
+        e.units.insert(
+            address,
+            if cooling {
+                Unit::Cooling(pod.clone())
+            } else {
+                Unit::Used(pod.clone())
+            },
+        );
+        self.mark_unsure(eni_id, now);
+        true
+    }
+
     /// Moves the unit `from_uid` holds (used or cooling) to `to`: a StatefulSet pod
     /// taking over its predecessor's reserved address, or that move undone. Returns false
     /// (and changes nothing) unless `from_uid` holds exactly this unit.
@@ -416,11 +451,6 @@ impl Inventory {
         rec.units.clear();
         rec.prefixes.clear();
         true
-    }
-
-    /// A release the cloud refused: the units taken out are free again.
-    pub fn put_back(&mut self, eni_id: &str, out: &TakenOut, now: Instant) {
-        self.add_addresses(eni_id, &out.ips, &out.prefixes, now);
     }
 
     /// The trunk ENI now belongs to `pool` (its former pool was deleted).

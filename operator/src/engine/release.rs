@@ -85,7 +85,7 @@ pub fn yield_slots(
 }
 
 /// The operations that give picked units back: addresses and prefixes per SharedIP ENI
-/// (the whole ENI deleted instead when that would empty it), whole ENIs deleted.
+/// (and the ENI itself once that empties it), whole ENIs deleted.
 pub fn release_ops(inv: &Inventory, picked: Vec<Taken>) -> Vec<Op> {
     let mut by_eni: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     for t in picked {
@@ -97,9 +97,18 @@ pub fn release_ops(inv: &Inventory, picked: Vec<Taken>) -> Vec<Op> {
             continue;
         };
         match e.role() {
-            // Deleting an ENI gives its addresses back with it: no unassign first.
-            Role::Shared if covers_all(e, &units) => ops.push(Op::DeleteEni { eni_id }),
-            Role::Shared => ops.push(Op::Release { eni_id, units }),
+            // Addresses go back before the ENI that empties: should its delete fail
+            // half-way (detached, not deleted), no free unit is left on it for a pod.
+            Role::Shared => {
+                let empties = covers_all(e, &units);
+                ops.push(Op::Release {
+                    eni_id: eni_id.clone(),
+                    units,
+                });
+                if empties {
+                    ops.push(Op::DeleteEni { eni_id });
+                }
+            }
             Role::Exclusive | Role::Member { .. } => ops.push(Op::DeleteEni { eni_id }),
             Role::Trunk => {}
         }

@@ -196,12 +196,11 @@ impl Executor<'_> {
         };
         if let Err(e) = self.cloud.provider.unassign_addresses(eni_id, &req).await {
             // Any failure may follow an attempt that took effect: a retried unassign
-            // that timed out first ends with "not assigned" from its retry.
-            self.node.update(|inv| {
-                inv.put_back(eni_id, &out, Instant::now());
-                inv.mark_unsure(eni_id, Instant::now());
-            });
-            self.node.capacity_added.notify_waiters();
+            // that timed out first ends with "not assigned" from its retry. The units
+            // stay out, so no pod gets an address the cloud may no longer hold; the
+            // read-back of the unsure ENI adopts again those the cloud still has.
+            self.node
+                .update(|inv| inv.mark_unsure(eni_id, Instant::now()));
             return Err(e.into());
         }
         self.node.update(|inv| inv.changed(eni_id, Instant::now()));

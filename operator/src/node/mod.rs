@@ -165,6 +165,11 @@ impl Node {
         self.update(|inv| inv.claim(eni, address, pod, cooling))
     }
 
+    /// See [`Inventory::claim_missing`].
+    pub fn claim_missing(&self, eni: &str, address: Ipv4Addr, pod: &PodKey, cooling: bool) -> bool {
+        self.update(|inv| inv.claim_missing(eni, address, pod, cooling, Instant::now()))
+    }
+
     /// See [`Inventory::hand_over`].
     pub fn hand_over(
         &self,

@@ -182,11 +182,6 @@ fn take_out_keeps_units_in_use_and_whole_prefixes() {
         "a pod holds a unit: the ENI stays"
     );
     assert_eq!(inv.take(&s, &pod("b")), None, "taken out: nobody gets it");
-    inv.put_back("eni-a", &out, t0);
-    assert!(
-        inv.take(&s, &pod("b")).is_some(),
-        "a refused release puts units back"
-    );
 
     let mut inv = inventory([prefix_eni("eni-p", &["10.0.1.16/28", "10.0.1.32/28"], t0)]);
     let t = inv.take(&s, &pod("a")).expect("a");
@@ -423,4 +418,34 @@ fn allocation_for_shared_and_member() {
     assert_eq!(a.prefix_length, 24);
     assert_eq!(a.route_table, None);
     assert_eq!(a.datapath, None);
+}
+
+#[test]
+fn an_address_a_pod_holds_but_the_cloud_lacks_stays_the_pods_and_is_checked() {
+    let t0 = Instant::now();
+    let s = settings(Mode::SharedIp);
+    let mut inv = inventory([shared_eni("eni-a", &["10.0.1.11"], t0)]);
+    let gone = ip("10.0.1.12");
+    assert!(inv.claim_missing("eni-a", gone, &pod("a"), false, t0));
+    assert_eq!(
+        inv.get("eni-a").and_then(|e| e.unit(gone)),
+        Some(&Unit::Used(pod("a"))),
+        "the pod's, so nobody else gets it"
+    );
+    assert_eq!(
+        inv.unsure_settled("p", Duration::ZERO, t0),
+        vec!["eni-a".to_owned()],
+        "read back, where it is assigned again"
+    );
+    let b = inv.take(&s, &pod("b")).expect("the other unit");
+    assert_ne!(b.address, gone);
+    assert!(
+        !inv.claim_missing("eni-a", ip("10.0.1.11"), &pod("c"), false, t0),
+        "an address the ENI holds is claimed the usual way"
+    );
+    assert!(
+        !inv.claim_missing("eni-a", ip("10.0.2.5"), &pod("c"), false, t0),
+        "outside the ENI's subnet"
+    );
+    assert!(!inv.claim_missing("eni-x", gone, &pod("c"), false, t0));
 }

@@ -322,10 +322,13 @@ fn shrink_rows(t0: Instant) -> Vec<Row> {
             )
         },
         row(
-            "releasing every address of an ENI deletes it, which gives them back with it",
+            "releasing every address empties the ENI: it goes too",
             active(Mode::SharedIp, |s| s.warm_units = 0),
             vec![shared("eni-a", 11, 3, t0)],
-            vec![del("eni-a")],
+            vec![
+                release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"]),
+                del("eni-a"),
+            ],
         ),
         trickle(
             "addresses freed close together go back together: none while one freed less than releaseDelay ago",
@@ -338,13 +341,19 @@ fn shrink_rows(t0: Instant) -> Vec<Row> {
             vec![release("eni-a", &["10.0.1.11", "10.0.1.12", "10.0.1.13"])],
         ),
         row(
-            "the excess comes from the ENIs with the most idle addresses first: one call, an ENI emptied",
+            "the excess comes from the ENIs with the most idle addresses first: one ENI emptied",
             active(Mode::SharedIp, |s| s.warm_units = 2),
             vec![
                 shared("eni-a", 11, 2, t0),
                 at_index(shared("eni-b", 21, 4, t0), 2),
             ],
-            vec![del("eni-b")],
+            vec![
+                release(
+                    "eni-b",
+                    &["10.0.1.21", "10.0.1.22", "10.0.1.23", "10.0.1.24"],
+                ),
+                del("eni-b"),
+            ],
         ),
         row(
             "never released below minIPs",
