@@ -33,6 +33,15 @@ pub enum Unit {
 }
 
 impl Unit {
+    /// `pod`'s unit: cooling once its PodNetwork is going, else used.
+    pub fn held_by(pod: &PodKey, cooling: bool) -> Unit {
+        if cooling {
+            Unit::Cooling(pod.clone())
+        } else {
+            Unit::Used(pod.clone())
+        }
+    }
+
     pub fn is_free(&self) -> bool {
         matches!(self, Unit::Free { .. })
     }

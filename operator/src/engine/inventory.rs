@@ -218,14 +218,7 @@ impl Inventory {
         {
             return false;
         }
-        e.units.insert(
-            address,
-            if cooling {
-                Unit::Cooling(pod.clone())
-            } else {
-                Unit::Used(pod.clone())
-            },
-        );
+        e.units.insert(address, Unit::held_by(pod, cooling));
         self.mark_unsure(eni_id, now);
         true
     }
@@ -270,11 +263,7 @@ impl Inventory {
         if !allowed(holder) {
             return false;
         }
-        *unit = if cooling {
-            Unit::Cooling(pod.clone())
-        } else {
-            Unit::Used(pod.clone())
-        };
+        *unit = Unit::held_by(pod, cooling);
         true
     }
 
@@ -476,12 +465,11 @@ impl Inventory {
                     Unit::Free { .. } => {}
                 }
             }
+            // One that does not serve the pool still serves its pods, but is no warm
+            // stock: it drains, and nothing of it is released. (Attaching ones are
+            // added below.)
             if e.serves(s) {
                 usage.releasable += e.idle_units(s.release_delay, now).len() as u32;
-            }
-            // One that does not serve the pool still serves its pods, but is no warm
-            // stock: it drains. (Attaching ones are added below.)
-            if e.serves(s) {
                 usage.enis.push(EniFill {
                     eni_id: e.id.clone(),
                     held: e.held_slots(),
