@@ -202,6 +202,25 @@ impl Cluster {
         spawn_operator_bin(&bin, &self.cp, &self.name, identity, extra, &self.sim.env())
     }
 
+    /// [`Cluster::spawn_operator`] with its own kubeconfig (another way to the API
+    /// server, such as an [`crate::api_relay::Relay`]), as the operator's identity.
+    pub fn spawn_operator_via(
+        &self,
+        identity: &str,
+        extra: &[&str],
+        kubeconfig: &std::path::Path,
+    ) -> Result<ChildGuard, ClusterError> {
+        let bin = workspace_bin("eni-operator")?;
+        let mut env = self.sim.env();
+        env.push(("KUBECONFIG", kubeconfig.display().to_string()));
+        spawn_operator_bin(&bin, &self.cp, &self.name, identity, extra, &env)
+    }
+
+    /// Where the operator's identity's kubeconfig is.
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        Who::Operator.kubeconfig_path(&self.cp)
+    }
+
     /// Creates `n` pods bound to `node` (spec.nodeName set, as the scheduler would).
     pub async fn create_pods(
         &self,

@@ -1,6 +1,7 @@
 //! The local test bed: a real control plane, vpc-sim, nodes as network namespaces, and
 //! the product's binaries as child processes.
 
+pub mod api_relay;
 pub mod bed;
 pub mod binaries;
 pub mod cluster;

@@ -10,7 +10,10 @@ use std::{
 
 use eni_crds::contract::STATEFUL_LABEL;
 use eni_crds::{ENIPool, Mode, PodNetwork, SubnetPolicy, TrunkENI};
-use eni_e2e::cluster::{Cluster, ClusterError, fast_cloud};
+use eni_e2e::{
+    api_relay::Relay,
+    cluster::{Cluster, ClusterError, fast_cloud},
+};
 use eni_operator::{cloud::RateLimit, context::Config, controllers::trunk::MEMBER_RESOURCE};
 use eni_test_support::{PoolBuilder, pool};
 use k8s_openapi::{
@@ -762,6 +765,65 @@ async fn subnet_exhaustion_sets_condition_and_recovers_with_a_second_subnet() {
     cond("False").await.expect("condition cleared");
 }
 
+/// A leader cut off from the API server (a partition: its requests hang, nothing is
+/// refused) must have stopped before the standby takes the lease over, or both act at
+/// once: the chaos trial once found one Exclusive ENI in two pods' PodNetworks after
+/// an API server restart, when the old leader kept allocating from its inventory while
+/// the new one allocated from a fresh load. The leader gives up after 2/3 of the lease
+/// without a renewal; a standby waits for a whole lease unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_the_api_server_is_gone_before_the_standby_leads() {
+    let c = Cluster::start(fast_cloud()).await.expect("cluster");
+    let relay = Relay::for_kubeconfig(&c.operator_kubeconfig(), "kubeconfig-op-cut")
+        .await
+        .expect("relay");
+    let flags = ["--lease-duration", "4"];
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(c.client.clone(), "eni-system");
+    let holder = || async {
+        Ok::<_, ClusterError>(
+            leases
+                .get_opt("eni-operator")
+                .await
+                .map_err(ClusterError::from)?
+                .and_then(|l| l.spec?.holder_identity),
+        )
+    };
+    let cut_off = c
+        .spawn_operator_via("op-cut", &flags, &relay.kubeconfig)
+        .expect("operator behind the relay");
+    c.wait_for("op-cut leading", Duration::from_secs(60), || async {
+        Ok(holder().await?.filter(|h| h == "op-cut"))
+    })
+    .await
+    .expect("op-cut leads");
+    let standby = c.spawn_operator("op-standby", &flags).expect("standby");
+    // The standby has seen the lease held (a renewal or two) before the cut.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!cut_off.has_exited(), "op-cut exited while it could renew");
+    relay.cut();
+    let cut_at = Instant::now();
+    let deadline = cut_at + Duration::from_secs(60);
+    loop {
+        if holder().await.ok().flatten().as_deref() == Some("op-standby") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{{\"seconds_from_cut_to_takeover\":{:.1}}}",
+        cut_at.elapsed().as_secs_f64()
+    );
+    assert!(
+        cut_off.has_exited(),
+        "the standby leads while the cut-off leader still runs (and may act): {}",
+        cut_off.log_tail(20)
+    );
+    relay.restore();
+    assert!(!standby.has_exited(), "{}", standby.log_tail(20));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() {
     let c = Cluster::start(fast_cloud()).await.expect("cluster");
@@ -1267,10 +1329,13 @@ async fn stopped_leader_releases_its_lease() {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(c.client.clone(), "eni-system");
     let holder = || async {
-        Ok(leases
-            .get_opt("eni-operator")
-            .await?
-            .and_then(|l| l.spec?.holder_identity))
+        Ok::<_, ClusterError>(
+            leases
+                .get_opt("eni-operator")
+                .await
+                .map_err(ClusterError::from)?
+                .and_then(|l| l.spec?.holder_identity),
+        )
     };
     let first = c
         .wait_for("op-a leads", Duration::from_secs(60), holder)

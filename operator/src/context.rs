@@ -46,7 +46,14 @@ pub struct Config {
     pub attach_timeout: Duration,
     /// How long after a change the cloud's describes are trusted to show it.
     pub describe_settle: Duration,
+    /// The replica and its term of leadership, recorded on every PodNetwork it writes
+    /// ([`WRITER_ANNOTATION`]): two PodNetworks naming one unit then tell whether two
+    /// replicas acted at once.
+    pub writer: String,
 }
+
+/// Annotation on a PodNetwork: which replica allocated it, in which term.
+pub const WRITER_ANNOTATION: &str = "eni-operator.io/allocated-by";
 
 impl Default for Config {
     fn default() -> Self {
@@ -60,6 +67,7 @@ impl Default for Config {
             // EC2 documents its describes as eventually consistent, typically within
             // seconds of a change.
             describe_settle: Duration::from_secs(5),
+            writer: "eni-operator".into(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod controllers;
 pub mod engine;
 pub mod finalizer;
 pub mod keyed;
+pub mod leadership;
 pub mod metrics;
 pub mod node;
 pub mod pod_record;

@@ -1,5 +1,7 @@
 //! eni-operator: the cluster controller. Only the leader (a Lease) reconciles; a standby
-//! waits and takes over when the leader's lease expires.
+//! waits and takes over when the leader's lease expires. A leader that cannot renew its
+//! lease within the renew deadline (two thirds of the lease) exits before any standby
+//! may take over, so two replicas never act at once.
 
 use std::{
     net::SocketAddr,
@@ -17,11 +19,12 @@ use eni_operator::{
         aws::{AwsProvider, AwsSettings, load_sdk_config},
     },
     context::Config,
+    leadership::{self, Ended},
     metrics::{Metrics, serve},
     run::run,
 };
 use futures::FutureExt;
-use kube_lease_manager::LeaseManagerBuilder;
+use k8s_controller::LeaderElection;
 use prometheus_client::registry::Registry;
 use tracing::{error, info};
 
@@ -74,8 +77,10 @@ struct Args {
     lease_namespace: String,
     #[arg(long, default_value = "eni-operator")]
     lease_name: String,
-    /// Seconds a lease lasts without renewal; a standby takes over after it.
-    #[arg(long, default_value_t = 15)]
+    /// Seconds a lease lasts without renewal; a standby takes over after it. The leader
+    /// renews every 2/15 of it and gives up (exits) once 2/3 of it passed without a
+    /// renewal, as client-go's defaults (15 s, 10 s, 2 s) do.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     lease_duration: u64,
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -106,10 +111,10 @@ enum MainError {
     Config(String),
     #[error("kubernetes client: {0}")]
     Kube(#[from] kube::Error),
-    #[error("leader election: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
-    #[error("lost leadership")]
-    LostLeadership,
+    #[error("a watch ended: stopped leading")]
+    Stopped,
+    #[error("starting the work's runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -218,30 +223,18 @@ async fn main_inner(args: Args) -> Result<(), MainError> {
         .identity
         .clone()
         .unwrap_or_else(|| format!("eni-operator-{}", std::process::id()));
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(args.lease_duration)
-        .with_grace((args.lease_duration / 3).max(1))
-        .build()
-        .await?;
-    let (mut leader, lease_task) = manager.watch().await;
-    let mut stop = std::pin::pin!(shutdown_signal()?.shared());
+    let lease = Duration::from_secs(args.lease_duration);
+    let (renew_deadline, retry) = leadership::timings(lease);
+    let election = LeaderElection::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+    )
+    .with_lease_duration(lease)
+    .with_renew_deadline(renew_deadline)
+    .with_retry_period(retry);
     info!(%identity, lease = %args.lease_name, "waiting for leadership");
-    while !*leader.borrow_and_update() {
-        tokio::select! {
-            changed = leader.changed() => {
-                if changed.is_err() {
-                    return Err(MainError::LostLeadership);
-                }
-            }
-            // A standby asked to stop holds nothing.
-            _ = &mut stop => return Ok(()),
-        }
-    }
-    info!(%identity, "leading");
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
-
     let config = Config {
         cluster: args.cluster_name,
         resync: Duration::from_secs(args.resync_seconds),
@@ -250,45 +243,32 @@ async fn main_inner(args: Args) -> Result<(), MainError> {
         attach_timeout: Duration::from_secs(args.attach_timeout_seconds),
         ..Config::default()
     };
-    let lost = async move {
-        loop {
-            if leader.changed().await.is_err() || !*leader.borrow() {
-                return;
-            }
-        }
-    }
-    .boxed()
-    .shared();
-    let shutdown = {
-        let lost = lost.clone();
-        let stop = stop.clone();
-        async move {
-            tokio::select! {
-                _ = lost => {}
-                _ = stop => {}
-            }
-        }
-        .boxed()
+    let work = || {
+        let config = Config {
+            writer: format!(
+                "{identity} leading since {}",
+                k8s_openapi::jiff::Timestamp::now()
+            ),
+            ..config
+        };
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        run(
+            client,
+            provider,
+            config,
+            metrics,
+            futures::future::pending().boxed(),
+        )
     };
-    run(client, provider, config, metrics, shutdown).await;
-    // Leadership gone means another replica may be acting: stop at once, never act on.
-    if lost.clone().now_or_never().is_some() {
-        return Err(MainError::LostLeadership);
+    match leadership::lead(&election, &identity, shutdown_signal()?, work)
+        .await
+        .map_err(MainError::Runtime)?
+    {
+        Ended::Stopped => Ok(()),
+        // The Deployment starts the replica again.
+        Ended::WorkReturned => Err(MainError::Stopped),
     }
-    // Asked to stop (a rollout, a drain): dropping the last receiver makes the lease task
-    // release the Lease, so a standby leads at once instead of after the lease expires.
-    drop(lost);
-    match tokio::time::timeout(LEASE_RELEASE_TIMEOUT, lease_task).await {
-        Ok(Ok(Ok(_))) => info!(%identity, "released the lease"),
-        Ok(Ok(Err(e))) => error!(error = %e, "releasing the lease"),
-        Ok(Err(e)) => error!(error = %e, "lease task"),
-        Err(_) => error!("releasing the lease timed out; standbys take over when it expires"),
-    }
-    Ok(())
 }
-
-/// How long a stopping leader waits to hand its Lease back.
-const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Resolves on SIGTERM (what kubelet sends on a rollout or drain) or SIGINT.
 fn shutdown_signal() -> Result<futures::future::BoxFuture<'static, ()>, MainError> {

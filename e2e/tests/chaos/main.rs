@@ -248,7 +248,7 @@ async fn run(bed: &Bed, seed: u64) -> Result<(), BedError> {
             api.attempts,
             api.errors,
             api.doubles.len(),
-            api.doubles
+            api.doubles_report()
         ),
         api.samples >= 400 && api.errors * 3 <= api.attempts && api.doubles.is_empty(),
         &mut failures,

@@ -5,11 +5,12 @@
 use std::{
     collections::BTreeMap,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use eni_crds::{Mode, PodNetwork};
 use eni_e2e::{bed::Bed, vpc};
+use eni_operator::context::WRITER_ANNOTATION;
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 
@@ -20,8 +21,39 @@ pub struct ApiSamples {
     pub errors: u64,
     /// Lists that came back and were checked.
     pub samples: u64,
-    /// Units held by two PodNetworks in one list.
-    pub doubles: Vec<String>,
+    /// Units held by two PodNetworks, each pair once, with when it was seen.
+    pub doubles: BTreeMap<(String, String, String), Double>,
+}
+
+/// A unit two PodNetworks held at once: who they are and for how long it was seen.
+#[derive(Debug)]
+pub struct Double {
+    /// Seconds into the run of the first and the last list that showed it.
+    pub first_seen: f64,
+    pub last_seen: f64,
+    pub samples: u64,
+    /// Each PodNetwork as the first list showed it.
+    pub holders: [String; 2],
+}
+
+impl std::fmt::Display for Double {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seen {:.1}s..{:.1}s in {} lists; {} | {}",
+            self.first_seen, self.last_seen, self.samples, self.holders[0], self.holders[1]
+        )
+    }
+}
+
+impl ApiSamples {
+    /// One line per pair, for the failure message.
+    pub fn doubles_report(&self) -> Vec<String> {
+        self.doubles
+            .iter()
+            .map(|((unit, a, b), d)| format!("{unit}: {a} and {b}: {d}"))
+            .collect()
+    }
 }
 
 /// What a PodNetwork holds that no other may: its address; a Trunk pod's member ENI and
@@ -37,30 +69,74 @@ fn units(pn: &PodNetwork) -> Vec<String> {
     units
 }
 
-/// The units held twice in one list of PodNetworks.
-pub fn doubles(pns: &[PodNetwork]) -> Vec<String> {
-    let mut holder: BTreeMap<String, String> = BTreeMap::new();
-    let mut found = Vec::new();
+/// A PodNetwork as a failure names it: mode, pool, node, the pod it is for, when it was
+/// created, by which operator replica, and whether it is being deleted.
+fn describe(pn: &PodNetwork) -> String {
+    let meta = &pn.metadata;
+    format!(
+        "{} {:?} pool {} on {} for pod uid {} (owner {}), created {}, allocated by {}{}",
+        pn.name_any(),
+        pn.spec.mode,
+        pn.spec.pool,
+        pn.spec.node_name,
+        pn.spec.pod_uid,
+        meta.owner_references
+            .iter()
+            .flatten()
+            .map(|o| format!("{}/{}", o.name, o.uid))
+            .collect::<Vec<_>>()
+            .join(","),
+        meta.creation_timestamp
+            .as_ref()
+            .map_or("?".into(), |t| t.0.to_string()),
+        pn.annotations()
+            .get(WRITER_ANNOTATION)
+            .map_or("?", String::as_str),
+        meta.deletion_timestamp
+            .as_ref()
+            .map_or(String::new(), |t| format!(", deleting since {}", t.0)),
+    )
+}
+
+/// Records the units held twice in one list of PodNetworks, taken `at` seconds into
+/// the run.
+pub fn record_doubles(
+    pns: &[PodNetwork],
+    at: f64,
+    seen: &mut BTreeMap<(String, String, String), Double>,
+) {
+    let mut holder: BTreeMap<String, &PodNetwork> = BTreeMap::new();
     for pn in pns {
         for unit in units(pn) {
-            if let Some(other) = holder.insert(unit.clone(), pn.name_any()) {
-                found.push(format!("{unit}: {other} and {}", pn.name_any()));
-            }
+            let Some(other) = holder.insert(unit.clone(), pn) else {
+                continue;
+            };
+            let d = seen
+                .entry((unit, other.name_any(), pn.name_any()))
+                .or_insert_with(|| Double {
+                    first_seen: at,
+                    last_seen: at,
+                    samples: 0,
+                    holders: [describe(other), describe(pn)],
+                });
+            d.last_seen = at;
+            d.samples += 1;
         }
     }
-    found
 }
 
 /// Lists every PodNetwork every 250 ms until `stop`.
 pub async fn api(client: Client, stop: &AtomicBool) -> ApiSamples {
     let api: Api<PodNetwork> = Api::all(client);
     let mut seen = ApiSamples::default();
+    let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         seen.attempts += 1;
         match api.list(&Default::default()).await {
             Ok(list) => {
                 seen.samples += 1;
-                seen.doubles.extend(doubles(&list.items));
+                let at = started.elapsed().as_secs_f64();
+                record_doubles(&list.items, at, &mut seen.doubles);
             }
             Err(_) => seen.errors += 1,
         }

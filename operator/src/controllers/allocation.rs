@@ -25,7 +25,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::{
-    context::{Ctx, MANAGER},
+    context::{Ctx, MANAGER, WRITER_ANNOTATION},
     engine::{
         eni::PodKey,
         inventory::Taken,
@@ -169,6 +169,8 @@ pub(super) async fn allocate(
         labels.insert(STATEFUL_LABEL.to_owned(), "true".to_owned());
     }
     pn.metadata.labels = Some(labels);
+    pn.metadata.annotations =
+        Some([(WRITER_ANNOTATION.to_owned(), ctx.config().writer.clone())].into());
     pn.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
     pn.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "v1".into(),
