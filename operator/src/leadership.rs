@@ -65,8 +65,10 @@ where
         },
         () = stop => {
             runtime.stop().await;
-            if tokio::time::timeout(STOP_TIMEOUT, election.release()).await.is_err() {
-                error!("releasing the lease timed out; standbys take over when it expires");
+            match tokio::time::timeout(STOP_TIMEOUT, election.release()).await {
+                // The election logs a release it could not make; this says it was tried.
+                Ok(()) => info!(%identity, "released the lease"),
+                Err(_) => error!("releasing the lease timed out; standbys take over when it expires"),
             }
             Ok(Ended::Stopped)
         }
