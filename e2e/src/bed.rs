@@ -19,10 +19,7 @@ use std::{
 };
 
 use eni_crds::PodNetwork;
-use k8s_openapi::api::{
-    coordination::v1::Lease,
-    core::v1::{Namespace, Node, Pod},
-};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, PostParams},
@@ -448,12 +445,7 @@ impl Bed {
 
     /// The replica holding the lease, if any.
     pub async fn leader(&self) -> Result<Option<String>, BedError> {
-        let leases: Api<Lease> =
-            Api::namespaced(self.client.clone(), crate::control_plane::SYSTEM_NAMESPACE);
-        Ok(leases
-            .get_opt("eni-operator")
-            .await?
-            .and_then(|l| l.spec?.holder_identity))
+        Ok(cluster::lease_holder(&self.client).await?)
     }
 
     pub async fn apply_yaml(&self, yaml: &str) -> Result<(), BedError> {

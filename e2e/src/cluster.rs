@@ -216,6 +216,11 @@ impl Cluster {
         spawn_operator_bin(&bin, &self.cp, &self.name, identity, extra, &env)
     }
 
+    /// The operator replica holding the lease, if any.
+    pub async fn leader(&self) -> Result<Option<String>, ClusterError> {
+        Ok(lease_holder(&self.client).await?)
+    }
+
     /// Where the operator's identity's kubeconfig is.
     pub fn operator_kubeconfig(&self) -> PathBuf {
         Who::Operator.kubeconfig_path(&self.cp)
@@ -350,6 +355,16 @@ pub fn spawn_operator_bin(
     }
     let log = cp.dir().join(format!("{identity}.log"));
     ChildGuard::spawn("eni-operator", cmd, &log).map_err(|e| ClusterError::Spawn("eni-operator", e))
+}
+
+/// The holder of the operator's Lease (the chart's name, in the system namespace).
+pub async fn lease_holder(client: &Client) -> Result<Option<String>, kube::Error> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), crate::control_plane::SYSTEM_NAMESPACE);
+    Ok(leases
+        .get_opt("eni-operator")
+        .await?
+        .and_then(|l| l.spec?.holder_identity))
 }
 
 /// The product's binaries the bed runs as processes.

@@ -778,22 +778,11 @@ async fn a_leader_cut_off_from_the_api_server_is_gone_before_the_standby_leads()
         .await
         .expect("relay");
     let flags = ["--lease-duration", "4"];
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(c.client.clone(), "eni-system");
-    let holder = || async {
-        Ok::<_, ClusterError>(
-            leases
-                .get_opt("eni-operator")
-                .await
-                .map_err(ClusterError::from)?
-                .and_then(|l| l.spec?.holder_identity),
-        )
-    };
     let cut_off = c
         .spawn_operator_via("op-cut", &flags, &relay.kubeconfig)
         .expect("operator behind the relay");
     c.wait_for("op-cut leading", Duration::from_secs(60), || async {
-        Ok(holder().await?.filter(|h| h == "op-cut"))
+        Ok(c.leader().await?.filter(|h| h == "op-cut"))
     })
     .await
     .expect("op-cut leads");
@@ -805,7 +794,7 @@ async fn a_leader_cut_off_from_the_api_server_is_gone_before_the_standby_leads()
     let cut_at = Instant::now();
     let deadline = cut_at + Duration::from_secs(60);
     loop {
-        if holder().await.ok().flatten().as_deref() == Some("op-standby") {
+        if c.leader().await.ok().flatten().as_deref() == Some("op-standby") {
             break;
         }
         assert!(Instant::now() < deadline, "the standby never took over");
@@ -853,15 +842,8 @@ async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() 
     ];
     let a = c.spawn_operator("op-a", &flags).expect("operator a");
     let b = c.spawn_operator("op-b", &flags).expect("operator b");
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(c.client.clone(), "eni-system");
     let leader = c
-        .wait_for("a leader", Duration::from_secs(60), || async {
-            Ok(leases
-                .get_opt("eni-operator")
-                .await?
-                .and_then(|l| l.spec?.holder_identity))
-        })
+        .wait_for("a leader", Duration::from_secs(60), || c.leader())
         .await
         .expect("leader elected");
     for n in nodes {
@@ -895,16 +877,7 @@ async fn leader_killed_mid_burst_standby_finishes_without_duplicates_or_leaks() 
         "{{\"standby\":\"{standby}\",\"seconds_from_kill_to_all_60\":{:.1}}}",
         killed_at.elapsed().as_secs_f64()
     );
-    assert_eq!(
-        leases
-            .get("eni-operator")
-            .await
-            .expect("lease")
-            .spec
-            .and_then(|s| s.holder_identity)
-            .as_deref(),
-        Some(standby)
-    );
+    assert_eq!(c.leader().await.expect("lease").as_deref(), Some(standby));
     assert_unique(&all, Mode::SharedIp);
     // No leaked address: once converged, every address the cluster's ENIs hold is either
     // a pod's or counted warm or cooling in the pool status, and the cloud agrees with the
@@ -1326,19 +1299,8 @@ async fn stopped_leader_releases_its_lease() {
     // A lease far longer than the test waits: only a release lets the standby lead.
     let flags = ["--lease-duration", "600"];
     let a = c.spawn_operator("op-a", &flags).expect("operator a");
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(c.client.clone(), "eni-system");
-    let holder = || async {
-        Ok::<_, ClusterError>(
-            leases
-                .get_opt("eni-operator")
-                .await
-                .map_err(ClusterError::from)?
-                .and_then(|l| l.spec?.holder_identity),
-        )
-    };
     let first = c
-        .wait_for("op-a leads", Duration::from_secs(60), holder)
+        .wait_for("op-a leads", Duration::from_secs(60), || c.leader())
         .await
         .expect("leader elected");
     assert_eq!(first, "op-a");
@@ -1347,7 +1309,7 @@ async fn stopped_leader_releases_its_lease() {
     assert!(a.has_exited(), "op-a ignored SIGTERM");
     let next = c
         .wait_for("op-b leads", Duration::from_secs(60), || async {
-            Ok(holder().await?.filter(|h| h == "op-b"))
+            Ok(c.leader().await?.filter(|h| h == "op-b"))
         })
         .await
         .expect("standby took over before the 600 s lease expired");
